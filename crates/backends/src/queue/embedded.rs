@@ -1,0 +1,658 @@
+//! Embedded durable queue: one redb file owned by one process.
+//!
+//! Disk (redb): `ready` (seq -> stored envelope; in-flight events stay here until settled),
+//! `delayed` (seq -> stored envelope with its due time), `dead` (seq -> dead letter).
+//! Memory (rebuilt on open): per-key FIFO of ready seqs, the "heads" (oldest ready seq of
+//! every key with nothing in flight), the in-flight lease per key and the delayed index.
+//! Every operation holds one mutex across its redb write, so memory always mirrors disk.
+//! An event in flight when the process dies is simply ready again on reopen.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::fifo::KeyedFifo;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::{
+    DELIVERY_LIMIT, DeadLetter, Delivery, DeliveryHandle, Envelope, Queue, QueueDepth, QueueError,
+    QueueOptions,
+};
+
+const READY: TableDefinition<u64, &[u8]> = TableDefinition::new("ready");
+const DELAYED: TableDefinition<u64, &[u8]> = TableDefinition::new("delayed");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    envelope: Envelope,
+    /// Deliveries since the last publish/retry (safety net against poison events).
+    #[serde(default)]
+    deliveries: u32,
+    /// Delayed only: due time, unix milliseconds.
+    #[serde(default)]
+    due_ms: i64,
+}
+
+struct InFlight {
+    seq: u64,
+    token: u64,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    next_seq: u64,
+    next_token: u64,
+    /// Ready (not in-flight) events.
+    fifo: KeyedFifo,
+    inflight: HashMap<String, InFlight>,
+    /// (due unix ms, seq)
+    delayed: BTreeSet<(i64, u64)>,
+    dead_count: u64,
+}
+
+impl State {
+    fn add_ready(&mut self, seq: u64, key: &str) {
+        self.fifo.push(seq, key);
+    }
+
+    fn remove_ready(&mut self, seq: u64, key: &str) -> bool {
+        self.fifo.remove(seq, key)
+    }
+
+    /// Take the oldest ready event whose key is free.
+    fn start_flight(&mut self, lease: Duration) -> Option<(u64, String, u64)> {
+        let (seq, key) = self.fifo.pop_free()?;
+        self.next_token += 1;
+        let token = self.next_token;
+        self.inflight.insert(
+            key.clone(),
+            InFlight {
+                seq,
+                token,
+                deadline: Instant::now() + lease,
+            },
+        );
+        Some((seq, key, token))
+    }
+
+    /// End a flight; with `requeue` the event is ready again (its old seq keeps it first).
+    fn end_flight(&mut self, key: &str, requeue: bool) -> Option<u64> {
+        let seq = self.inflight.remove(key).map(|f| f.seq)?;
+        if requeue {
+            self.fifo.push(seq, key);
+        }
+        self.fifo.set_busy(key, false);
+        Some(seq)
+    }
+
+    fn owns(&self, key: &str, token: u64) -> bool {
+        self.inflight.get(key).is_some_and(|f| f.token == token)
+    }
+
+    fn alloc(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+}
+
+struct Shared {
+    db: Database,
+    state: Mutex<State>,
+    notify: Notify,
+    opts: QueueOptions,
+}
+
+/// The embedded queue. Share it between consumers of one process with an `Arc`.
+pub struct EmbeddedQueue {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Handle {
+    shared: Arc<Shared>,
+    seq: u64,
+    key: String,
+    token: u64,
+    armed: bool,
+}
+
+impl Handle {
+    fn disarm(&mut self) -> (u64, String, u64) {
+        self.armed = false;
+        (self.seq, std::mem::take(&mut self.key), self.token)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Not settled: give the event back at once (memory only; it never left `ready`).
+        let mut st = self.shared.lock();
+        if st.owns(&self.key, self.token) {
+            st.end_flight(&self.key, true);
+            drop(st);
+            self.shared.notify.notify_waiters();
+        }
+    }
+}
+
+fn db_err(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(format!("embedded queue storage: {e}"))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, QueueError> {
+    serde_json::to_vec(v).map_err(|e| QueueError::Other(format!("encode: {e}")))
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, QueueError> {
+    serde_json::from_slice(b).map_err(|e| QueueError::Corrupt(format!("embedded queue record: {e}")))
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn to_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Move due delayed events to ready (behind what is there), expire leases.
+    fn housekeeping(&self, st: &mut State) -> Result<(), QueueError> {
+        let now = now_ms();
+        let due: Vec<(i64, u64)> = st.delayed.iter().take_while(|(d, _)| *d <= now).copied().collect();
+        if !due.is_empty() {
+            let mut moved = Vec::new();
+            let tx = self.db.begin_write().map_err(db_err)?;
+            {
+                let mut delayed = tx.open_table(DELAYED).map_err(db_err)?;
+                let mut ready = tx.open_table(READY).map_err(db_err)?;
+                let mut next = st.next_seq;
+                for (due_ms, seq) in &due {
+                    let Some(bytes) = delayed.remove(*seq).map_err(db_err)? else {
+                        moved.push((*due_ms, *seq, None));
+                        continue;
+                    };
+                    let mut stored: Stored = decode(bytes.value())?;
+                    drop(bytes);
+                    stored.deliveries = 0;
+                    stored.due_ms = 0;
+                    let new_seq = next;
+                    next += 1;
+                    ready.insert(new_seq, encode(&stored)?.as_slice()).map_err(db_err)?;
+                    moved.push((*due_ms, *seq, Some((new_seq, stored.envelope.key))));
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            for (due_ms, seq, target) in moved {
+                st.delayed.remove(&(due_ms, seq));
+                if let Some((new_seq, key)) = target {
+                    st.next_seq = st.next_seq.max(new_seq + 1);
+                    st.add_ready(new_seq, &key);
+                }
+            }
+        }
+        let now = Instant::now();
+        let expired: Vec<String> = st
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            tracing::warn!(key = %key, "embedded queue: in-flight lease expired, event is ready again");
+            st.end_flight(&key, true);
+        }
+        Ok(())
+    }
+
+    /// When something may change without a publish/ack: next due delayed event or lease expiry.
+    fn next_wake(&self, st: &State) -> Option<Instant> {
+        let lease = st.inflight.values().map(|f| f.deadline).min();
+        let delayed = st.delayed.first().map(|(due, _)| {
+            let wait = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
+            Instant::now() + Duration::from_millis(wait)
+        });
+        match (lease, delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn try_receive(self: &Arc<Self>) -> Result<(Option<Delivery>, Option<Instant>), QueueError> {
+        let mut st = self.lock();
+        self.housekeeping(&mut st)?;
+        loop {
+            let Some((seq, key)) = st.fifo.peek_free() else {
+                let wake = self.next_wake(&st);
+                return Ok((None, wake));
+            };
+            let tx = self.db.begin_write().map_err(db_err)?;
+            let outcome;
+            {
+                let mut ready = tx.open_table(READY).map_err(db_err)?;
+                let found = ready.get(seq).map_err(db_err)?.map(|b| b.value().to_vec());
+                match found {
+                    None => outcome = None,
+                    Some(bytes) => {
+                        let mut stored: Stored = decode(&bytes)?;
+                        stored.deliveries += 1;
+                        if stored.deliveries > DELIVERY_LIMIT {
+                            ready.remove(seq).map_err(db_err)?;
+                            let dead_seq = st.next_seq;
+                            let reason = format!(
+                                "delivery limit: delivered {DELIVERY_LIMIT} times without being settled"
+                            );
+                            let dl = DeadLetter {
+                                envelope: stored.envelope,
+                                reason,
+                                at: Utc::now(),
+                            };
+                            tx.open_table(DEAD)
+                                .map_err(db_err)?
+                                .insert(dead_seq, encode(&dl)?.as_slice())
+                                .map_err(db_err)?;
+                            outcome = Some(None);
+                        } else {
+                            ready.insert(seq, encode(&stored)?.as_slice()).map_err(db_err)?;
+                            outcome = Some(Some(stored.envelope));
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            match outcome {
+                None => {
+                    // Memory listed an event the file does not have: drop it from memory.
+                    st.remove_ready(seq, &key);
+                }
+                Some(None) => {
+                    tracing::warn!(key = %key, "embedded queue: event dead-lettered by the delivery limit");
+                    st.next_seq += 1;
+                    st.dead_count += 1;
+                    st.remove_ready(seq, &key);
+                }
+                Some(Some(envelope)) => {
+                    let token = match st.start_flight(self.opts.lease) {
+                        Some((s2, _, token)) if s2 == seq => token,
+                        _ => return Err(QueueError::Other("embedded queue scheduling out of step".into())),
+                    };
+                    drop(st);
+                    let handle = Handle {
+                        shared: Arc::clone(self),
+                        seq,
+                        key,
+                        token,
+                        armed: true,
+                    };
+                    return Ok((
+                        Some(Delivery {
+                            envelope,
+                            handle: DeliveryHandle::Embedded(handle),
+                        }),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Whether (seq, key, token) may still be settled: the caller holds the flight, or the
+    /// lease expired but the event was not handed out again.
+    fn check_owner(st: &State, seq: u64, key: &str, token: u64) -> Result<(), QueueError> {
+        if st.owns(key, token) || st.fifo.contains(seq, key) {
+            Ok(())
+        } else {
+            Err(QueueError::Other(
+                "delivery lease expired and the event was handed to another consumer (or already settled); \
+                 raise the queue lease if processing takes this long"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Remove the settled event from memory after its disk change committed.
+    fn forget(st: &mut State, seq: u64, key: &str, token: u64) {
+        if st.owns(key, token) {
+            st.end_flight(key, false);
+        } else {
+            st.remove_ready(seq, key);
+        }
+    }
+
+    fn settle(
+        &self,
+        (seq, key, token): (u64, String, u64),
+        then: Settle,
+    ) -> Result<(), QueueError> {
+        let mut st = self.lock();
+        Self::check_owner(&st, seq, &key, token)?;
+        let new_seq = st.next_seq;
+        let tx = self.db.begin_write().map_err(db_err)?;
+        tx.open_table(READY).map_err(db_err)?.remove(seq).map_err(db_err)?;
+        let mut delayed_at = None;
+        let mut dead = false;
+        let mut ready_key = None;
+        match &then {
+            Settle::Ack => {}
+            Settle::Ready(envelope) => {
+                let stored = Stored {
+                    envelope: envelope.clone(),
+                    deliveries: 0,
+                    due_ms: 0,
+                };
+                tx.open_table(READY)
+                    .map_err(db_err)?
+                    .insert(new_seq, encode(&stored)?.as_slice())
+                    .map_err(db_err)?;
+                ready_key = Some(envelope.key.clone());
+            }
+            Settle::Delay(envelope, delay) => {
+                let due_ms = now_ms().saturating_add(to_ms(*delay));
+                let stored = Stored {
+                    envelope: envelope.clone(),
+                    deliveries: 0,
+                    due_ms,
+                };
+                tx.open_table(DELAYED)
+                    .map_err(db_err)?
+                    .insert(new_seq, encode(&stored)?.as_slice())
+                    .map_err(db_err)?;
+                delayed_at = Some(due_ms);
+            }
+            Settle::Dead(dl) => {
+                tx.open_table(DEAD)
+                    .map_err(db_err)?
+                    .insert(new_seq, encode(dl)?.as_slice())
+                    .map_err(db_err)?;
+                dead = true;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Self::forget(&mut st, seq, &key, token);
+        if !matches!(then, Settle::Ack) {
+            st.next_seq += 1;
+        }
+        if let Some(due) = delayed_at {
+            st.delayed.insert((due, new_seq));
+        }
+        if dead {
+            st.dead_count += 1;
+        }
+        if let Some(k) = ready_key {
+            st.add_ready(new_seq, &k);
+        }
+        Ok(())
+    }
+}
+
+enum Settle {
+    Ack,
+    Ready(Envelope),
+    Delay(Envelope, Duration),
+    Dead(DeadLetter),
+}
+
+impl EmbeddedQueue {
+    /// Open (or create) the queue file. Events that were in flight when the previous
+    /// process stopped are ready again.
+    pub fn open(path: &Path, opts: QueueOptions) -> Result<Self, QueueError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                QueueError::Unavailable(format!("cannot create queue directory {}: {e}", dir.display()))
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| {
+            QueueError::Unavailable(format!(
+                "cannot open queue file {} ({e}); is another process using it?",
+                path.display()
+            ))
+        })?;
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(READY).map_err(db_err)?;
+        tx.open_table(DELAYED).map_err(db_err)?;
+        tx.open_table(DEAD).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+
+        let mut st = State::default();
+        let mut max_seq = None::<u64>;
+        {
+            let rx = db.begin_read().map_err(db_err)?;
+            let ready = rx.open_table(READY).map_err(db_err)?;
+            for row in ready.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                let stored: Stored = decode(v.value())?;
+                st.add_ready(k.value(), &stored.envelope.key);
+                max_seq = max_seq.max(Some(k.value()));
+            }
+            let delayed = rx.open_table(DELAYED).map_err(db_err)?;
+            for row in delayed.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                let stored: Stored = decode(v.value())?;
+                st.delayed.insert((stored.due_ms, k.value()));
+                max_seq = max_seq.max(Some(k.value()));
+            }
+            let dead = rx.open_table(DEAD).map_err(db_err)?;
+            for row in dead.iter().map_err(db_err)? {
+                let (k, _) = row.map_err(db_err)?;
+                st.dead_count += 1;
+                max_seq = max_seq.max(Some(k.value()));
+            }
+        }
+        st.next_seq = max_seq.map_or(0, |m| m + 1);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db,
+                state: Mutex::new(st),
+                notify: Notify::new(),
+                opts,
+            }),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Arc<Shared>) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| QueueError::Other(format!("embedded queue task failed: {e}")))?
+    }
+
+    fn handle(d: Delivery) -> Result<(Envelope, (u64, String, u64)), QueueError> {
+        let Delivery { envelope, handle } = d;
+        match handle {
+            DeliveryHandle::Embedded(mut h) => Ok((envelope, h.disarm())),
+            DeliveryHandle::Rabbit(_) => Err(QueueError::Other(
+                "delivery came from another queue back end".into(),
+            )),
+        }
+    }
+
+    async fn settle(&self, d: Delivery, then: impl FnOnce(Envelope) -> Settle) -> Result<(), QueueError> {
+        let (envelope, h) = Self::handle(d)?;
+        let then = then(envelope);
+        self.blocking(move |s| s.settle(h, then)).await?;
+        self.shared.notify.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for EmbeddedQueue {
+    async fn publish(&self, batch: Vec<Envelope>) -> Result<(), QueueError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |s| {
+            let mut st = s.lock();
+            let first = st.next_seq;
+            let tx = s.db.begin_write().map_err(db_err)?;
+            {
+                let mut ready = tx.open_table(READY).map_err(db_err)?;
+                for (i, envelope) in batch.iter().enumerate() {
+                    let stored = Stored {
+                        envelope: envelope.clone(),
+                        deliveries: 0,
+                        due_ms: 0,
+                    };
+                    ready.insert(first + i as u64, encode(&stored)?.as_slice()).map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            for envelope in &batch {
+                let seq = st.alloc();
+                st.add_ready(seq, &envelope.key);
+            }
+            Ok(())
+        })
+        .await?;
+        self.shared.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (found, wake) = self.blocking(|s| s.try_receive()).await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            let until = wake.map_or(deadline, |w| w.min(deadline));
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, d: Delivery) -> Result<(), QueueError> {
+        self.settle(d, |_| Settle::Ack).await
+    }
+
+    async fn retry(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError> {
+        let max = self.shared.opts.max_attempts;
+        let reason = reason.to_owned();
+        self.settle(d, move |mut envelope| {
+            envelope.attempt = envelope.attempt.saturating_add(1);
+            if envelope.attempt > max {
+                Settle::Dead(DeadLetter {
+                    envelope,
+                    reason,
+                    at: Utc::now(),
+                })
+            } else if delay.is_zero() {
+                Settle::Ready(envelope)
+            } else {
+                tracing::debug!(key = %envelope.key, attempt = envelope.attempt, reason = %reason, "event retried");
+                Settle::Delay(envelope, delay)
+            }
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, d: Delivery, reason: &str) -> Result<(), QueueError> {
+        let reason = reason.to_owned();
+        self.settle(d, move |envelope| {
+            Settle::Dead(DeadLetter {
+                envelope,
+                reason,
+                at: Utc::now(),
+            })
+        })
+        .await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.blocking(|s| {
+            let rx = s.db.begin_read().map_err(db_err)?;
+            let dead = rx.open_table(DEAD).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in dead.iter().map_err(db_err)? {
+                let (_, v) = row.map_err(db_err)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn replay(&self, id: Option<&str>) -> Result<usize, QueueError> {
+        let id = id.map(str::to_owned);
+        let n = self
+            .blocking(move |s| {
+                let mut st = s.lock();
+                let tx = s.db.begin_write().map_err(db_err)?;
+                let mut replayed = Vec::new();
+                {
+                    let mut dead = tx.open_table(DEAD).map_err(db_err)?;
+                    let mut picked = Vec::new();
+                    for row in dead.iter().map_err(db_err)? {
+                        let (k, v) = row.map_err(db_err)?;
+                        let dl: DeadLetter = decode(v.value())?;
+                        if id.as_deref().is_none_or(|id| dl.envelope.id == id) {
+                            picked.push((k.value(), dl.envelope));
+                        }
+                    }
+                    let mut ready = tx.open_table(READY).map_err(db_err)?;
+                    let mut next = st.next_seq;
+                    for (seq, mut envelope) in picked {
+                        dead.remove(seq).map_err(db_err)?;
+                        envelope.attempt = 0;
+                        let stored = Stored {
+                            envelope,
+                            deliveries: 0,
+                            due_ms: 0,
+                        };
+                        ready.insert(next, encode(&stored)?.as_slice()).map_err(db_err)?;
+                        replayed.push((next, stored.envelope.key));
+                        next += 1;
+                    }
+                }
+                tx.commit().map_err(db_err)?;
+                for (seq, key) in &replayed {
+                    st.next_seq = st.next_seq.max(seq + 1);
+                    st.dead_count = st.dead_count.saturating_sub(1);
+                    st.add_ready(*seq, key);
+                }
+                Ok(replayed.len())
+            })
+            .await?;
+        if n > 0 {
+            self.shared.notify.notify_waiters();
+        }
+        Ok(n)
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        let st = self.shared.lock();
+        Ok(QueueDepth {
+            ready: st.fifo.len() as u64,
+            in_flight: st.inflight.len() as u64,
+            delayed: st.delayed.len() as u64,
+            dead: st.dead_count,
+        })
+    }
+}

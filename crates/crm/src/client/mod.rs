@@ -1,0 +1,448 @@
+//! The CRM.interface client: one `POST` of a `<request>` document per call.
+
+pub mod error;
+mod paging;
+pub mod request;
+pub mod response;
+pub mod xml;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+pub use error::CrmError;
+pub use request::{BREAK_ON_ERROR_IF, ParsedRequest, build_request, parse_request};
+pub use response::{Answer, ParsedResponse, build_response, parse_response};
+
+use crate::model::{
+    Command, CondOp, EXT_KEY_TABLE, EXT_SYSTEM_GRAPH, ExtLink, ImportField, LinkRow, Outcome,
+    Query, QueryPage, Record, RecordId, id_ref, is_valid_name, parse_record_id,
+};
+use xml::MAX_DOCUMENT_BYTES;
+
+/// Connection settings of one tenant's CRM.interface.
+#[derive(Clone, Debug)]
+pub struct CrmConfig {
+    /// The endpoint, taken as is.
+    pub url: String,
+    pub user: String,
+    pub password: SecretString,
+    /// Whole-request timeout (connect, send, answer).
+    pub timeout: Duration,
+}
+
+/// A CRM.interface client; cheap to clone.
+#[derive(Clone)]
+pub struct CrmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    url: String,
+    user: String,
+    password: SecretString,
+}
+
+impl std::fmt::Debug for CrmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmClient")
+            .field("url", &self.inner.url)
+            .field("user", &self.inner.user)
+            .finish_non_exhaustive()
+    }
+}
+
+const LINK_FIELDS: &[&str] = &[
+    "ExtSystem",
+    "ExtKey",
+    "ExtUid",
+    "TableShort",
+    "RecordId",
+    "DelCd",
+];
+
+impl CrmClient {
+    pub fn new(cfg: CrmConfig) -> Result<Self, CrmError> {
+        if reqwest::Url::parse(&cfg.url).is_err() {
+            return Err(CrmError::Transport {
+                status: None,
+                excerpt: "the CRM.interface URL is not a valid URL; check crm_url".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| CrmError::Transport {
+                status: None,
+                excerpt: format!("cannot create the HTTP client: {e}"),
+            })?;
+        Ok(CrmClient {
+            inner: Arc::new(Inner {
+                http,
+                url: cfg.url,
+                user: cfg.user,
+                password: cfg.password,
+            }),
+        })
+    }
+
+    /// Runs commands in one `<request>` (with user/pwd, `corr=<uuid>` checked on the answer,
+    /// optional `impersonate="email=<addr>"`). Returns one outcome per answered command in order;
+    /// breaks have no outcome, and a break that stopped the request leaves the rest unanswered.
+    pub async fn execute(
+        &self,
+        commands: &[Command],
+        impersonate: Option<&str>,
+    ) -> Result<Vec<Outcome>, CrmError> {
+        check_names(commands)?;
+        let corr = uuid::Uuid::new_v4().to_string();
+        let body = build_request(
+            commands,
+            &self.inner.user,
+            self.inner.password.expose_secret(),
+            &corr,
+            impersonate,
+        );
+        let answer = self.post(body).await?;
+        let parsed = parse_response(&answer, commands)?;
+        match parsed.attr("corr") {
+            Some(c) if c == corr => {}
+            None if parsed.error.is_some() => {}
+            _ => return Err(CrmError::CorrMismatch),
+        }
+        if let Some((code, message)) = parsed.error {
+            return Err(CrmError::Remote { code, message });
+        }
+        Ok(parsed.outcomes)
+    }
+
+    async fn post(&self, body: String) -> Result<String, CrmError> {
+        tracing::debug!(url = %self.inner.url, bytes = body.len(), "CRM.interface request");
+        let result = self
+            .inner
+            .http
+            .post(&self.inner.url)
+            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(body)
+            .send()
+            .await;
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => return Err(transport_error(e)),
+        };
+        let status = resp.status();
+        let mut buf: Vec<u8> = Vec::new();
+        let cap = if status.is_success() {
+            MAX_DOCUMENT_BYTES
+        } else {
+            4096
+        };
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > cap {
+                        if status.is_success() {
+                            return Err(CrmError::parse(
+                                format!("answer larger than {MAX_DOCUMENT_BYTES} bytes"),
+                                &String::from_utf8_lossy(&buf[..buf.len().min(1024)]),
+                            ));
+                        }
+                        buf.extend_from_slice(&chunk[..cap.saturating_sub(buf.len())]);
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(CrmError::Timeout),
+                Err(e) if !status.is_success() => {
+                    tracing::debug!(error = %e.without_url(), "error reading a failed answer");
+                    break;
+                }
+                Err(e) => return Err(transport_error(e)),
+            }
+        }
+        if !status.is_success() {
+            return Err(CrmError::Transport {
+                status: Some(status.as_u16()),
+                excerpt: error::excerpt(&String::from_utf8_lossy(&buf)),
+            });
+        }
+        String::from_utf8(buf).map_err(|e| {
+            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            CrmError::parse("answer is not UTF-8", &lossy)
+        })
+    }
+
+    /// Runs one query (one page: at most `maxrecords` records, `more` set when capped).
+    pub async fn query(&self, q: &Query, impersonate: Option<&str>) -> Result<QueryPage, CrmError> {
+        match self.single(Command::Query(q.clone()), impersonate).await? {
+            Outcome::Records(page) => Ok(page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reads a record by id (`None` if no such record; deleted records are returned with `DelCd`).
+    pub async fn get(
+        &self,
+        table: &str,
+        id: RecordId,
+        fields: &[&str],
+        impersonate: Option<&str>,
+    ) -> Result<Option<Record>, CrmError> {
+        let q = Query::new(table)
+            .with_cond("id", CondOp::Eq, id.to_string())
+            .with_fields(fields);
+        let page = self.query(&q, impersonate).await?;
+        Ok(page.records.into_iter().find(|r| r.id == id))
+    }
+
+    /// Updates fields of a record (`nochange` is success).
+    pub async fn update(
+        &self,
+        table: &str,
+        id: RecordId,
+        fields: &BTreeMap<String, String>,
+        impersonate: Option<&str>,
+    ) -> Result<(), CrmError> {
+        let command = Command::Update {
+            table: table.to_string(),
+            id,
+            fields: fields.clone(),
+        };
+        self.single_write(command, impersonate).await.map(|_| ())
+    }
+
+    /// Deletes a record (CRM sets `DelCd=1`; deleting a deleted record is `nochange`, success).
+    pub async fn delete(
+        &self,
+        table: &str,
+        id: RecordId,
+        impersonate: Option<&str>,
+    ) -> Result<(), CrmError> {
+        let command = Command::Delete {
+            table: table.to_string(),
+            id,
+        };
+        self.single_write(command, impersonate).await.map(|_| ())
+    }
+
+    /// Idempotent create: returns the record already linked to `link.ext_key` if there is one;
+    /// otherwise one request `<insert>` record, `<break if=…>`, `<import>` of its `ExtKey` row
+    /// (match-up on ExtSystem + ExtKey; `RecordId` refers to the inserted record). Returns the id.
+    pub async fn create_linked(
+        &self,
+        table: &str,
+        fields: &BTreeMap<String, String>,
+        link: &ExtLink,
+        impersonate: Option<&str>,
+    ) -> Result<RecordId, CrmError> {
+        if let Some(existing) = self.find_link(&link.ext_key).await? {
+            tracing::debug!(record = existing.record_id, "create_linked: link already exists");
+            return Ok(existing.record_id);
+        }
+        let commands = vec![
+            Command::Insert {
+                table: table.to_string(),
+                fields: fields.clone(),
+            },
+            Command::BreakOnError,
+            link_import(&id_ref(0), link),
+        ];
+        let outcomes = self.execute(&commands, impersonate).await?;
+        let new_id = match outcomes.first() {
+            Some(Outcome::Written { id, .. }) => *id,
+            Some(Outcome::Failed { code, message, .. }) => {
+                return Err(CrmError::Remote {
+                    code: code.clone(),
+                    message: message.clone(),
+                });
+            }
+            Some(other) => return Err(unexpected(other)),
+            None => return Err(missing_answer()),
+        };
+        match outcomes.get(1) {
+            Some(Outcome::Written { .. }) => Ok(new_id),
+            other => {
+                // The record exists but its link does not: write the link on its own, else a
+                // retry would create a second record.
+                if let Some(Outcome::Failed { code, message, .. }) = other {
+                    tracing::warn!(record = new_id, %code, message, "link import failed, writing it again");
+                }
+                self.upsert_link(new_id, link, impersonate).await?;
+                Ok(new_id)
+            }
+        }
+    }
+
+    /// `<import>` of the `ExtKey` row linking `record` (match-up on ExtSystem + ExtKey; idempotent).
+    pub async fn upsert_link(
+        &self,
+        record: RecordId,
+        link: &ExtLink,
+        impersonate: Option<&str>,
+    ) -> Result<(), CrmError> {
+        let command = link_import(&record.to_string(), link);
+        self.single_write(command, impersonate).await.map(|_| ())
+    }
+
+    /// The `GraphApi` link row with this `ExtKey` (compared exactly), if any.
+    pub async fn find_link(&self, ext_key: &str) -> Result<Option<LinkRow>, CrmError> {
+        let q = Query::new(EXT_KEY_TABLE)
+            .with_cond("ExtSystem", CondOp::Eq, EXT_SYSTEM_GRAPH)
+            .with_cond("ExtKey", CondOp::Eq, ext_key)
+            .with_fields(LINK_FIELDS);
+        let records = self.query_all(&q, None).await?;
+        // Conditions ignore letter case; Graph ids do not.
+        pick_link(records, |r| r.field("ExtKey") == Some(ext_key))
+    }
+
+    /// The link row with this `ExtUid` (iCalUId / internetMessageId, compared exactly), if any.
+    /// Rows of any `ExtSystem` qualify (older connectors' rows are how migration finds records);
+    /// a `GraphApi` row is preferred.
+    pub async fn find_link_by_uid(&self, ext_uid: &str) -> Result<Option<LinkRow>, CrmError> {
+        let q = Query::new(EXT_KEY_TABLE)
+            .with_cond("ExtUid", CondOp::Eq, ext_uid)
+            .with_fields(LINK_FIELDS);
+        let records = self.query_all(&q, None).await?;
+        let exact: Vec<Record> = records
+            .into_iter()
+            .filter(|r| r.field("ExtUid") == Some(ext_uid))
+            .collect();
+        let graph_first = exact
+            .iter()
+            .any(|r| r.field("ExtSystem") == Some(EXT_SYSTEM_GRAPH) && !r.is_deleted());
+        pick_link(exact, |r| {
+            !graph_first || r.field("ExtSystem") == Some(EXT_SYSTEM_GRAPH)
+        })
+    }
+
+    async fn single(&self, command: Command, impersonate: Option<&str>) -> Result<Outcome, CrmError> {
+        let mut outcomes = self.execute(&[command], impersonate).await?;
+        if outcomes.is_empty() {
+            return Err(missing_answer());
+        }
+        match outcomes.swap_remove(0) {
+            Outcome::Failed { code, message, .. } => Err(CrmError::Remote { code, message }),
+            other => Ok(other),
+        }
+    }
+
+    async fn single_write(&self, command: Command, impersonate: Option<&str>) -> Result<RecordId, CrmError> {
+        match self.single(command, impersonate).await? {
+            Outcome::Written { id, .. } => Ok(id),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn link_import(record_value: &str, link: &ExtLink) -> Command {
+    let mut fields = vec![
+        ImportField::new("ExtSystem", EXT_SYSTEM_GRAPH, true),
+        ImportField::new("ExtKey", link.ext_key.clone(), true),
+        ImportField::new("RecordId", record_value, false),
+        ImportField::new("TableShort", link.table_short.clone(), false),
+    ];
+    if let Some(uid) = &link.ext_uid {
+        fields.push(ImportField::new("ExtUid", uid.clone(), false));
+    }
+    Command::Import {
+        table: EXT_KEY_TABLE.to_string(),
+        fields,
+    }
+}
+
+/// The lowest-id live row accepted by `keep`, as a [`LinkRow`].
+fn pick_link(records: Vec<Record>, keep: impl Fn(&Record) -> bool) -> Result<Option<LinkRow>, CrmError> {
+    let Some(row) = records
+        .into_iter()
+        .filter(|r| !r.is_deleted() && keep(r))
+        .min_by_key(|r| r.id)
+    else {
+        return Ok(None);
+    };
+    let raw = row.field("RecordId").unwrap_or_default();
+    let record_id = parse_record_id(raw).ok_or_else(|| CrmError::Parse {
+        detail: format!("ExtKey row {} has an invalid RecordId", row.id),
+        excerpt: error::excerpt(raw),
+    })?;
+    let ext_uid = row
+        .field("ExtUid")
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
+    Ok(Some(LinkRow {
+        id: row.id,
+        ext_key: row.field("ExtKey").unwrap_or_default().to_string(),
+        ext_uid,
+        table_short: row.field("TableShort").unwrap_or_default().to_string(),
+        record_id,
+    }))
+}
+
+fn check_names(commands: &[Command]) -> Result<(), CrmError> {
+    let bad = |name: &str| CrmError::Remote {
+        code: crate::model::ErrorCode::Field,
+        message: format!(
+            "{:?} is not a valid table or field name",
+            name.chars().take(40).collect::<String>()
+        ),
+    };
+    for c in commands {
+        if let Some(table) = c.table()
+            && !is_valid_name(table)
+        {
+            return Err(bad(table));
+        }
+        let names: Vec<&str> = match c {
+            Command::Query(q) => q
+                .fields
+                .iter()
+                .map(String::as_str)
+                .chain(q.conditions.iter().map(|c| c.field.as_str()))
+                .collect(),
+            Command::Insert { fields, .. } | Command::Update { fields, .. } => {
+                fields.keys().map(String::as_str).collect()
+            }
+            Command::Import { fields, .. } => fields.iter().map(|f| f.name.as_str()).collect(),
+            Command::Delete { .. } | Command::BreakOnError => Vec::new(),
+        };
+        if let Some(n) = names.into_iter().find(|n| !is_valid_name(n)) {
+            return Err(bad(n));
+        }
+    }
+    Ok(())
+}
+
+fn transport_error(e: reqwest::Error) -> CrmError {
+    if e.is_timeout() {
+        return CrmError::Timeout;
+    }
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    CrmError::Transport {
+        status: None,
+        excerpt: error::excerpt(&text),
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> CrmError {
+    CrmError::Parse {
+        detail: format!("unexpected answer kind: {outcome:?}").chars().take(200).collect(),
+        excerpt: String::new(),
+    }
+}
+
+fn missing_answer() -> CrmError {
+    CrmError::Parse {
+        detail: "the answer has no result for the command".into(),
+        excerpt: String::new(),
+    }
+}

@@ -1,0 +1,344 @@
+//! App-only Microsoft Graph client.
+//!
+//! * one token per client, cached and refreshed 5 minutes before expiry, one refresh in flight;
+//! * at most 4 requests in flight per mailbox (tokio semaphore per mailbox);
+//! * 429 / 503 `Retry-After` honoured exactly, a bounded number of times;
+//! * exponential backoff with jitter on 5xx / timeouts for idempotent calls only.
+
+mod auth;
+mod delta;
+mod errors;
+mod resources;
+mod subscriptions;
+mod throttling;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Method;
+use reqwest::header::{ACCEPT, HeaderMap, IF_MATCH, LOCATION};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+pub use delta::{DeltaRound, DeltaStart};
+pub use errors::GraphError;
+pub use subscriptions::{NewSubscription, Subscription};
+pub use throttling::RetryPolicy;
+
+use crate::util::{encode_component, encode_segment, excerpt};
+
+/// The `Prefer` header value every Outlook call carries.
+pub const PREFER_IMMUTABLE_ID: &str = "IdType=\"ImmutableId\"";
+
+/// Connection settings for one tenant.
+#[derive(Clone)]
+pub struct GraphConfig {
+    /// e.g. `https://login.microsoftonline.com` (the token URL is `{login_url}/{tenant_id}/oauth2/v2.0/token`).
+    pub login_url: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// e.g. `https://graph.microsoft.com/v1.0`.
+    pub graph_url: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for GraphConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphConfig")
+            .field("login_url", &self.login_url)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("graph_url", &self.graph_url)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Graph client; cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct GraphClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    cfg: GraphConfig,
+    graph_url: String,
+    token: auth::TokenCache,
+    policy: RetryPolicy,
+    mailboxes: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// One request as the engine sees it.
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    pub url: String,
+    pub mailbox: Option<&'a str>,
+    pub body: Option<&'a Value>,
+    pub if_match: Option<&'a str>,
+    /// Outlook resources get `Prefer: IdType="ImmutableId"`.
+    pub outlook: bool,
+    /// May be retried after 5xx / timeouts (GET, PATCH, DELETE, POST with transactionId).
+    pub idempotent: bool,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: Method, url: String) -> Self {
+        let idempotent = matches!(method, Method::GET | Method::PATCH | Method::DELETE);
+        Call { method, url, mailbox: None, body: None, if_match: None, outlook: false, idempotent }
+    }
+    pub fn mailbox(mut self, m: &'a str) -> Self {
+        self.mailbox = Some(m);
+        self
+    }
+    pub fn outlook(mut self, m: &'a str) -> Self {
+        self.mailbox = Some(m);
+        self.outlook = true;
+        self
+    }
+    pub fn body(mut self, b: &'a Value) -> Self {
+        self.body = Some(b);
+        self
+    }
+    pub fn if_match(mut self, v: Option<&'a str>) -> Self {
+        self.if_match = v;
+        self
+    }
+    pub fn idempotent(mut self, v: bool) -> Self {
+        self.idempotent = v;
+        self
+    }
+}
+
+/// A successful (2xx) answer.
+pub(crate) struct Reply {
+    pub status: u16,
+    #[allow(dead_code)]
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Result<Value, GraphError> {
+        if self.body.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&self.body)
+            .map_err(|e| GraphError::parse(format!("invalid JSON from Graph: {e}"), &self.body))
+    }
+}
+
+impl GraphClient {
+    pub fn new(cfg: GraphConfig) -> Result<Self, GraphError> {
+        Self::with_policy(cfg, RetryPolicy::default())
+    }
+
+    /// Like [`GraphClient::new`] with explicit retry / concurrency settings (tests shorten them).
+    pub fn with_policy(cfg: GraphConfig, policy: RetryPolicy) -> Result<Self, GraphError> {
+        for (key, url) in [("graph_url", &cfg.graph_url), ("login_url", &cfg.login_url)] {
+            if reqwest::Url::parse(url).is_err() {
+                return Err(GraphError::Http {
+                    status: 0,
+                    code: "InvalidConfig".into(),
+                    message: format!("`{key}` is not a valid URL: {url:?}"),
+                });
+            }
+        }
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| GraphError::Transport(e.to_string()))?;
+        let graph_url = cfg.graph_url.trim_end_matches('/').to_string();
+        Ok(GraphClient {
+            inner: Arc::new(Inner {
+                http,
+                cfg,
+                graph_url,
+                token: auth::TokenCache::default(),
+                policy,
+                mailboxes: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The retry / concurrency settings in use.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.inner.policy
+    }
+
+    /// `{graph_url}/seg1/seg2?k=v`, segments and values percent-encoded.
+    pub(crate) fn api(&self, segments: &[&str], query: &[(&str, &str)]) -> String {
+        let mut url = self.inner.graph_url.clone();
+        for s in segments {
+            url.push('/');
+            url.push_str(&encode_segment(s));
+        }
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&encode_component(v));
+        }
+        url
+    }
+
+    fn semaphore(&self, mailbox: &str) -> Arc<Semaphore> {
+        let key = mailbox.to_ascii_lowercase();
+        let mut map = match self.inner.mailboxes.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.inner.policy.max_in_flight_per_mailbox.max(1))))
+            .clone()
+    }
+
+    /// Runs one call with token handling, the per-mailbox limit and the retry policy.
+    /// `Ok` only for 2xx answers.
+    pub(crate) async fn execute(&self, call: Call<'_>) -> Result<Reply, GraphError> {
+        let policy = &self.inner.policy;
+        let mut throttle_tries = 0u32;
+        let mut retries = 0u32;
+        let mut auth_retried = false;
+        loop {
+            let sem = call.mailbox.map(|m| self.semaphore(m));
+            let permit = match &sem {
+                Some(s) => Some(
+                    s.clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| GraphError::Transport("mailbox limiter closed".into()))?,
+                ),
+                None => None,
+            };
+            let token = self.inner.token.get(&self.inner.http, &self.inner.cfg).await?;
+            let mut rb = self
+                .inner
+                .http
+                .request(call.method.clone(), &call.url)
+                .bearer_auth(token.expose_secret())
+                .header(ACCEPT, "application/json");
+            if call.outlook {
+                rb = rb.header("Prefer", PREFER_IMMUTABLE_ID);
+            }
+            if let Some(v) = call.if_match {
+                rb = rb.header(IF_MATCH, v);
+            }
+            if let Some(b) = call.body {
+                rb = rb.json(b);
+            }
+            let sent = rb.send().await;
+            let outcome = match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    match resp.text().await {
+                        Ok(body) => Ok((status, headers, body)),
+                        Err(e) => Err(transport_error(e)),
+                    }
+                }
+                Err(e) => Err(transport_error(e)),
+            };
+            drop(permit);
+            let (status, headers, body) = match outcome {
+                Ok(x) => x,
+                Err(err) => {
+                    if call.idempotent && retries < policy.max_retries {
+                        retries += 1;
+                        tracing::debug!(url = %call.url, retries, "Graph transport error, retrying: {err}");
+                        tokio::time::sleep(policy.backoff(retries)).await;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            if (200..300).contains(&status) {
+                return Ok(Reply { status, headers, body });
+            }
+            let retry_after = throttling::parse_retry_after(&headers);
+            match status {
+                429 => {
+                    let wait = retry_after.unwrap_or_else(|| policy.backoff(throttle_tries + 1));
+                    if throttle_tries < policy.max_throttle_retries && wait <= policy.max_retry_after {
+                        throttle_tries += 1;
+                        tracing::info!(url = %call.url, wait_ms = wait.as_millis() as u64, "Graph throttled (429), waiting");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    return Err(GraphError::Throttled { retry_after: wait });
+                }
+                401 if !auth_retried => {
+                    let (code, _) = errors::error_code_message(&body);
+                    if code.eq_ignore_ascii_case("InvalidAuthenticationToken") || code.is_empty() {
+                        auth_retried = true;
+                        self.inner.token.invalidate().await;
+                        continue;
+                    }
+                }
+                500 | 502 | 503 | 504 => {
+                    let may_retry = call.idempotent || (status == 503 && retry_after.is_some());
+                    if may_retry && retries < policy.max_retries {
+                        retries += 1;
+                        let wait = match retry_after {
+                            Some(ra) if ra <= policy.max_retry_after => ra,
+                            Some(ra) => return Err(GraphError::Unavailable { status, retry_after: Some(ra) }),
+                            None => policy.backoff(retries),
+                        };
+                        tracing::info!(url = %call.url, status, wait_ms = wait.as_millis() as u64, "Graph unavailable, retrying");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            let location = headers.get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let err = errors::map_status(status, &body, retry_after, location);
+            if !matches!(err, GraphError::NotFound) {
+                tracing::debug!(url = %call.url, status, body = %excerpt(&body, 300), "Graph call failed");
+            }
+            return Err(err);
+        }
+    }
+
+    /// GET returning the JSON body, 404 as `None`.
+    pub(crate) async fn get_opt(&self, call: Call<'_>) -> Result<Option<Value>, GraphError> {
+        match self.execute(call).await {
+            Ok(r) => r.json().map(Some),
+            Err(GraphError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// GET a collection and follow every `@odata.nextLink`.
+    pub(crate) async fn get_all(&self, url: String, mailbox: &str, outlook: bool) -> Result<Vec<Value>, GraphError> {
+        let mut out = Vec::new();
+        let mut next = Some(url);
+        let mut pages = 0u32;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(GraphError::parse("more than 10000 pages; nextLink loop?", &url));
+            }
+            let mut call = Call::new(Method::GET, url).mailbox(mailbox);
+            call.outlook = outlook;
+            let page = self.execute(call).await?.json()?;
+            if let Some(items) = page["value"].as_array() {
+                out.extend(items.iter().cloned());
+            } else {
+                return Err(GraphError::parse("collection answer without `value`", &page.to_string()));
+            }
+            next = page["@odata.nextLink"].as_str().map(str::to_string);
+        }
+        Ok(out)
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> GraphError {
+    if e.is_timeout() { GraphError::Timeout } else { GraphError::Transport(e.to_string()) }
+}

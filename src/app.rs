@@ -1,0 +1,288 @@
+//! The running service: configuration, back ends, per-tenant clients, and the roles that run
+//! in this process (receiver, worker, scheduler, admin API).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cgc_backends::{
+    EmbeddedQueue, EmbeddedStore, Queue, QueueOptions, RabbitQueue, RedisStore, Store,
+};
+use cgc_crm::{CrmClient, CrmConfig};
+use cgc_graph::{GraphClient, GraphConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, QueueBackend, StoreBackend, TenantConfig};
+use crate::state::State;
+use crate::telemetry::Metrics;
+
+/// One tenant: its configuration and its two protocol clients.
+pub struct Tenant {
+    pub cfg: TenantConfig,
+    pub graph: GraphClient,
+    pub crm: CrmClient,
+}
+
+pub struct App {
+    pub config: Config,
+    pub tenants: BTreeMap<String, Arc<Tenant>>,
+    pub queue: Arc<dyn Queue>,
+    pub state: State,
+    pub metrics: Arc<Metrics>,
+    /// This process's name as a lease holder and consumer.
+    pub instance: String,
+    pub shutdown: CancellationToken,
+    /// Timers and tuning that tests shorten.
+    pub tuning: Tuning,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Parallel consumers in the worker role.
+    pub workers: usize,
+    /// Base delay of the retry ladder.
+    pub retry_base: Duration,
+    /// Upper bound of one retry delay.
+    pub retry_max: Duration,
+    /// How often the scheduler wakes to check what is due.
+    pub scheduler_tick: Duration,
+    /// Time allowed for draining in-flight work at shutdown.
+    pub drain: Duration,
+    /// Requested subscription lifetime.
+    pub subscription_lifetime: chrono::Duration,
+    /// A plan may delete at most this share of a mailbox's links in one delta round.
+    pub mass_delete_share: f64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            workers: 4,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(600),
+            scheduler_tick: Duration::from_secs(5),
+            drain: Duration::from_secs(20),
+            subscription_lifetime: chrono::Duration::minutes(6 * 24 * 60),
+            mass_delete_share: 0.5,
+        }
+    }
+}
+
+/// Which roles this process runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Roles {
+    pub receiver: bool,
+    pub worker: bool,
+    pub scheduler: bool,
+    pub admin: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        receiver: true,
+        worker: true,
+        scheduler: true,
+        admin: true,
+    };
+}
+
+impl App {
+    /// Opens the back ends and builds the clients. `prefix` names RabbitMQ queues and Redis keys.
+    pub async fn build(config: Config, tuning: Tuning, prefix: &str) -> anyhow::Result<Arc<App>> {
+        let opts = QueueOptions {
+            partitions: config.queue.partitions,
+            ..QueueOptions::default()
+        };
+        let queue: Arc<dyn Queue> = match config.queue.backend {
+            QueueBackend::Embedded => {
+                std::fs::create_dir_all(&config.queue.path).with_context(|| {
+                    format!("queue.path {} cannot be created", config.queue.path.display())
+                })?;
+                Arc::new(
+                    EmbeddedQueue::open(&config.queue.path.join("queue.redb"), opts)
+                        .context("opening the embedded queue (queue.path)")?,
+                )
+            }
+            QueueBackend::Rabbitmq => Arc::new(
+                RabbitQueue::connect(&config.queue.url, prefix, opts)
+                    .await
+                    .context("connecting to RabbitMQ (queue.url)")?,
+            ),
+        };
+        let store: Arc<dyn Store> = match config.store.backend {
+            StoreBackend::Embedded => {
+                std::fs::create_dir_all(&config.store.path).with_context(|| {
+                    format!("store.path {} cannot be created", config.store.path.display())
+                })?;
+                Arc::new(
+                    EmbeddedStore::open(&config.store.path.join("state.redb"))
+                        .context("opening the embedded store (store.path)")?,
+                )
+            }
+            StoreBackend::Redis => Arc::new(
+                RedisStore::connect(&config.store.url, prefix)
+                    .await
+                    .context("connecting to Redis (store.url)")?,
+            ),
+        };
+        let mut tenants = BTreeMap::new();
+        for t in &config.tenants {
+            let graph = GraphClient::new(GraphConfig {
+                login_url: t.login_url.clone(),
+                tenant_id: t.graph_tenant_id.clone(),
+                client_id: t.client_id.clone(),
+                client_secret: t.client_secret.clone(),
+                graph_url: t.graph_url.clone(),
+                timeout: Duration::from_secs(30),
+            })
+            .with_context(|| format!("tenant {}: Graph client", t.id))?;
+            let crm = CrmClient::new(CrmConfig {
+                url: t.crm_url.clone(),
+                user: t.crm_user.clone(),
+                password: t.crm_password.clone(),
+                timeout: Duration::from_secs(30),
+            })
+            .with_context(|| format!("tenant {}: CRM.interface client", t.id))?;
+            tenants.insert(
+                t.id.clone(),
+                Arc::new(Tenant {
+                    cfg: t.clone(),
+                    graph,
+                    crm,
+                }),
+            );
+        }
+        Ok(Arc::new(App {
+            config,
+            tenants,
+            queue,
+            state: State::new(store),
+            metrics: Arc::new(Metrics::default()),
+            instance: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
+            shutdown: CancellationToken::new(),
+            tuning,
+        }))
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.get(id)
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "cgc".into())
+}
+
+/// Addresses the running roles listen on (port 0 in the config becomes the real port).
+#[derive(Clone, Debug, Default)]
+pub struct Bound {
+    pub receiver: Option<std::net::SocketAddr>,
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+/// A started set of roles; `stop` drains and waits.
+pub struct Running {
+    pub app: Arc<App>,
+    pub bound: Bound,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Stops intake first (HTTP servers, scheduler), lets workers finish in-flight events within
+    /// the drain deadline, then returns.
+    pub async fn stop(self) {
+        self.app.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.app.tuning.drain, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: drain deadline passed with work still in flight; it will be redelivered");
+        }
+    }
+}
+
+/// Starts the chosen roles. HTTP listeners are bound before this returns.
+pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
+    let tracker = TaskTracker::new();
+    let mut bound = Bound::default();
+    if roles.receiver {
+        let listener = TcpListener::bind(app.config.receiver.listen)
+            .await
+            .with_context(|| format!("receiver.listen {} cannot be bound", app.config.receiver.listen))?;
+        bound.receiver = Some(listener.local_addr()?);
+        let router = crate::receiver::router(app.clone());
+        let token = app.shutdown.clone();
+        tracker.spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "receiver stopped");
+            }
+        });
+    }
+    if roles.admin {
+        if let Some(admin) = &app.config.admin {
+            let listener = TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("admin.listen {} cannot be bound", admin.listen))?;
+            bound.admin = Some(listener.local_addr()?);
+            let router = crate::admin::router(app.clone());
+            let token = app.shutdown.clone();
+            tracker.spawn(async move {
+                let r = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+    }
+    if roles.worker {
+        for n in 0..app.tuning.workers.max(1) {
+            let app = app.clone();
+            tracker.spawn(async move { crate::worker::consume(app, n).await });
+        }
+    }
+    if roles.scheduler {
+        let app2 = app.clone();
+        let public_url = match bound.receiver {
+            // In `run` the receiver may have been bound to port 0 (tests): the public URL follows it.
+            Some(addr) if app.config.receiver.listen.port() == 0 => format!("http://{addr}"),
+            _ => app.config.receiver.public_url.clone(),
+        };
+        tracker.spawn(async move { crate::scheduler::run(app2, public_url).await });
+    }
+    Ok(Running {
+        app,
+        bound,
+        tracker,
+    })
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,104 @@
+//! Archived e-mail (one way, Graph → CRM): a message placed in the tenant's archive folder becomes
+//! one CRM e-mail record (keyed by `internetMessageId`, so archiving it from two mailboxes or twice
+//! makes one record), then moves to the success folder; a message that cannot be archived moves to
+//! the failure folder with the reason logged.
+
+use std::sync::Arc;
+
+use cgc_core::{Entity, MapContext, PlanKind};
+use cgc_crm::ExtLink;
+use serde_json::Value;
+
+use crate::app::{App, Tenant};
+use crate::worker::{Failure, Processed};
+
+pub async fn archive_message(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    message_id: &str,
+) -> Result<Processed, Failure> {
+    let g = &t.graph;
+    let Some(msg) = g.get_message(mailbox, message_id).await? else {
+        return Ok(Processed {
+            kind: PlanKind::NoOp,
+            reason: "message no longer exists".into(),
+            writes: 0,
+        });
+    };
+    let archive = g.find_mail_folder(mailbox, &t.cfg.emails.folder).await?;
+    let in_archive = archive.is_some()
+        && msg.get("parentFolderId").and_then(Value::as_str) == archive.as_deref();
+    if !in_archive {
+        return Ok(Processed {
+            kind: PlanKind::NoOp,
+            reason: "message is not in the archive folder".into(),
+            writes: 0,
+        });
+    }
+    let result = store_in_crm(t, mailbox, message_id, &msg).await;
+    match result {
+        Ok(created) => {
+            let ok = g.ensure_mail_folder(mailbox, &t.cfg.emails.success_folder).await?;
+            g.move_message(mailbox, message_id, &ok).await?;
+            app.metrics.inc("emails_archived_total", &[("tenant", &t.cfg.id)]);
+            Ok(Processed {
+                kind: if created { PlanKind::Create } else { PlanKind::NoOp },
+                reason: if created {
+                    "message archived as a CRM e-mail record".into()
+                } else {
+                    "message was already archived (same internetMessageId)".into()
+                },
+                writes: usize::from(created),
+            })
+        }
+        Err(Failure::Dead { reason }) => {
+            tracing::error!(tenant = %t.cfg.id, mailbox, message = message_id, %reason,
+                "message cannot be archived; moved to the failure folder");
+            let bad = g.ensure_mail_folder(mailbox, &t.cfg.emails.failure_folder).await?;
+            g.move_message(mailbox, message_id, &bad).await?;
+            app.metrics.inc("emails_failed_total", &[("tenant", &t.cfg.id)]);
+            Ok(Processed {
+                kind: PlanKind::NoOp,
+                reason: format!("archiving failed: {reason}"),
+                writes: 0,
+            })
+        }
+        Err(retry) => Err(retry),
+    }
+}
+
+/// Creates the CRM record unless one exists for the `internetMessageId`; true when created.
+async fn store_in_crm(t: &Arc<Tenant>, mailbox: &str, message_id: &str, msg: &Value) -> Result<bool, Failure> {
+    let imid = msg
+        .get("internetMessageId")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Failure::Dead {
+            reason: "message has no internetMessageId".into(),
+        })?
+        .to_string();
+    if t.crm.find_link_by_uid(&imid).await?.is_some() {
+        return Ok(false);
+    }
+    let ctx = MapContext {
+        crm_zone: t.cfg.crm_time_zone,
+        known_person_emails: Default::default(),
+    };
+    let canonical = cgc_core::from_graph(Entity::Email, msg, &ctx)?;
+    let fields = cgc_core::to_crm(Entity::Email, &canonical, None, &ctx);
+    t.crm
+        .create_linked(
+            "Contact",
+            &fields,
+            &ExtLink {
+                ext_key: message_id.to_string(),
+                ext_uid: Some(imid),
+                table_short: "MA".into(),
+            },
+            Some(mailbox),
+        )
+        .await?;
+    Ok(true)
+}

@@ -1,0 +1,24 @@
+//! crm-graph-connector: near-real-time, content-based synchronisation between Aurea CRM
+//! (CRM.interface) and Microsoft 365 (Microsoft Graph).
+//!
+//! The pure core (canonical model, mapping, reconciliation) lives in `cgc-core`; the protocol
+//! clients and simulators in `cgc-crm` and `cgc-graph`; queue and store back ends in
+//! `cgc-backends`. This crate wires them into the receiver, workers, scheduler and admin API.
+
+pub use cgc_core as core;
+pub use cgc_crm as crm;
+pub use cgc_graph as graph;
+pub use cgc_backends as backends;
+
+pub mod admin;
+pub mod app;
+pub mod archive;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod event;
+pub mod receiver;
+pub mod scheduler;
+pub mod state;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,210 @@
+//! The HTTP receiver: Graph change and lifecycle notifications in, events on the queue out.
+//!
+//! It never calls Graph or CRM: it answers the validation handshake, checks each notification's
+//! `clientState` against its subscription in constant time, publishes the events durably and only
+//! then answers 202 (503 when the queue did not accept them, so Graph retries).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cgc_core::Entity;
+use cgc_graph::{ChangeNotification, NotificationCollection, parse_resource};
+use chrono::Utc;
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::event::{Change, EventKind, EventV1, Source};
+
+/// Largest notification body accepted (Graph batches are far smaller).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/notifications", post(notifications))
+        .route("/lifecycle", post(lifecycle))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+async fn readyz(AxState(app): AxState<Arc<App>>) -> Response {
+    match app.queue.depth().await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("queue unavailable: {e}")).into_response(),
+    }
+}
+
+/// The validation handshake: `?validationToken=…` → 200 text/plain with the decoded token.
+fn handshake(q: &BTreeMap<String, String>) -> Option<Response> {
+    q.get("validationToken").map(|token| {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            token.clone(),
+        )
+            .into_response()
+    })
+}
+
+async fn notifications(
+    AxState(app): AxState<Arc<App>>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = handshake(&q) {
+        return r;
+    }
+    accept(&app, &headers, &body, false).await
+}
+
+async fn lifecycle(
+    AxState(app): AxState<Arc<App>>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = handshake(&q) {
+        return r;
+    }
+    accept(&app, &headers, &body, true).await
+}
+
+fn bad_request(app: &App, msg: String) -> Response {
+    app.metrics.inc("notification_batches_total", &[("outcome", "malformed")]);
+    tracing::warn!(error = %msg, "notification batch refused");
+    (StatusCode::BAD_REQUEST, msg).into_response()
+}
+
+async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8], lifecycle_url: bool) -> Response {
+    let _ = lifecycle_url;
+    let batch: NotificationCollection = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return bad_request(app, format!("body is not a change notification collection: {e}"));
+        }
+    };
+    let mut trace = BTreeMap::new();
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        trace.insert("traceparent".to_string(), tp.to_string());
+    }
+    let mut envelopes = Vec::new();
+    for n in &batch.value {
+        match to_event(app, n).await {
+            Ok(Some(ev)) => envelopes.push(ev.into_envelope(trace.clone())),
+            Ok(None) => {}
+            Err(Reject::Store(e)) => {
+                tracing::error!(error = %e, "store unavailable while checking a notification");
+                app.metrics.inc("notification_batches_total", &[("outcome", "unavailable")]);
+                return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later").into_response();
+            }
+        }
+    }
+    let n = envelopes.len() as u64;
+    if !envelopes.is_empty() {
+        if let Err(e) = app.queue.publish(envelopes).await {
+            tracing::error!(error = %e, "queue did not accept the notifications; answering 503 so Graph retries");
+            app.metrics.inc("notification_batches_total", &[("outcome", "unavailable")]);
+            return (StatusCode::SERVICE_UNAVAILABLE, "queue unavailable, retry later").into_response();
+        }
+    }
+    app.metrics.add("notifications_total", &[("outcome", "accepted")], n);
+    app.metrics.inc("notification_batches_total", &[("outcome", "accepted")]);
+    StatusCode::ACCEPTED.into_response()
+}
+
+enum Reject {
+    Store(cgc_backends::StoreError),
+}
+
+fn entity_of_collection(c: &str) -> Option<Entity> {
+    match c {
+        "events" => Some(Entity::Appointment),
+        "contacts" => Some(Entity::Contact),
+        "tasks" => Some(Entity::Task),
+        "messages" => Some(Entity::Email),
+        _ => None,
+    }
+}
+
+/// Checks one notification and turns it into an event; `Ok(None)` means dropped (counted, logged).
+async fn to_event(app: &Arc<App>, n: &ChangeNotification) -> Result<Option<EventV1>, Reject> {
+    let drop = |reason: &str| {
+        app.metrics.inc("notifications_total", &[("outcome", reason)]);
+        tracing::warn!(subscription = %n.subscription_id, reason, "notification dropped");
+        Ok(None)
+    };
+    let sub = match app.state.subscription(&n.subscription_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return drop("unknown_subscription"),
+        Err(e) => return Err(Reject::Store(e)),
+    };
+    let given = n.client_state.as_deref().unwrap_or("");
+    let ok: bool = given.as_bytes().ct_eq(sub.client_state.as_bytes()).into();
+    if !ok {
+        // Never log either value: clientState is a per-subscription secret.
+        return drop("client_state_mismatch");
+    }
+    let observed_at = Utc::now();
+    if let Some(ev) = &n.lifecycle_event {
+        return Ok(Some(EventV1 {
+            tenant: sub.tenant,
+            mailbox: sub.mailbox,
+            source: Source::Lifecycle,
+            kind: EventKind::Lifecycle {
+                subscription_id: sub.id.clone(),
+                lifecycle_event: ev.clone(),
+            },
+            observed_at,
+            subscription_id: Some(sub.id),
+        }));
+    }
+    let Some(change) = n.change_type.as_deref().and_then(Change::parse) else {
+        return drop("bad_change_type");
+    };
+    let data_id = n
+        .resource_data
+        .as_ref()
+        .and_then(|d| d.get("id"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let parsed = n.resource.as_deref().and_then(parse_resource);
+    let (entity, item_id) = match (&parsed, data_id) {
+        (Some((_, coll, id)), data) => match entity_of_collection(coll) {
+            Some(e) => (e, data.unwrap_or_else(|| id.clone())),
+            None => return drop("unsupported_resource"),
+        },
+        (None, Some(id)) => match sub.resource.rsplit('/').next().and_then(entity_of_collection) {
+            Some(e) => (e, id),
+            None => return drop("unsupported_resource"),
+        },
+        (None, None) => return drop("no_resource"),
+    };
+    let etag = n
+        .resource_data
+        .as_ref()
+        .and_then(|d| d.get("@odata.etag"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    Ok(Some(EventV1 {
+        tenant: sub.tenant,
+        mailbox: sub.mailbox,
+        source: Source::Notification,
+        kind: EventKind::GraphItem {
+            entity,
+            item_id,
+            change,
+            etag,
+            list_id: None,
+        },
+        observed_at,
+        subscription_id: Some(sub.id),
+    }))
+}

@@ -1,0 +1,662 @@
+//! The scheduler: mailbox list from CRM, subscriptions (create, renew, recreate, delete), delta
+//! catch-up, the CRM poller and the To Do poller. Safe to run in several processes: a store lease
+//! elects the active one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cgc_backends::Envelope;
+use cgc_core::Entity;
+use cgc_crm::{Cond, CondOp, Query};
+use cgc_graph::{DeltaStart, GraphError, NewSubscription};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::app::{App, Tenant};
+use crate::config::Direction;
+use crate::event::{Change, EventKind, EventV1, Source};
+use crate::state::{MailboxRecord, SubscriptionRecord};
+use crate::worker::Failure;
+
+/// How far the CRM poller looks back before its watermark (clock skew, late commits).
+pub const POLL_OVERLAP: chrono::Duration = chrono::Duration::seconds(120);
+const LEADER_LEASE: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Due {
+    mailboxes: Option<Instant>,
+    crm_poll: Option<Instant>,
+    todo_poll: Option<Instant>,
+    safety_delta: Option<Instant>,
+}
+
+fn is_due(last: Option<Instant>, every_secs: u64) -> bool {
+    last.is_none_or(|t| t.elapsed() >= Duration::from_secs(every_secs))
+}
+
+/// The scheduler loop; `public_url` is where Graph reaches the receiver.
+pub async fn run(app: Arc<App>, public_url: String) {
+    let mut due: HashMap<String, Due> = HashMap::new();
+    let mut leader = false;
+    loop {
+        let got = app
+            .state
+            .store()
+            .lease("scheduler", &app.instance, LEADER_LEASE)
+            .await
+            .unwrap_or(false);
+        if got != leader {
+            tracing::info!(active = got, "scheduler leadership changed");
+            leader = got;
+        }
+        if leader {
+            for tenant in app.tenants.values() {
+                let d = due.entry(tenant.cfg.id.clone()).or_default();
+                if let Err(e) = tick(&app, tenant, d, &public_url).await {
+                    tracing::warn!(tenant = %tenant.cfg.id, error = ?e, "scheduler round incomplete; will try again");
+                }
+            }
+            if let Err(e) = renew_due(&app).await {
+                tracing::warn!(error = ?e, "subscription renewal incomplete; will try again");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(app.tuning.scheduler_tick) => {},
+            _ = app.shutdown.cancelled() => break,
+        }
+    }
+    let _ = app.state.store().unlease("scheduler", &app.instance).await;
+}
+
+async fn tick(app: &Arc<App>, t: &Arc<Tenant>, d: &mut Due, public_url: &str) -> Result<(), Failure> {
+    let t_cfg = &t.cfg;
+    if is_due(d.mailboxes, t_cfg.mailbox_refresh_seconds) {
+        refresh_mailboxes(app, t, public_url).await?;
+        d.mailboxes = Some(Instant::now());
+        // A fresh mailbox list starts with a catch-up.
+        d.safety_delta = None;
+    }
+    if is_due(d.safety_delta, t_cfg.safety_delta_seconds) {
+        for m in app.state.mailboxes(&t_cfg.id).await? {
+            catch_up(app, t, &m.mailbox).await?;
+        }
+        d.safety_delta = Some(Instant::now());
+    }
+    if is_due(d.crm_poll, t_cfg.crm_poll_seconds) {
+        poll_crm(app, t).await?;
+        d.crm_poll = Some(Instant::now());
+    }
+    if is_due(d.todo_poll, t_cfg.todo_poll_seconds) {
+        if t_cfg.tasks.direction != Direction::Off {
+            for m in app.state.mailboxes(&t_cfg.id).await? {
+                poll_tasks(app, t, &m.mailbox).await?;
+            }
+        }
+        d.todo_poll = Some(Instant::now());
+    }
+    Ok(())
+}
+
+fn graph_reads(dir: Direction) -> bool {
+    matches!(dir, Direction::Both | Direction::GraphToCrm)
+}
+
+/// Graph resources subscribed for one mailbox, by entity.
+async fn resources(t: &Tenant, mailbox: &str) -> Result<Vec<(Entity, String)>, Failure> {
+    let mut out = Vec::new();
+    if graph_reads(t.cfg.appointments.entity.direction) {
+        out.push((Entity::Appointment, format!("users/{mailbox}/events")));
+    }
+    if graph_reads(t.cfg.contacts.direction) {
+        out.push((Entity::Contact, format!("users/{mailbox}/contacts")));
+    }
+    if t.cfg.emails.direction == Direction::GraphToCrm {
+        let folder = t.graph.ensure_mail_folder(mailbox, &t.cfg.emails.folder).await?;
+        out.push((Entity::Email, format!("users/{mailbox}/mailFolders/{folder}/messages")));
+    }
+    Ok(out)
+}
+
+/// Reads the reps switched on in CRM, keeps mailboxes in the tenant's domains, subscribes new
+/// ones and unsubscribes those switched off.
+pub async fn refresh_mailboxes(app: &Arc<App>, t: &Arc<Tenant>, public_url: &str) -> Result<(), Failure> {
+    let reps = t
+        .crm
+        .query_all(
+            &Query {
+                table: "Rep".into(),
+                conditions: vec![Cond {
+                    field: "ConnectorEnabled".into(),
+                    op: CondOp::Eq,
+                    value: "true".into(),
+                }],
+                fields: vec!["RepID".into(), "EMail".into(), "ConnectorEnabled".into(), "DelCd".into()],
+                max_records: Some(500),
+            },
+            None,
+        )
+        .await?;
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    for r in reps {
+        if r.fields.get("DelCd").is_some_and(|v| v == "1") {
+            continue;
+        }
+        let Some(mail) = r.fields.get("EMail").map(|s| s.trim().to_ascii_lowercase()) else {
+            continue;
+        };
+        if mail.is_empty() {
+            continue;
+        }
+        if !t.cfg.owns_mailbox(&mail) {
+            tracing::info!(tenant = %t.cfg.id, mailbox = %mail, "rep mailbox outside the tenant's domains: not synced");
+            continue;
+        }
+        let rep_id = r.fields.get("RepID").cloned().unwrap_or_default();
+        wanted.insert(mail, rep_id);
+    }
+    let have: BTreeSet<String> = app
+        .state
+        .mailboxes(&t.cfg.id)
+        .await?
+        .into_iter()
+        .map(|m| m.mailbox)
+        .collect();
+    // Switched off: delete the subscriptions, forget the mailbox.
+    for m in have.iter().filter(|m| !wanted.contains_key(*m)) {
+        for s in app.state.subscriptions().await? {
+            if s.tenant == t.cfg.id && s.mailbox == *m {
+                t.graph.delete_subscription(&s.id).await?;
+                app.state.remove_subscription(&s.id).await?;
+            }
+        }
+        app.state.remove_mailbox(&t.cfg.id, m).await?;
+        tracing::info!(tenant = %t.cfg.id, mailbox = %m, "mailbox switched off: subscriptions deleted");
+    }
+    for (m, rep_id) in &wanted {
+        app.state
+            .put_mailbox(
+                &t.cfg.id,
+                &MailboxRecord {
+                    mailbox: m.clone(),
+                    rep_id: rep_id.clone(),
+                },
+            )
+            .await?;
+        ensure_subscriptions(app, t, m, public_url).await?;
+    }
+    Ok(())
+}
+
+fn client_state() -> String {
+    let bytes: [u8; 24] = rand::random();
+    hex::encode(bytes)
+}
+
+/// One subscription per (mailbox, resource).
+pub async fn ensure_subscriptions(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    public_url: &str,
+) -> Result<(), Failure> {
+    let existing = app.state.subscriptions().await?;
+    for (_, resource) in resources(t, mailbox).await? {
+        if existing
+            .iter()
+            .any(|s| s.tenant == t.cfg.id && s.mailbox == mailbox && s.resource == resource)
+        {
+            continue;
+        }
+        create_subscription(app, t, mailbox, &resource, public_url).await?;
+    }
+    Ok(())
+}
+
+async fn create_subscription(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    resource: &str,
+    public_url: &str,
+) -> Result<SubscriptionRecord, Failure> {
+    let secret = client_state();
+    let expiration = Utc::now() + app.tuning.subscription_lifetime;
+    let created = Utc::now();
+    // A notification that arrives before the record is stored is dropped as unknown; the delta
+    // catch-up that follows every subscription create covers that gap.
+    let sub = t
+        .graph
+        .create_subscription(&NewSubscription {
+            resource: resource.to_string(),
+            change_type: "created,updated,deleted".into(),
+            notification_url: format!("{public_url}/notifications"),
+            lifecycle_notification_url: Some(format!("{public_url}/lifecycle")),
+            expiration,
+            client_state: secret.clone(),
+        })
+        .await?;
+    let rec = SubscriptionRecord {
+        id: sub.id.clone(),
+        tenant: t.cfg.id.clone(),
+        mailbox: mailbox.to_string(),
+        resource: resource.to_string(),
+        client_state: secret,
+        expiration: sub.expiration_date_time,
+        created,
+    };
+    app.state.put_subscription(&rec).await?;
+    app.metrics.inc("subscriptions_created_total", &[("tenant", &t.cfg.id)]);
+    tracing::info!(tenant = %t.cfg.id, mailbox, resource, subscription = %rec.id, "subscription created");
+    Ok(rec)
+}
+
+/// Renews subscriptions once two thirds of their lifetime have passed.
+pub async fn renew_due(app: &Arc<App>) -> Result<(), Failure> {
+    let now = Utc::now();
+    for s in app.state.subscriptions().await? {
+        let life = s.expiration - s.created;
+        if now < s.created + life * 2 / 3 {
+            continue;
+        }
+        let Some(t) = app.tenant(&s.tenant) else { continue };
+        renew(app, t, s).await?;
+    }
+    Ok(())
+}
+
+async fn renew(app: &Arc<App>, t: &Arc<Tenant>, mut s: SubscriptionRecord) -> Result<(), Failure> {
+    let expiration = Utc::now() + app.tuning.subscription_lifetime;
+    match t.graph.renew_subscription(&s.id, expiration).await {
+        Ok(sub) => {
+            s.created = Utc::now();
+            s.expiration = sub.expiration_date_time;
+            app.state.put_subscription(&s).await?;
+            tracing::info!(tenant = %s.tenant, subscription = %s.id, "subscription renewed");
+            Ok(())
+        }
+        Err(GraphError::NotFound) => {
+            // Gone on Graph's side: make a new one and catch up what was missed.
+            app.state.remove_subscription(&s.id).await?;
+            let public = public_url_of(app);
+            create_subscription(app, t, &s.mailbox, &s.resource, &public).await?;
+            catch_up(app, t, &s.mailbox).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn public_url_of(app: &App) -> String {
+    app.config.receiver.public_url.clone()
+}
+
+/// Lifecycle notifications (SCENARIOS.md P4).
+pub async fn on_lifecycle(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    subscription_id: &str,
+    lifecycle_event: &str,
+) -> Result<(), Failure> {
+    let Some(s) = app.state.subscription(subscription_id).await? else {
+        return Ok(());
+    };
+    app.metrics
+        .inc("lifecycle_notifications_total", &[("event", lifecycle_event)]);
+    match lifecycle_event {
+        "reauthorizationRequired" => renew(app, t, s).await,
+        "subscriptionRemoved" => {
+            app.state.remove_subscription(&s.id).await?;
+            let public = public_url_of(app);
+            create_subscription(app, t, mailbox, &s.resource, &public).await?;
+            catch_up(app, t, mailbox).await
+        }
+        "missed" => catch_up(app, t, mailbox).await,
+        other => {
+            tracing::warn!(event = other, "unknown lifecycle event ignored");
+            Ok(())
+        }
+    }
+}
+
+async fn publish(app: &App, events: Vec<EventV1>) -> Result<(), Failure> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let envs: Vec<Envelope> = events
+        .into_iter()
+        .map(|e| e.into_envelope(BTreeMap::new()))
+        .collect();
+    app.queue.publish(envs).await.map_err(|e| Failure::Retry {
+        after: None,
+        reason: format!("queue: {e}"),
+    })
+}
+
+fn item_event(t: &Tenant, mailbox: &str, entity: Entity, id: &str, change: Change, etag: Option<String>, list_id: Option<String>) -> EventV1 {
+    EventV1 {
+        tenant: t.cfg.id.clone(),
+        mailbox: mailbox.to_string(),
+        source: Source::Delta,
+        kind: EventKind::GraphItem {
+            entity,
+            item_id: id.to_string(),
+            change,
+            etag,
+            list_id,
+        },
+        observed_at: Utc::now(),
+        subscription_id: None,
+    }
+}
+
+fn etag_of(v: &Value) -> Option<String> {
+    v.get("@odata.etag")
+        .or_else(|| v.get("changeKey"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Delta catch-up for a mailbox's events and contacts: every change since the last round is
+/// enqueued like a notification. `@removed` entries are enqueued as deletes that the worker
+/// verifies with a GET (calendarView reports items outside the window as removed).
+pub async fn catch_up(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Result<(), Failure> {
+    let now = Utc::now();
+    if graph_reads(t.cfg.appointments.entity.direction) {
+        let (start, end) = crate::worker::window(t, now);
+        // The window is frozen in the delta token: a new day starts a new initial round.
+        let key = format!("events:{mailbox}:{}", start.date_naive());
+        let round = delta_round(app, t, &key, |link| {
+            let g = t.graph.clone();
+            let mailbox = mailbox.to_string();
+            async move {
+                g.calendar_view_delta(
+                    &mailbox,
+                    match link {
+                        Some(l) => DeltaStart::Link(l),
+                        None => DeltaStart::Window { start, end },
+                    },
+                )
+                .await
+            }
+        })
+        .await?;
+        enqueue_round(app, t, mailbox, Entity::Appointment, round, None).await?;
+    }
+    if graph_reads(t.cfg.contacts.direction) {
+        let key = format!("contacts:{mailbox}");
+        let round = delta_round(app, t, &key, |link| {
+            let g = t.graph.clone();
+            let mailbox = mailbox.to_string();
+            async move {
+                g.contacts_delta(
+                    &mailbox,
+                    match link {
+                        Some(l) => DeltaStart::Link(l),
+                        None => DeltaStart::Initial,
+                    },
+                )
+                .await
+            }
+        })
+        .await?;
+        enqueue_round(app, t, mailbox, Entity::Contact, round, None).await?;
+    }
+    Ok(())
+}
+
+/// To Do has no app-only webhooks: its changes are found by a delta poll.
+pub async fn poll_tasks(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Result<(), Failure> {
+    if !graph_reads(t.cfg.tasks.direction) {
+        return Ok(());
+    }
+    let list = t.graph.default_todo_list(mailbox).await?;
+    let key = format!("tasks:{mailbox}:{list}");
+    let round = delta_round(app, t, &key, |link| {
+        let g = t.graph.clone();
+        let mailbox = mailbox.to_string();
+        let list = list.clone();
+        async move {
+            g.tasks_delta(
+                &mailbox,
+                &list,
+                match link {
+                    Some(l) => DeltaStart::Link(l),
+                    None => DeltaStart::Initial,
+                },
+            )
+            .await
+        }
+    })
+    .await?;
+    enqueue_round(app, t, mailbox, Entity::Task, round, Some(list)).await
+}
+
+async fn delta_round<F, Fut>(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    key: &str,
+    call: F,
+) -> Result<cgc_graph::DeltaRound, Failure>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<cgc_graph::DeltaRound, GraphError>>,
+{
+    let link = app.state.delta_link(&t.cfg.id, key).await?;
+    let round = match call(link.clone()).await {
+        Ok(r) => r,
+        Err(GraphError::SyncReset { .. }) if link.is_some() => {
+            tracing::info!(tenant = %t.cfg.id, key, "delta token expired (syncStateNotFound): starting a new initial round");
+            app.state.remove_delta_link(&t.cfg.id, key).await?;
+            call(None).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    app.state
+        .put_delta_link(&t.cfg.id, key, &round.delta_link)
+        .await?;
+    Ok(round)
+}
+
+async fn enqueue_round(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    entity: Entity,
+    round: cgc_graph::DeltaRound,
+    list_id: Option<String>,
+) -> Result<(), Failure> {
+    let mut events = Vec::new();
+    for item in &round.changed {
+        if let Some(id) = item.get("id").and_then(Value::as_str) {
+            events.push(item_event(t, mailbox, entity, id, Change::Updated, etag_of(item), list_id.clone()));
+        }
+    }
+    // Mass-delete guard: a round that would remove most linked items is refused and reported.
+    let linked_removed: Vec<&String> = {
+        let mut v = Vec::new();
+        for id in &round.removed {
+            if app
+                .state
+                .link_by_graph(&t.cfg.id, entity, mailbox, id)
+                .await?
+                .is_some()
+            {
+                v.push(id);
+            }
+        }
+        v
+    };
+    let linked = app
+        .state
+        .links(&t.cfg.id)
+        .await?
+        .iter()
+        .filter(|l| l.entity == entity && l.mailbox == mailbox)
+        .count();
+    if let Err(e) = cgc_core::mass_delete_guard(linked, linked_removed.len(), app.tuning.mass_delete_share) {
+        app.metrics.inc("mass_delete_refused_total", &[("tenant", &t.cfg.id)]);
+        tracing::error!(tenant = %t.cfg.id, mailbox, entity = entity.as_str(), removed = linked_removed.len(), linked, error = %e,
+            "delta round removes too many linked items at once: deletes refused; check the mailbox, then resync");
+    } else {
+        for id in &round.removed {
+            events.push(item_event(t, mailbox, entity, id, Change::Deleted, None, list_id.clone()));
+        }
+    }
+    publish(app, events).await
+}
+
+/// CRM → Graph change detection: records changed since the watermark (with overlap), per rep.
+pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
+    let started = Utc::now();
+    let zone = t.cfg.crm_time_zone;
+    for m in app.state.mailboxes(&t.cfg.id).await? {
+        let wm_key = format!("crm:{}", m.mailbox);
+        let since = app
+            .state
+            .watermark(&t.cfg.id, &wm_key)
+            .await?
+            .map(|w| w - POLL_OVERLAP);
+        let mut events = Vec::new();
+        let mut tables: Vec<(Entity, Vec<Cond>)> = Vec::new();
+        let rep = Cond {
+            field: "RepID".into(),
+            op: CondOp::Eq,
+            value: m.rep_id.clone(),
+        };
+        if matches!(t.cfg.appointments.entity.direction, Direction::Both | Direction::CrmToGraph) {
+            tables.push((Entity::Appointment, vec![rep.clone()]));
+        }
+        if matches!(t.cfg.tasks.direction, Direction::Both | Direction::CrmToGraph) {
+            tables.push((Entity::Task, vec![rep.clone()]));
+        }
+        for (entity, mut conds) in tables {
+            if let Some(since) = since {
+                let (d, _) = cgc_crm::time::from_utc(since, zone);
+                conds.push(Cond {
+                    field: "UpdDate".into(),
+                    op: CondOp::Ge,
+                    value: d,
+                });
+            }
+            let records = t
+                .crm
+                .query_all(
+                    &Query {
+                        table: entity.crm_table().into(),
+                        conditions: conds,
+                        fields: vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into(), "Contact".into()],
+                        max_records: Some(500),
+                    },
+                    None,
+                )
+                .await?;
+            for r in records {
+                let changed = crate::worker::crm_changed_at(&r.fields, zone);
+                if let (Some(since), Some(c)) = (since, changed) {
+                    if c < since {
+                        continue;
+                    }
+                }
+                if entity == Entity::Appointment
+                    && r.fields.get("Contact").is_some_and(|c| c.eq_ignore_ascii_case("E-mail"))
+                {
+                    continue;
+                }
+                let stamp = format!(
+                    "{} {} {}",
+                    r.fields.get("UpdDate").map(String::as_str).unwrap_or(""),
+                    r.fields.get("UpdTime").map(String::as_str).unwrap_or(""),
+                    r.fields.get("DelCd").map(String::as_str).unwrap_or("")
+                );
+                events.push(EventV1 {
+                    tenant: t.cfg.id.clone(),
+                    mailbox: m.mailbox.clone(),
+                    source: Source::CrmPoll,
+                    kind: EventKind::CrmRecord {
+                        entity,
+                        crm_id: r.id,
+                        stamp,
+                    },
+                    observed_at: changed.unwrap_or(started),
+                    subscription_id: None,
+                });
+            }
+        }
+        // Linked CRM persons (contacts) of this mailbox that changed.
+        if matches!(t.cfg.contacts.direction, Direction::Both | Direction::CrmToGraph) {
+            events.extend(poll_linked_persons(app, t, &m.mailbox, since).await?);
+        }
+        publish(app, events).await?;
+        app.state.put_watermark(&t.cfg.id, &wm_key, started).await?;
+    }
+    Ok(())
+}
+
+async fn poll_linked_persons(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    since: Option<DateTime<Utc>>,
+) -> Result<Vec<EventV1>, Failure> {
+    let zone = t.cfg.crm_time_zone;
+    let linked: BTreeSet<u64> = app
+        .state
+        .links(&t.cfg.id)
+        .await?
+        .into_iter()
+        .filter(|l| l.entity == Entity::Contact && l.mailbox == mailbox)
+        .map(|l| l.crm_id)
+        .collect();
+    if linked.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut conds = Vec::new();
+    if let Some(since) = since {
+        let (d, _) = cgc_crm::time::from_utc(since, zone);
+        conds.push(Cond {
+            field: "UpdDate".into(),
+            op: CondOp::Ge,
+            value: d,
+        });
+    }
+    let records = t
+        .crm
+        .query_all(
+            &Query {
+                table: "Person".into(),
+                conditions: conds,
+                fields: vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into()],
+                max_records: Some(500),
+            },
+            None,
+        )
+        .await?;
+    Ok(records
+        .into_iter()
+        .filter(|r| linked.contains(&r.id))
+        .filter(|r| {
+            match (since, crate::worker::crm_changed_at(&r.fields, zone)) {
+                (Some(s), Some(c)) => c >= s,
+                _ => true,
+            }
+        })
+        .map(|r| EventV1 {
+            tenant: t.cfg.id.clone(),
+            mailbox: mailbox.to_string(),
+            source: Source::CrmPoll,
+            kind: EventKind::CrmRecord {
+                entity: Entity::Contact,
+                crm_id: r.id,
+                stamp: format!(
+                    "{} {} {}",
+                    r.fields.get("UpdDate").map(String::as_str).unwrap_or(""),
+                    r.fields.get("UpdTime").map(String::as_str).unwrap_or(""),
+                    r.fields.get("DelCd").map(String::as_str).unwrap_or("")
+                ),
+            },
+            observed_at: Utc::now(),
+            subscription_id: None,
+        })
+        .collect())
+}

@@ -1,0 +1,116 @@
+//! Logging (tracing) and the counters served at `/metrics` (Prometheus text format).
+//!
+//! Every notable occurrence is one call here that both logs and counts, so names stay
+//! consistent and nothing is logged without being counted.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Installs the tracing subscriber once (`RUST_LOG` filter, default `info`; `CGC_LOG_JSON=1` for JSON).
+pub fn init(default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let json = std::env::var("CGC_LOG_JSON").is_ok_and(|v| v == "1");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Counters by name and label set.
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(String, String), u64>>,
+    latency_ms_sum: AtomicU64,
+    latency_count: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(&self, name: &str, labels: &[(&str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    pub fn add(&self, name: &str, labels: &[(&str, &str)], n: u64) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace(['"', '\\', '\n'], "_")))
+            .collect::<Vec<_>>()
+            .join(",");
+        if let Ok(mut m) = self.counters.lock() {
+            *m.entry((name.to_string(), labels)).or_insert(0) += n;
+        }
+    }
+
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.counters
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(name.to_string(), labels)).copied())
+            .unwrap_or(0)
+    }
+
+    /// Sum over all label sets of a counter.
+    pub fn total(&self, name: &str) -> u64 {
+        self.counters
+            .lock()
+            .map(|m| m.iter().filter(|((n, _), _)| n == name).map(|(_, v)| *v).sum())
+            .unwrap_or(0)
+    }
+
+    pub fn observe_event_latency(&self, ms: u64) {
+        self.latency_ms_sum.fetch_add(ms, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(m) = self.counters.lock() {
+            let mut last = String::new();
+            for ((name, labels), v) in m.iter() {
+                if *name != last {
+                    out.push_str(&format!("# TYPE cgc_{name} counter\n"));
+                    last = name.clone();
+                }
+                if labels.is_empty() {
+                    out.push_str(&format!("cgc_{name} {v}\n"));
+                } else {
+                    out.push_str(&format!("cgc_{name}{{{labels}}} {v}\n"));
+                }
+            }
+        }
+        out.push_str("# TYPE cgc_event_latency_ms summary\n");
+        out.push_str(&format!(
+            "cgc_event_latency_ms_sum {}\ncgc_event_latency_ms_count {}\n",
+            self.latency_ms_sum.load(Ordering::Relaxed),
+            self.latency_count.load(Ordering::Relaxed)
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_in_prometheus_text() {
+        let m = Metrics::default();
+        m.inc("notifications_total", &[("outcome", "accepted")]);
+        m.add("notifications_total", &[("outcome", "accepted")], 2);
+        m.inc("notifications_total", &[("outcome", "rejected")]);
+        assert_eq!(m.get("notifications_total", &[("outcome", "accepted")]), 3);
+        assert_eq!(m.total("notifications_total"), 4);
+        let text = m.render();
+        assert!(text.contains("cgc_notifications_total{outcome=\"accepted\"} 3"), "{text}");
+    }
+}

@@ -1,0 +1,1066 @@
+//! Workers: consume events, fetch the changed item, reconcile with the other side and the shadow,
+//! write the plan, record links, shadows and audit, then acknowledge.
+//!
+//! Failures are classified where they arise (`Failure`) and acted on in one place (`consume`):
+//! retry later with the remote's Retry-After or backoff, or dead-letter with the reason. Nothing
+//! is acknowledged before its writes and the idempotency mark are done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cgc_backends::{Claim, Delivery};
+use cgc_core::{
+    Canonical, Cause, CrmFields, CrmItem, Entity, GraphItem, Input, MapContext, Op, Plan,
+    PlanKind, Policy, SideState,
+};
+use cgc_crm::{Cond, CondOp, CrmError, ErrorCode, ExtLink, Query};
+use cgc_graph::{CRM_ID_PROPERTY, GraphError};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::app::{App, Tenant};
+use crate::config::{Conflict, Direction, EntityConfig};
+use crate::event::{self, Change, EventKind, EventV1, Source};
+use crate::state::{AuditRecord, ConflictRecord, Link, State};
+
+/// How a failed event is to be treated.
+#[derive(Debug)]
+pub enum Failure {
+    /// Transient: try again after the given delay (or the ladder's own).
+    Retry { after: Option<Duration>, reason: String },
+    /// Permanent: park it for an operator, with the reason.
+    Dead { reason: String },
+}
+
+impl From<GraphError> for Failure {
+    fn from(e: GraphError) -> Self {
+        if e.is_retryable() || matches!(e, GraphError::PreconditionFailed) {
+            Failure::Retry {
+                after: e.retry_after(),
+                reason: format!("Graph: {e}"),
+            }
+        } else {
+            Failure::Dead {
+                reason: format!("Graph: {e}"),
+            }
+        }
+    }
+}
+
+impl From<CrmError> for Failure {
+    fn from(e: CrmError) -> Self {
+        if e.is_retryable() {
+            Failure::Retry {
+                after: None,
+                reason: format!("CRM.interface: {e}"),
+            }
+        } else {
+            Failure::Dead {
+                reason: format!("CRM.interface: {e}"),
+            }
+        }
+    }
+}
+
+impl From<cgc_backends::StoreError> for Failure {
+    fn from(e: cgc_backends::StoreError) -> Self {
+        Failure::Retry {
+            after: None,
+            reason: format!("store: {e}"),
+        }
+    }
+}
+
+impl From<cgc_core::MapError> for Failure {
+    fn from(e: cgc_core::MapError) -> Self {
+        Failure::Dead {
+            reason: format!("mapping: {e}"),
+        }
+    }
+}
+
+/// What one processed event did (for the demo, tests and logs).
+#[derive(Clone, Debug)]
+pub struct Processed {
+    pub kind: PlanKind,
+    pub reason: String,
+    pub writes: usize,
+}
+
+/// How long an idempotency claim is held while an event is processed.
+const CLAIM_LEASE: Duration = Duration::from_secs(120);
+/// How long a done mark is kept.
+const DONE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One consumer loop: receive, process, ack / retry / dead-letter, until shutdown.
+pub async fn consume(app: Arc<App>, n: usize) {
+    tracing::debug!(consumer = n, "worker started");
+    loop {
+        if app.shutdown.is_cancelled() {
+            break;
+        }
+        let received = tokio::select! {
+            r = app.queue.receive(Duration::from_millis(500)) => r,
+            _ = app.shutdown.cancelled() => break,
+        };
+        match received {
+            Ok(Some(d)) => handle_delivery(&app, d).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "queue receive failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    tracing::debug!(consumer = n, "worker stopped");
+}
+
+fn backoff(app: &App, attempt: u32) -> Duration {
+    let base = app.tuning.retry_base.as_millis() as u64;
+    let exp = base.saturating_mul(1u64 << attempt.min(16));
+    let capped = exp.min(app.tuning.retry_max.as_millis() as u64);
+    // Jitter: up to +25 %.
+    let jitter = rand::random::<u64>() % (capped / 4 + 1);
+    Duration::from_millis(capped + jitter)
+}
+
+async fn handle_delivery(app: &Arc<App>, d: Delivery) {
+    let started = Instant::now();
+    let ev = match event::decode(&d.envelope.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            app.metrics.inc("events_total", &[("outcome", "dead")]);
+            tracing::error!(event = %d.envelope.id, error = %e, "unreadable event parked in dead letters");
+            let _ = app.queue.dead_letter(d, &e.to_string()).await;
+            return;
+        }
+    };
+    let attempt = d.envelope.attempt;
+    let event_id = d.envelope.id.clone();
+    let key = ev.idempotency_key();
+    let dedup = ev.dedupable();
+    if dedup {
+        match app.state.store().claim(&key, CLAIM_LEASE).await {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Done) => {
+                app.metrics.inc("events_total", &[("outcome", "duplicate")]);
+                let _ = app.queue.ack(d).await;
+                return;
+            }
+            Ok(Claim::InProgress) => {
+                let _ = app
+                    .queue
+                    .retry(d, Duration::from_secs(5), "same event in progress elsewhere")
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let delay = backoff(app, attempt);
+                let _ = app.queue.retry(d, delay, &format!("store: {e}")).await;
+                return;
+            }
+        }
+    }
+    let span = tracing::info_span!("event", tenant = %ev.tenant, mailbox = %ev.mailbox, event = %event_id);
+    let result = {
+        let _e = span.enter();
+        drop(_e);
+        process(app, &ev, &event_id).await
+    };
+    match result {
+        Ok(p) => {
+            if dedup {
+                if let Err(e) = app.state.store().complete(&key, DONE_RETENTION).await {
+                    tracing::warn!(error = %e, "could not record the done mark; a duplicate will be a content no-op");
+                }
+            }
+            app.metrics.inc("events_total", &[("outcome", outcome_label(&p.kind))]);
+            app.metrics.add("writes_total", &[], p.writes as u64);
+            app.metrics
+                .observe_event_latency(started.elapsed().as_millis() as u64);
+            if let Err(e) = app.queue.ack(d).await {
+                tracing::warn!(error = %e, "ack failed; the event will be redelivered and be a no-op");
+            }
+        }
+        Err(f) => {
+            if dedup {
+                let _ = app.state.store().release(&key).await;
+            }
+            match f {
+                Failure::Retry { after, reason } => {
+                    let delay = after.unwrap_or_else(|| backoff(app, attempt));
+                    app.metrics.inc("events_total", &[("outcome", "retry")]);
+                    tracing::warn!(tenant = %ev.tenant, mailbox = %ev.mailbox, attempt, ?delay, %reason, "event will be retried");
+                    if let Err(e) = app.queue.retry(d, delay, &reason).await {
+                        tracing::error!(error = %e, "retry could not be scheduled; the event stays in flight and will be redelivered");
+                    }
+                }
+                Failure::Dead { reason } => {
+                    app.metrics.inc("events_total", &[("outcome", "dead")]);
+                    tracing::error!(tenant = %ev.tenant, mailbox = %ev.mailbox, %reason, "event parked in dead letters");
+                    if let Err(e) = app.queue.dead_letter(d, &reason).await {
+                        tracing::error!(error = %e, "dead-letter failed; the event will be redelivered");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn outcome_label(k: &PlanKind) -> &'static str {
+    match k {
+        PlanKind::NoOp => "noop",
+        PlanKind::CopyToGraph => "copy_to_graph",
+        PlanKind::CopyToCrm => "copy_to_crm",
+        PlanKind::Merge => "merge",
+        PlanKind::Conflict => "conflict",
+        PlanKind::Create => "create",
+        PlanKind::Delete => "delete",
+        PlanKind::Unlink => "unlink",
+    }
+}
+
+/// Processes one event; public so the demo and tests can drive it step by step.
+pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Processed, Failure> {
+    let Some(tenant) = app.tenant(&ev.tenant) else {
+        return Err(Failure::Dead {
+            reason: format!("unknown tenant {:?} (not in the config file)", ev.tenant),
+        });
+    };
+    let cause = match ev.source {
+        Source::Notification | Source::Lifecycle => Cause::Notification,
+        Source::Delta => Cause::Delta,
+        Source::CrmPoll => Cause::CrmPoll,
+    };
+    match &ev.kind {
+        EventKind::Lifecycle {
+            subscription_id,
+            lifecycle_event,
+        } => {
+            crate::scheduler::on_lifecycle(app, tenant, &ev.mailbox, subscription_id, lifecycle_event)
+                .await?;
+            Ok(Processed {
+                kind: PlanKind::NoOp,
+                reason: format!("lifecycle {lifecycle_event} handled"),
+                writes: 0,
+            })
+        }
+        EventKind::GraphItem {
+            entity: Entity::Email,
+            item_id,
+            change,
+            ..
+        } => {
+            if *change == Change::Deleted {
+                return Ok(noop("a message left the archive folder"));
+            }
+            crate::archive::archive_message(app, tenant, &ev.mailbox, item_id).await
+        }
+        EventKind::GraphItem {
+            entity,
+            item_id,
+            change,
+            list_id,
+            ..
+        } => {
+            let sync = Sync::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
+            sync.from_graph(item_id, *change, list_id.as_deref()).await
+        }
+        EventKind::CrmRecord { entity, crm_id, .. } => {
+            let sync = Sync::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
+            sync.from_crm(*crm_id).await
+        }
+    }
+}
+
+fn noop(reason: &str) -> Processed {
+    Processed {
+        kind: PlanKind::NoOp,
+        reason: reason.to_string(),
+        writes: 0,
+    }
+}
+
+pub fn entity_config(t: &Tenant, e: Entity) -> EntityConfig {
+    match e {
+        Entity::Appointment => t.cfg.appointments.entity.clone(),
+        Entity::Contact => t.cfg.contacts.clone(),
+        Entity::Task => t.cfg.tasks.clone(),
+        Entity::Email => EntityConfig {
+            direction: t.cfg.emails.direction,
+            conflict: Conflict::GraphWins,
+            exclude_fields: vec![],
+        },
+    }
+}
+
+pub fn policy(t: &Tenant, e: Entity) -> Policy {
+    let c = entity_config(t, e);
+    Policy {
+        direction: match c.direction {
+            Direction::Both => cgc_core::Direction::Both,
+            Direction::CrmToGraph => cgc_core::Direction::CrmToGraph,
+            Direction::GraphToCrm => cgc_core::Direction::GraphToCrm,
+            Direction::Off => cgc_core::Direction::Off,
+        },
+        conflict: match c.conflict {
+            Conflict::CrmWins => cgc_core::ConflictPolicy::CrmWins,
+            Conflict::GraphWins => cgc_core::ConflictPolicy::GraphWins,
+            Conflict::LatestChangeWins => cgc_core::ConflictPolicy::LatestChangeWins,
+            Conflict::Manual => cgc_core::ConflictPolicy::Manual,
+        },
+        exclude_fields: c.exclude_fields,
+    }
+}
+
+/// The CRM fields read for each entity.
+pub fn crm_read_fields(e: Entity) -> &'static [&'static str] {
+    match e {
+        Entity::Appointment | Entity::Email => &[
+            "Contact",
+            "Status",
+            "Date",
+            "Time",
+            "EndDate",
+            "EndTime",
+            "Subject",
+            "Text",
+            "Priority",
+            "RepID",
+            "Private",
+            "Participants",
+            "MissingParticipants",
+            "ConnectorMissingparticipants",
+            "IsMasterContact",
+            "IsSerialContact",
+            "ContactStatNo",
+            "ContactSeqNo",
+            "ReminderDur",
+            "ReminderUnit",
+            "ShowAs",
+            "ConnectorPublished",
+            "ConnectorDeleted",
+            "A031Location",
+            "UpdDate",
+            "UpdTime",
+            "DelCd",
+        ],
+        Entity::Contact => &[
+            "FirstName",
+            "LastName",
+            "EMail",
+            "PhoneBusiness",
+            "PhoneMobile",
+            "JobTitle",
+            "Company",
+            "UpdDate",
+            "UpdTime",
+            "DelCd",
+        ],
+        Entity::Task => &[
+            "Subject",
+            "Text",
+            "RepID",
+            "StartDate",
+            "DueDate",
+            "Status",
+            "Priority",
+            "CompletedDate",
+            "UpdDate",
+            "UpdTime",
+            "DelCd",
+        ],
+    }
+}
+
+/// The appointment window of a tenant around `now`.
+pub fn window(t: &Tenant, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    (
+        now - chrono::Duration::days(t.cfg.appointments.past_days as i64),
+        now + chrono::Duration::days(t.cfg.appointments.future_days as i64),
+    )
+}
+
+/// Reads the CRM id a Graph item carries (extended property, or a task's linkedResource).
+pub fn crm_id_on_item(item: &Value) -> Option<u64> {
+    if let Some(props) = item.get("singleValueExtendedProperties").and_then(Value::as_array) {
+        for p in props {
+            let id = p.get("id").and_then(Value::as_str).unwrap_or("");
+            if id.eq_ignore_ascii_case(CRM_ID_PROPERTY) {
+                return p.get("value").and_then(Value::as_str)?.trim().parse().ok();
+            }
+        }
+    }
+    if let Some(lrs) = item.get("linkedResources").and_then(Value::as_array) {
+        for l in lrs {
+            if l.get("applicationName").and_then(Value::as_str) == Some("crm-graph-connector") {
+                return l.get("externalId").and_then(Value::as_str)?.trim().parse().ok();
+            }
+        }
+    }
+    None
+}
+
+fn is_deleted(fields: &BTreeMap<String, String>) -> bool {
+    fields.get("DelCd").is_some_and(|v| v.trim() == "1")
+}
+
+/// One reconciliation of one item in one mailbox.
+pub struct Sync<'a> {
+    app: &'a Arc<App>,
+    tenant: &'a Arc<Tenant>,
+    mailbox: &'a str,
+    entity: Entity,
+    cause: Cause,
+    event_id: &'a str,
+}
+
+impl<'a> Sync<'a> {
+    pub fn new(
+        app: &'a Arc<App>,
+        tenant: &'a Arc<Tenant>,
+        mailbox: &'a str,
+        entity: Entity,
+        cause: Cause,
+        event_id: &'a str,
+    ) -> Self {
+        Sync {
+            app,
+            tenant,
+            mailbox,
+            entity,
+            cause,
+            event_id,
+        }
+    }
+
+    fn state(&self) -> &State {
+        &self.app.state
+    }
+
+    fn tid(&self) -> &str {
+        &self.tenant.cfg.id
+    }
+
+    async fn graph_get(&self, id: &str, list_id: Option<&str>) -> Result<Option<Value>, Failure> {
+        let g = &self.tenant.graph;
+        Ok(match self.entity {
+            Entity::Appointment => g.get_event(self.mailbox, id).await?,
+            Entity::Contact => g.get_contact(self.mailbox, id).await?,
+            Entity::Task => {
+                let list = match list_id {
+                    Some(l) => l.to_string(),
+                    None => g.default_todo_list(self.mailbox).await?,
+                };
+                g.get_task(self.mailbox, &list, id).await?
+            }
+            Entity::Email => g.get_message(self.mailbox, id).await?,
+        })
+    }
+
+    async fn crm_get(&self, id: u64) -> Result<Option<CrmFields>, Failure> {
+        let r = self
+            .tenant
+            .crm
+            .get(
+                self.entity.crm_table(),
+                id,
+                crm_read_fields(self.entity),
+                Some(self.mailbox),
+            )
+            .await?;
+        Ok(r.map(|r| r.fields))
+    }
+
+    /// Looks for the CRM record an unlinked Graph item belongs to: the CRM id it carries, the ExtKey
+    /// row written on CRM, the iCalUId (one meeting for several reps, EWS migration), or the e-mail
+    /// address for contacts. Returns the CRM id.
+    async fn match_crm(&self, graph_id: &str, item: &Value) -> Result<Option<u64>, Failure> {
+        let crm = &self.tenant.crm;
+        if let Some(id) = crm_id_on_item(item) {
+            if let Some(f) = self.crm_get(id).await? {
+                if !is_deleted(&f) {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        if let Some(row) = crm.find_link(graph_id).await? {
+            if row.table_short == self.entity.crm_short() {
+                return Ok(Some(row.record_id));
+            }
+        }
+        if self.entity == Entity::Appointment {
+            if let Some(uid) = item.get("iCalUId").and_then(Value::as_str) {
+                if let Some(row) = crm.find_link_by_uid(uid).await? {
+                    if row.table_short == "MA" {
+                        return Ok(Some(row.record_id));
+                    }
+                }
+            }
+        }
+        if self.entity == Entity::Contact {
+            let addr = item
+                .get("emailAddresses")
+                .and_then(|a| a.get(0))
+                .and_then(|a| a.get("address"))
+                .and_then(Value::as_str)
+                .map(|s| s.trim().to_ascii_lowercase());
+            if let Some(addr) = addr.filter(|a| !a.is_empty()) {
+                let found = crm
+                    .query_all(
+                        &Query {
+                            table: "Person".into(),
+                            conditions: vec![Cond {
+                                field: "EMail".into(),
+                                op: CondOp::Eq,
+                                value: addr,
+                            }],
+                            fields: vec!["EMail".into(), "DelCd".into()],
+                            max_records: Some(10),
+                        },
+                        None,
+                    )
+                    .await?;
+                let live: Vec<_> = found.iter().filter(|r| !is_deleted(&r.fields)).collect();
+                if live.len() == 1 {
+                    return Ok(Some(live[0].id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Looks for the Graph item an unlinked CRM record belongs to (ExtKey row on CRM, then the CRM-id
+    /// property on Graph). Returns the Graph id.
+    async fn match_graph(&self, crm_id: u64) -> Result<Option<(String, Value)>, Failure> {
+        let rows = self
+            .tenant
+            .crm
+            .query_all(
+                &Query {
+                    table: "ExtKey".into(),
+                    conditions: vec![
+                        Cond {
+                            field: "RecordId".into(),
+                            op: CondOp::Eq,
+                            value: crm_id.to_string(),
+                        },
+                        Cond {
+                            field: "ExtSystem".into(),
+                            op: CondOp::Eq,
+                            value: "GraphApi".into(),
+                        },
+                    ],
+                    fields: vec!["ExtKey".into(), "ExtUid".into(), "TableShort".into(), "DelCd".into()],
+                    max_records: Some(50),
+                },
+                None,
+            )
+            .await?;
+        for r in rows {
+            if is_deleted(&r.fields) {
+                continue;
+            }
+            if let Some(gid) = r.fields.get("ExtKey").filter(|s| !s.is_empty()) {
+                if let Some(item) = self.graph_get(gid, None).await? {
+                    return Ok(Some((gid.clone(), item)));
+                }
+            }
+        }
+        let g = &self.tenant.graph;
+        let found = match self.entity {
+            Entity::Appointment => g.find_event_by_crm_id(self.mailbox, &crm_id.to_string()).await?,
+            Entity::Contact => g.find_contact_by_crm_id(self.mailbox, &crm_id.to_string()).await?,
+            _ => None,
+        };
+        Ok(found.and_then(|item| {
+            let id = item.get("id").and_then(Value::as_str)?.to_string();
+            Some((id, item))
+        }))
+    }
+
+    /// Lower-cased attendee addresses that have a CRM person.
+    async fn known_persons(&self, items: &[&Value], shadow: Option<&Canonical>) -> Result<BTreeSet<String>, Failure> {
+        let mut addrs = BTreeSet::new();
+        for item in items {
+            for key in ["attendees"] {
+                if let Some(list) = item.get(key).and_then(Value::as_array) {
+                    for a in list {
+                        if let Some(s) = a
+                            .get("emailAddress")
+                            .and_then(|e| e.get("address"))
+                            .and_then(Value::as_str)
+                        {
+                            addrs.insert(s.trim().to_ascii_lowercase());
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(Value::Array(list)) = shadow.map(|s| s.get("attendees")) {
+            for a in list {
+                if let Some(s) = a.get("address").and_then(Value::as_str) {
+                    addrs.insert(s.to_ascii_lowercase());
+                }
+            }
+        }
+        let mut known = BTreeSet::new();
+        for addr in addrs {
+            if addr.is_empty() {
+                continue;
+            }
+            let found = self
+                .tenant
+                .crm
+                .query(
+                    &Query {
+                        table: "Person".into(),
+                        conditions: vec![Cond {
+                            field: "EMail".into(),
+                            op: CondOp::Eq,
+                            value: addr.clone(),
+                        }],
+                        fields: vec!["EMail".into(), "DelCd".into()],
+                        max_records: Some(5),
+                    },
+                    None,
+                )
+                .await?;
+            if found.records.iter().any(|r| !is_deleted(&r.fields)) {
+                known.insert(addr);
+            }
+        }
+        Ok(known)
+    }
+
+    async fn ctx(&self, items: &[&Value], shadow: Option<&Canonical>) -> Result<MapContext, Failure> {
+        let known_person_emails = if self.entity == Entity::Appointment {
+            self.known_persons(items, shadow).await?
+        } else {
+            BTreeSet::new()
+        };
+        Ok(MapContext {
+            crm_zone: self.tenant.cfg.crm_time_zone,
+            known_person_emails,
+        })
+    }
+
+    /// A Graph item changed.
+    pub async fn from_graph(
+        &self,
+        graph_id: &str,
+        change: Change,
+        list_id: Option<&str>,
+    ) -> Result<Processed, Failure> {
+        let item = self.graph_get(graph_id, list_id).await?;
+        let _ = change; // the current state decides, not the reported change type
+        let mut link = self
+            .state()
+            .link_by_graph(self.tid(), self.entity, self.mailbox, graph_id)
+            .await?;
+        if link.is_none() {
+            let Some(item) = &item else {
+                return Ok(noop("item gone and never linked: nothing to do"));
+            };
+            if let Some(crm_id) = self.match_crm(graph_id, item).await? {
+                link = Some(self.new_link(crm_id, graph_id, item, list_id));
+            }
+        }
+        let crm_fields = match &link {
+            Some(l) => self.crm_get(l.crm_id).await?,
+            None => None,
+        };
+        self.reconcile(link, item, crm_fields, graph_id.to_string(), list_id)
+            .await
+    }
+
+    /// A CRM record changed.
+    pub async fn from_crm(&self, crm_id: u64) -> Result<Processed, Failure> {
+        let crm_fields = self.crm_get(crm_id).await?;
+        let mut link = self
+            .state()
+            .link_by_crm(self.tid(), self.entity, self.mailbox, crm_id)
+            .await?;
+        let mut item = None;
+        if let Some(l) = &link {
+            item = self.graph_get(&l.graph_id, l.list_id.as_deref()).await?;
+        } else {
+            match &crm_fields {
+                None => return Ok(noop("record gone and never linked: nothing to do")),
+                Some(f) if is_deleted(f) => {
+                    return Ok(noop("record deleted and never linked: nothing to do"));
+                }
+                Some(_) => {}
+            }
+            if let Some((gid, found)) = self.match_graph(crm_id).await? {
+                link = Some(self.new_link(crm_id, &gid, &found, None));
+                item = Some(found);
+            }
+        }
+        let graph_id = link.as_ref().map(|l| l.graph_id.clone()).unwrap_or_default();
+        let list_id = link.as_ref().and_then(|l| l.list_id.clone());
+        let mut crm_fields = crm_fields;
+        if link.is_none() {
+            // Creating on Graph needs the record id later; keep it on the link we are about to make.
+            crm_fields = crm_fields.map(|mut f| {
+                f.insert("\u{0}id".into(), crm_id.to_string());
+                f
+            });
+        }
+        self.reconcile(link, item, crm_fields, graph_id, list_id.as_deref())
+            .await
+    }
+
+    fn new_link(&self, crm_id: u64, graph_id: &str, item: &Value, list_id: Option<&str>) -> Link {
+        Link {
+            entity: self.entity,
+            mailbox: self.mailbox.to_ascii_lowercase(),
+            crm_id,
+            graph_id: graph_id.to_string(),
+            ical_uid: item.get("iCalUId").and_then(Value::as_str).map(str::to_string),
+            organizer: item.get("isOrganizer").and_then(Value::as_bool).unwrap_or(true),
+            list_id: list_id.map(str::to_string),
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        link: Option<Link>,
+        item: Option<Value>,
+        crm_fields: Option<CrmFields>,
+        graph_id: String,
+        list_id: Option<&str>,
+    ) -> Result<Processed, Failure> {
+        let tenant = self.tenant;
+        let now = Utc::now();
+        let shadow = match &link {
+            Some(l) => self.state().shadow(self.tid(), l).await?,
+            None => None,
+        };
+        let mut crm_fields = crm_fields;
+        let new_crm_id: Option<u64> = crm_fields
+            .as_mut()
+            .and_then(|f| f.remove("\u{0}id"))
+            .and_then(|s| s.parse().ok());
+        // Skip CRM appointments the connector must not sync.
+        if self.entity == Entity::Appointment && link.is_none() {
+            if let Some(f) = &crm_fields {
+                let kind = f.get("Contact").map(|s| s.as_str()).unwrap_or("");
+                let published = f.get("ConnectorPublished").is_some_and(|v| v == "true");
+                let deleted = f.get("ConnectorDeleted").is_some_and(|v| v == "true");
+                if kind.eq_ignore_ascii_case("E-mail") || published || deleted {
+                    return Ok(noop("CRM record is not an appointment the connector syncs"));
+                }
+            }
+        }
+        let empty = Value::Null;
+        let ctx = self
+            .ctx(&[item.as_ref().unwrap_or(&empty)], shadow.as_ref())
+            .await?;
+        let graph_side = match &item {
+            Some(v) => SideState::Present(GraphItem {
+                item: v.clone(),
+                changed_at: Some(now),
+            }),
+            None if link.is_some() => SideState::Deleted,
+            None => SideState::Absent,
+        };
+        let crm_side = match &crm_fields {
+            Some(f) if is_deleted(f) => SideState::Deleted,
+            Some(f) => SideState::Present(CrmItem {
+                fields: f.clone(),
+                changed_at: crm_changed_at(f, tenant.cfg.crm_time_zone),
+            }),
+            None if link.is_some() => SideState::Deleted,
+            None => SideState::Absent,
+        };
+        let organizer = match &item {
+            Some(v) => v.get("isOrganizer").and_then(Value::as_bool).unwrap_or(true),
+            None => link.as_ref().map(|l| l.organizer).unwrap_or(true),
+        };
+        let policy = policy(tenant, self.entity);
+        let window = (self.entity == Entity::Appointment).then(|| window(tenant, now));
+        let plan = cgc_core::decide(&Input {
+            entity: self.entity,
+            shadow: shadow.as_ref(),
+            graph: graph_side,
+            crm: crm_side,
+            graph_organizer: organizer,
+            policy: &policy,
+            ctx: &ctx,
+            now,
+            window,
+            cause: self.cause,
+        });
+        tracing::info!(
+            tenant = %self.tid(), mailbox = %self.mailbox, entity = self.entity.as_str(),
+            item = %graph_id, plan = ?plan.kind, reason = %plan.reason, "reconciled"
+        );
+        self.apply(plan, link, item, new_crm_id, graph_id, list_id, &ctx)
+            .await
+    }
+
+    /// Writes a plan: the operations in order, then link, shadow, conflict and audit.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply(
+        &self,
+        plan: Plan,
+        mut link: Option<Link>,
+        item: Option<Value>,
+        new_crm_id: Option<u64>,
+        graph_id: String,
+        list_id: Option<&str>,
+        ctx: &MapContext,
+    ) -> Result<Processed, Failure> {
+        let _ = ctx;
+        let tenant = self.tenant;
+        let g = &tenant.graph;
+        let crm = &tenant.crm;
+        let table = self.entity.crm_table();
+        let mut writes = 0usize;
+        let mut unlinked = false;
+        let etag = item
+            .as_ref()
+            .and_then(|v| v.get("@odata.etag").and_then(Value::as_str))
+            .map(str::to_string);
+        for op in &plan.ops {
+            match op {
+                Op::CreateCrm { fields } => {
+                    let item = item.as_ref().ok_or_else(|| Failure::Dead {
+                        reason: "plan creates a CRM record without a Graph item".into(),
+                    })?;
+                    let ext = ExtLink {
+                        ext_key: graph_id.clone(),
+                        ext_uid: item
+                            .get("iCalUId")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        table_short: self.entity.crm_short().into(),
+                    };
+                    let crm_id = crm
+                        .create_linked(table, fields, &ext, Some(self.mailbox))
+                        .await?;
+                    writes += 1;
+                    let l = self.new_link(crm_id, &graph_id, item, list_id);
+                    // Stamp the CRM id on the Graph item too, so a lost store is rebuilt by matching.
+                    match self.entity {
+                        Entity::Appointment => {
+                            g.set_event_crm_id(self.mailbox, &graph_id, &crm_id.to_string())
+                                .await?
+                        }
+                        Entity::Contact => {
+                            g.update_contact(
+                                self.mailbox,
+                                &graph_id,
+                                &serde_json::json!({"singleValueExtendedProperties": [
+                                    {"id": CRM_ID_PROPERTY, "value": crm_id.to_string()}]}),
+                                None,
+                            )
+                            .await?;
+                        }
+                        _ => {}
+                    }
+                    link = Some(l);
+                }
+                Op::CreateGraph { body } => {
+                    let crm_id = link.as_ref().map(|l| l.crm_id).or(new_crm_id).ok_or_else(|| {
+                        Failure::Dead {
+                            reason: "plan creates a Graph item without a CRM record id".into(),
+                        }
+                    })?;
+                    let cid = crm_id.to_string();
+                    let (created, list) = match self.entity {
+                        Entity::Appointment => {
+                            let txn = transaction_id(self.tid(), crm_id);
+                            (g.create_event(self.mailbox, body, &txn, &cid).await?, None)
+                        }
+                        Entity::Contact => (g.create_contact(self.mailbox, body, &cid).await?, None),
+                        Entity::Task => {
+                            let list = match list_id {
+                                Some(l) => l.to_string(),
+                                None => g.default_todo_list(self.mailbox).await?,
+                            };
+                            (g.create_task(self.mailbox, &list, body, &cid).await?, Some(list))
+                        }
+                        Entity::Email => {
+                            return Err(Failure::Dead {
+                                reason: "archived e-mail is one way (Graph to CRM)".into(),
+                            });
+                        }
+                    };
+                    writes += 1;
+                    let gid = created
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let l = self.new_link(crm_id, &gid, &created, list.as_deref());
+                    crm.upsert_link(
+                        crm_id,
+                        &ExtLink {
+                            ext_key: gid.clone(),
+                            ext_uid: l.ical_uid.clone(),
+                            table_short: self.entity.crm_short().into(),
+                        },
+                        Some(self.mailbox),
+                    )
+                    .await?;
+                    link = Some(l);
+                }
+                Op::UpdateGraph { patch } => {
+                    let l = link.as_ref().ok_or_else(|| Failure::Dead {
+                        reason: "plan updates Graph without a link".into(),
+                    })?;
+                    match self.entity {
+                        Entity::Appointment => {
+                            g.update_event(self.mailbox, &l.graph_id, patch, etag.as_deref())
+                                .await?;
+                        }
+                        Entity::Contact => {
+                            g.update_contact(self.mailbox, &l.graph_id, patch, etag.as_deref())
+                                .await?;
+                        }
+                        Entity::Task => {
+                            let list = match &l.list_id {
+                                Some(x) => x.clone(),
+                                None => g.default_todo_list(self.mailbox).await?,
+                            };
+                            g.update_task(self.mailbox, &list, &l.graph_id, patch).await?;
+                        }
+                        Entity::Email => {}
+                    }
+                    writes += 1;
+                }
+                Op::DeleteGraph => {
+                    if let Some(l) = &link {
+                        match self.entity {
+                            Entity::Appointment => g.delete_event(self.mailbox, &l.graph_id).await?,
+                            Entity::Contact => g.delete_contact(self.mailbox, &l.graph_id).await?,
+                            Entity::Task => {
+                                let list = match &l.list_id {
+                                    Some(x) => x.clone(),
+                                    None => g.default_todo_list(self.mailbox).await?,
+                                };
+                                g.delete_task(self.mailbox, &list, &l.graph_id).await?
+                            }
+                            Entity::Email => {}
+                        }
+                        writes += 1;
+                        unlinked = true;
+                    }
+                }
+                Op::UpdateCrm { fields } => {
+                    let l = link.as_ref().ok_or_else(|| Failure::Dead {
+                        reason: "plan updates CRM without a link".into(),
+                    })?;
+                    crm_update(crm, table, l.crm_id, fields, self.mailbox).await?;
+                    writes += 1;
+                }
+                Op::MarkCrmDeleted => {
+                    if let Some(l) = &link {
+                        if table == "Contact" {
+                            let mut f = BTreeMap::new();
+                            f.insert("ConnectorDeleted".to_string(), "true".to_string());
+                            crm_update(crm, table, l.crm_id, &f, self.mailbox).await?;
+                            writes += 1;
+                        }
+                        unlinked = true;
+                    }
+                }
+                Op::Unlink => unlinked = true,
+                Op::RaiseConflict { fields } => {
+                    if let Some(l) = &link {
+                        let id = State::conflict_id(self.tid(), self.entity, self.mailbox, l.crm_id);
+                        let opened_at = match self.state().conflict(&id).await? {
+                            Some(c) => c.opened_at,
+                            None => Utc::now(),
+                        };
+                        self.state()
+                            .put_conflict(&ConflictRecord {
+                                id: id.clone(),
+                                tenant: self.tid().to_string(),
+                                mailbox: self.mailbox.to_string(),
+                                entity: self.entity,
+                                crm_id: l.crm_id.to_string(),
+                                graph_id: l.graph_id.clone(),
+                                fields: fields.clone(),
+                                opened_at,
+                            })
+                            .await?;
+                        self.app.metrics.inc(
+                            "conflicts_total",
+                            &[("tenant", self.tid()), ("entity", self.entity.as_str())],
+                        );
+                        tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, conflict = %id,
+                            "conflict parked for an operator (conflict = \"manual\")");
+                    }
+                }
+            }
+        }
+        // Link and shadow.
+        if let Some(l) = &link {
+            if unlinked || plan.new_shadow.is_none() {
+                self.state().remove_link(self.tid(), l).await?;
+            } else if let Some(s) = &plan.new_shadow {
+                self.state().put_link(self.tid(), l).await?;
+                self.state().put_shadow(self.tid(), l, s).await?;
+            }
+        }
+        for entry in &plan.audit {
+            self.state()
+                .audit(
+                    self.tid(),
+                    &AuditRecord {
+                        at: Utc::now(),
+                        tenant: self.tid().to_string(),
+                        mailbox: self.mailbox.to_string(),
+                        crm_id: link.as_ref().map(|l| l.crm_id),
+                        graph_id: link.as_ref().map(|l| l.graph_id.clone()),
+                        event_id: self.event_id.to_string(),
+                        entry: entry.clone(),
+                        resolved_by: None,
+                    },
+                )
+                .await?;
+        }
+        Ok(Processed {
+            kind: plan.kind.clone(),
+            reason: plan.reason.clone(),
+            writes,
+        })
+    }
+}
+
+/// Stable Graph `transactionId` for creating the event of a CRM record: a retried create returns
+/// the event made the first time.
+pub fn transaction_id(tenant: &str, crm_id: u64) -> String {
+    format!("cgc-{tenant}-{crm_id}")
+}
+
+async fn crm_update(
+    crm: &cgc_crm::CrmClient,
+    table: &str,
+    id: u64,
+    fields: &BTreeMap<String, String>,
+    mailbox: &str,
+) -> Result<(), Failure> {
+    match crm.update(table, id, fields, Some(mailbox)).await {
+        Ok(()) => Ok(()),
+        Err(CrmError::Remote {
+            code: ErrorCode::Locked,
+            message,
+        }) => Err(Failure::Retry {
+            after: None,
+            reason: format!("CRM record {id} is locked: {message}"),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The CRM's own change time (`UpdDate` + `UpdTime` in the CRM zone).
+pub fn crm_changed_at(f: &CrmFields, zone: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    let d = f.get("UpdDate")?;
+    let t = f.get("UpdTime").map(|s| s.as_str()).unwrap_or("00:00");
+    cgc_crm::time::to_utc(d, t, zone).ok()
+}

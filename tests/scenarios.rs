@@ -1,0 +1,704 @@
+//! SCENARIOS.md end to end: the real connector (all roles, embedded queue and store) against the
+//! Graph and CRM.interface simulators. Each test is named after its scenario and asserts the end
+//! state on both sides and the number of writes.
+
+use std::time::Duration;
+
+use crm_graph_connector::demo::{Harness, HarnessOptions, MAILBOX, REP_ID, crm_slot, wait_for};
+use serde_json::{Value, json};
+
+async fn start() -> Harness {
+    start_with(HarnessOptions::default()).await
+}
+
+async fn start_with(opts: HarnessOptions) -> Harness {
+    let h = Harness::start(opts).await.expect("harness starts");
+    h.wait_subscribed().await.expect("subscribed");
+    h.settle().await.expect("idle after start");
+    h
+}
+
+fn crm_field(h: &Harness, id: u64, f: &str) -> String {
+    h.crm
+        .record("Contact", id)
+        .and_then(|r| r.fields.get(f).cloned())
+        .unwrap_or_default()
+}
+
+/// A1 helper: an appointment created in CRM, and the Outlook event it became.
+async fn crm_appointment(h: &Harness, subject: &str, days: i64) -> (u64, String) {
+    let (date, time) = crm_slot(days, 10);
+    let id = h.crm.user_insert(
+        "Contact",
+        &[
+            ("Contact", "Visit"),
+            ("Subject", subject),
+            ("Text", "Agenda"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "11:00"),
+            ("RepID", REP_ID),
+            ("A031Location", "Room 1"),
+        ],
+    );
+    wait_for("the event in Outlook", Duration::from_secs(20), || async {
+        h.graph
+            .events(MAILBOX)
+            .iter()
+            .any(|e| e["subject"].as_str() == Some(subject))
+    })
+    .await
+    .expect("event appears");
+    h.settle().await.unwrap();
+    let ev = h
+        .graph
+        .events(MAILBOX)
+        .into_iter()
+        .find(|e| e["subject"].as_str() == Some(subject))
+        .unwrap();
+    (id, ev["id"].as_str().unwrap().to_string())
+}
+
+fn outlook_event(days: i64, subject: &str) -> Value {
+    let day = (chrono::Utc::now() + chrono::Duration::days(days)).date_naive();
+    json!({
+        "subject": subject,
+        "body": {"contentType": "html", "content": "<p>Hello <b>team</b></p>"},
+        "start": {"dateTime": format!("{day}T09:00:00.0000000"), "timeZone": "UTC"},
+        "end": {"dateTime": format!("{day}T10:00:00.0000000"), "timeZone": "UTC"},
+        "location": {"displayName": "Room 7"},
+        "attendees": [
+            {"type": "required", "emailAddress": {"address": "ana@customer.test", "name": "Ana"}},
+            {"type": "optional", "emailAddress": {"address": "stranger@elsewhere.test", "name": "X"}}
+        ]
+    })
+}
+
+fn crm_records_with_subject(h: &Harness, subject: &str) -> Vec<cgc_crm::Record> {
+    h.crm
+        .records("Contact")
+        .into_iter()
+        .filter(|r| r.fields.get("Subject").map(String::as_str) == Some(subject))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_crm_appointment_appears_in_calendar_linked() {
+    let h = start().await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A1 review", 3).await;
+    let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
+    assert_eq!(ev["location"]["displayName"], "Room 1");
+    // Linked on both systems: the CRM id on the event, the ExtKey row in CRM.
+    let props = ev["singleValueExtendedProperties"].as_array().cloned().unwrap_or_default();
+    assert!(
+        props.iter().any(|p| p["value"] == crm_id.to_string()),
+        "event carries the CRM id: {props:?}"
+    );
+    let links: Vec<_> = h
+        .crm
+        .records("ExtKey")
+        .into_iter()
+        .filter(|r| r.fields.get("ExtKey").map(String::as_str) == Some(ev_id.as_str()))
+        .collect();
+    assert_eq!(links.len(), 1, "one ExtKey row");
+    assert_eq!(h.graph.events(MAILBOX).len(), 1, "exactly one event");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_outlook_event_appears_in_crm_with_resolved_attendees() {
+    let h = start().await;
+    h.graph.user_create_event(MAILBOX, outlook_event(4, "A2 kickoff"));
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "A2 kickoff").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let recs = crm_records_with_subject(&h, "A2 kickoff");
+    assert_eq!(recs.len(), 1, "one CRM record");
+    let f = &recs[0].fields;
+    assert_eq!(f.get("Contact").map(String::as_str), Some("Meeting"));
+    assert_eq!(f.get("A031Location").map(String::as_str), Some("Room 7"));
+    assert!(f.get("Participants").is_some_and(|p| p.contains("ana@customer.test")), "{f:?}");
+    assert!(
+        f.get("MissingParticipants").is_some_and(|p| p.contains("stranger@elsewhere.test")),
+        "{f:?}"
+    );
+    assert_eq!(f.get("ConnectorMissingparticipants").map(String::as_str), Some("true"));
+    assert_eq!(f.get("Text").map(String::as_str), Some("Hello team"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a3_opened_not_edited_keeps_crm_edit() {
+    let h = start().await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A3 review", 2).await;
+    let crm_writes = h.crm.write_log().len();
+    h.crm.user_update("Contact", crm_id, &[("Text", "edited in CRM")]);
+    // Opened twice in Outlook right after: changeKey and lastModifiedDateTime move, content not.
+    h.graph.user_touch_event(MAILBOX, &ev_id);
+    h.graph.user_touch_event(MAILBOX, &ev_id);
+    h.settle().await.unwrap();
+    assert_eq!(crm_field(&h, crm_id, "Text"), "edited in CRM", "the CRM edit survives");
+    let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
+    assert_eq!(ev["body"]["content"].as_str().map(str::trim), Some("edited in CRM"));
+    // Repeated touches cause no CRM write at all.
+    for _ in 0..5 {
+        h.graph.user_touch_event(MAILBOX, &ev_id);
+    }
+    h.settle().await.unwrap();
+    assert_eq!(h.crm.write_log().len(), crm_writes, "touches wrote nothing to CRM");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_subject_in_crm_and_location_in_outlook_both_survive() {
+    let h = start().await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A4 review", 2).await;
+    h.crm.user_update("Contact", crm_id, &[("Subject", "A4 review (moved)")]);
+    h.graph.user_update_event(MAILBOX, &ev_id, json!({"location": {"displayName": "Room 9"}}));
+    h.settle().await.unwrap();
+    let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
+    assert_eq!(ev["subject"], "A4 review (moved)");
+    assert_eq!(ev["location"]["displayName"], "Room 9");
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "A4 review (moved)");
+    assert_eq!(crm_field(&h, crm_id, "A031Location"), "Room 9");
+    h.stop().await;
+}
+
+async fn conflict_case(policy: &'static str) -> (Harness, u64, String) {
+    let h = start_with(HarnessOptions {
+        conflict: policy,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A5 review", 2).await;
+    // Stop the CRM poller from seeing the CRM edit before Outlook's: both edits land first.
+    h.crm.user_update("Contact", crm_id, &[("Subject", "A5 from CRM")]);
+    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "A5 from Outlook"}));
+    h.settle().await.unwrap();
+    (h, crm_id, ev_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a5_conflict_crm_wins() {
+    let (h, crm_id, ev_id) = conflict_case("crm-wins").await;
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from CRM");
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A5 from CRM");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a5_conflict_graph_wins() {
+    let (h, crm_id, ev_id) = conflict_case("graph-wins").await;
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from Outlook");
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A5 from Outlook");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api() {
+    let (h, crm_id, ev_id) = conflict_case("manual").await;
+    // Both sides stay as they are.
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from CRM");
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A5 from Outlook");
+    let client = reqwest::Client::new();
+    let url = format!("{}/admin/conflicts", h.admin_url());
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401, "no token → 401");
+    let list: Value = client
+        .get(&url)
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conflicts = list["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{list}");
+    let c = &conflicts[0];
+    assert_eq!(c["entity"], "appointment");
+    assert_eq!(c["mailbox"], MAILBOX);
+    assert_eq!(c["crm_id"], crm_id.to_string());
+    assert_eq!(c["graph_id"], ev_id);
+    let subject = c["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "subject")
+        .expect("subject field");
+    assert_eq!(subject["crm"], "A5 from CRM");
+    assert_eq!(subject["graph"], "A5 from Outlook");
+    assert_eq!(subject["base"], "A5 review");
+    let id = c["id"].as_str().unwrap();
+    let resolve = format!("{}/admin/conflicts/{id}/resolve", h.admin_url());
+    // A field the conflict does not hold → 400; unknown id → 404.
+    let r = client
+        .post(&resolve)
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .json(&json!({"values": {"location": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client
+        .post(format!("{}/admin/conflicts/nope/resolve", h.admin_url()))
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .json(&json!({"take": "crm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A third value reaches both sides.
+    let r = client
+        .post(&resolve)
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .json(&json!({"values": {"subject": "A5 agreed"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    h.settle().await.unwrap();
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 agreed");
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A5 agreed");
+    let list: Value = client
+        .get(&url)
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["conflicts"].as_array().unwrap().len(), 0, "conflict left the list");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a6_one_user_edit_causes_exactly_one_write() {
+    let h = start().await;
+    let (_crm_id, ev_id) = crm_appointment(&h, "A6 review", 2).await;
+    let crm_before = h.crm.write_log().len();
+    let graph_before = h.graph.app_writes(MAILBOX);
+    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "A6 renamed"}));
+    h.settle().await.unwrap();
+    assert_eq!(h.crm.write_log().len() - crm_before, 1, "one CRM write");
+    assert_eq!(h.graph.app_writes(MAILBOX) - graph_before, 0, "no write back to Outlook");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a7_organizer_delete_sets_connector_deleted() {
+    let h = start().await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A7 review", 2).await;
+    h.graph.user_delete_event(MAILBOX, &ev_id);
+    h.settle().await.unwrap();
+    let rec = h.crm.record("Contact", crm_id).expect("record kept");
+    assert_ne!(rec.fields.get("DelCd").map(String::as_str), Some("1"), "no hard delete");
+    assert_eq!(rec.fields.get("ConnectorDeleted").map(String::as_str), Some("true"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a7_crm_delete_removes_future_event() {
+    let h = start().await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A7 future", 2).await;
+    h.crm.user_delete("Contact", crm_id);
+    h.settle().await.unwrap();
+    assert!(h.graph.event(MAILBOX, &ev_id).is_none(), "future event removed");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a7_crm_delete_leaves_past_event() {
+    let h = start().await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A7 past", -2).await;
+    h.crm.user_delete("Contact", crm_id);
+    h.settle().await.unwrap();
+    assert!(h.graph.event(MAILBOX, &ev_id).is_some(), "past event stays");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a7_attendee_delete_only_unlinks() {
+    let h = start().await;
+    let mut ev = outlook_event(3, "A7 invite");
+    ev["isOrganizer"] = json!(false);
+    ev["organizer"] = json!({"emailAddress": {"address": "boss@partner.test", "name": "Boss"}});
+    let created = h.graph.user_create_event(MAILBOX, ev);
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "A7 invite").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    h.graph.user_delete_event(MAILBOX, created["id"].as_str().unwrap());
+    h.settle().await.unwrap();
+    let recs = crm_records_with_subject(&h, "A7 invite");
+    assert_eq!(recs.len(), 1);
+    assert_ne!(
+        recs[0].fields.get("ConnectorDeleted").map(String::as_str),
+        Some("true"),
+        "an attendee's delete does not mark the CRM record"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a8_event_moved_outside_window_is_unlinked_not_deleted() {
+    let h = start().await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A8 review", 2).await;
+    let far = (chrono::Utc::now() + chrono::Duration::days(400)).date_naive();
+    h.graph.user_update_event(
+        MAILBOX,
+        &ev_id,
+        json!({"start": {"dateTime": format!("{far}T09:00:00"), "timeZone": "UTC"},
+               "end": {"dateTime": format!("{far}T10:00:00"), "timeZone": "UTC"}}),
+    );
+    h.settle().await.unwrap();
+    let rec = h.crm.record("Contact", crm_id).unwrap();
+    assert_ne!(rec.fields.get("DelCd").map(String::as_str), Some("1"));
+    assert_ne!(rec.fields.get("ConnectorDeleted").map(String::as_str), Some("true"));
+    assert!(h.graph.event(MAILBOX, &ev_id).is_some(), "event not deleted");
+    // Unlinked: a later CRM edit no longer reaches the event.
+    h.crm.user_update("Contact", crm_id, &[("Subject", "A8 after unlink")]);
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A8 review");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a10_all_day_event_keeps_its_days() {
+    let h = start().await;
+    let d1 = (chrono::Utc::now() + chrono::Duration::days(5)).date_naive();
+    let d3 = d1 + chrono::Duration::days(2);
+    h.graph.user_create_event(
+        MAILBOX,
+        json!({"subject": "A10 offsite", "isAllDay": true,
+               "start": {"dateTime": format!("{d1}T00:00:00"), "timeZone": "UTC"},
+               "end": {"dateTime": format!("{}T00:00:00", d3 + chrono::Duration::days(1)), "timeZone": "UTC"}}),
+    );
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "A10 offsite").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let r = &crm_records_with_subject(&h, "A10 offsite")[0];
+    assert_eq!(r.fields.get("Date").map(String::as_str), Some(d1.to_string().as_str()));
+    assert_eq!(r.fields.get("EndDate").map(String::as_str), Some(d3.to_string().as_str()), "EndDate inclusive");
+    assert_eq!(r.fields.get("Time").map(String::as_str).unwrap_or(""), "");
+    assert_eq!(r.fields.get("EndTime").map(String::as_str).unwrap_or(""), "");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a12_excluded_fields_never_travel() {
+    let h = start_with(HarnessOptions {
+        appointments_toml: "exclude_fields = [\"location\"]".into(),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let (crm_id, ev_id) = crm_appointment(&h, "A12 review", 2).await;
+    let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
+    let loc = ev["location"]["displayName"].as_str().unwrap_or("");
+    assert_eq!(loc, "", "CRM location did not travel to Outlook");
+    h.graph.user_update_event(MAILBOX, &ev_id, json!({"location": {"displayName": "Room 5"}}));
+    h.crm.user_update("Contact", crm_id, &[("Text", "still synced")]);
+    h.settle().await.unwrap();
+    assert_eq!(crm_field(&h, crm_id, "A031Location"), "Room 1", "Outlook location did not travel to CRM");
+    let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
+    assert_eq!(ev["location"]["displayName"], "Room 5");
+    assert_eq!(ev["body"]["content"].as_str().map(str::trim), Some("still synced"), "other fields still travel");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_validation_handshake_answers_plain_token() {
+    let h = start().await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/notifications?validationToken=a%20b%3Cc%3E", h.receiver_url()))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(r.text().await.unwrap(), "a b<c>");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2_wrong_client_state_is_not_processed() {
+    let h = start().await;
+    let sub = h.app().state.subscriptions().await.unwrap().into_iter().next().unwrap();
+    let body = json!({"value": [{
+        "subscriptionId": sub.id, "clientState": "wrong-secret", "changeType": "created",
+        "resource": format!("Users/{MAILBOX}/Events/AAMkFAKE"), "tenantId": "t",
+        "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": "AAMkFAKE", "@odata.etag": "W/\"x\""}
+    }]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/notifications", h.receiver_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let m = &h.app().metrics;
+    assert_eq!(m.get("notifications_total", &[("outcome", "client_state_mismatch")]), 1);
+    let d = h.app().queue.depth().await.unwrap();
+    assert_eq!(d.ready + d.in_flight + d.delayed, 0, "nothing queued");
+    // Malformed body → 400, never a panic.
+    let r = reqwest::Client::new()
+        .post(format!("{}/notifications", h.receiver_url()))
+        .header("content-type", "application/json")
+        .body("{\"value\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_duplicate_and_created_updated_deliveries_make_one_write() {
+    let h = start().await;
+    h.graph.duplicate_deliveries(5);
+    h.graph.created_plus_updated(true);
+    let crm_before = h.crm.write_log().len();
+    h.graph.user_create_event(MAILBOX, outlook_event(3, "P3 once"));
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "P3 once").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(crm_records_with_subject(&h, "P3 once").len(), 1, "one record");
+    assert_eq!(h.crm.write_log().len() - crm_before, 1, "one CRM write request");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4_missed_triggers_delta_catch_up() {
+    let h = start().await;
+    h.graph.drop_notifications(1);
+    h.graph.user_create_event(MAILBOX, outlook_event(3, "P4 missed"));
+    h.settle().await.unwrap();
+    assert!(crm_records_with_subject(&h, "P4 missed").is_empty(), "notification was lost");
+    let sub = h
+        .graph
+        .subscriptions()
+        .into_iter()
+        .find(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
+        .unwrap();
+    h.graph.send_lifecycle(sub["id"].as_str().unwrap(), "missed");
+    wait_for("the CRM record after catch-up", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "P4 missed").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(crm_records_with_subject(&h, "P4 missed").len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4_subscription_removed_is_recreated() {
+    let h = start().await;
+    let sub = h
+        .graph
+        .subscriptions()
+        .into_iter()
+        .find(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
+        .unwrap();
+    let old = sub["id"].as_str().unwrap().to_string();
+    h.graph.send_lifecycle(&old, "subscriptionRemoved");
+    wait_for("a new events subscription", Duration::from_secs(20), || async {
+        h.graph.subscriptions().iter().any(|s| {
+            s["resource"].as_str().is_some_and(|r| r.ends_with("/events")) && s["id"].as_str() != Some(&old)
+        })
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    h.graph.user_create_event(MAILBOX, outlook_event(3, "P4 after recreate"));
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "P4 after recreate").is_empty()
+    })
+    .await
+    .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p5_throttling_is_honoured_and_converges() {
+    let h = start().await;
+    h.graph.throttle_next(3, 1);
+    h.graph.user_create_event(MAILBOX, outlook_event(3, "P5 throttled"));
+    wait_for("the CRM record", Duration::from_secs(30), || async {
+        !crm_records_with_subject(&h, "P5 throttled").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(crm_records_with_subject(&h, "P5 throttled").len(), 1);
+    assert!(h.graph.max_concurrency_seen(MAILBOX) <= 4);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_crm_locked_and_down_then_converges() {
+    let h = start().await;
+    let (crm_id, ev_id) = crm_appointment(&h, "P6 review", 2).await;
+    h.crm.lock_record(crm_id, 2);
+    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "P6 after lock"}));
+    h.settle().await.unwrap();
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "P6 after lock");
+    h.crm.set_unavailable(Duration::from_secs(2));
+    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "P6 after outage"}));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.settle().await.unwrap();
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "P6 after outage");
+    assert_eq!(h.app().queue.depth().await.unwrap().dead, 0, "nothing dead-lettered");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_killed_mid_run_loses_nothing_after_restart() {
+    let mut h = start().await;
+    // Stop the workers only: notifications keep arriving and are queued durably.
+    h.restart(
+        2,
+        crm_graph_connector::app::Roles {
+            receiver: true,
+            worker: false,
+            scheduler: true,
+            admin: true,
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..5 {
+        h.graph.user_create_event(MAILBOX, outlook_event(3, &format!("P7 item {i}")));
+    }
+    h.graph.quiesce().await;
+    wait_for("events queued", Duration::from_secs(20), || async {
+        h.app().queue.depth().await.map(|d| d.ready >= 5).unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    // "Kill": drop the process state without draining, then start again on the same files.
+    h.restart(2, crm_graph_connector::app::Roles::ALL).await.unwrap();
+    h.settle().await.unwrap();
+    for i in 0..5 {
+        assert_eq!(crm_records_with_subject(&h, &format!("P7 item {i}")).len(), 1, "item {i}");
+    }
+    h.stop().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_connector(config: &std::path::Path) -> Child {
+    Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_crm-graph-connector"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("connector binary starts"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
+    let opts = HarnessOptions::default();
+    let (graph, crm) = Harness::simulators(&opts).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("cgc-kill-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rp, ap) = (free_port(), free_port());
+    let text = Harness::config_text(&graph, &crm, &dir, &opts)
+        .replacen(
+            "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{rp}\"\npublic_url = \"http://127.0.0.1:{rp}\""),
+            1,
+        )
+        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{ap}\""), 1);
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = spawn_connector(&cfg);
+    wait_for("the events subscription", Duration::from_secs(30), || async {
+        graph
+            .subscriptions()
+            .iter()
+            .any(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
+    })
+    .await
+    .unwrap();
+    const N: usize = 12;
+    for i in 0..N {
+        graph.user_create_event(MAILBOX, outlook_event(3, &format!("P7 kill {i}")));
+    }
+    let count = |crm: &cgc_crm::sim::CrmSim, i: usize| {
+        crm.records("Contact")
+            .into_iter()
+            .filter(|r| r.fields.get("Subject").map(String::as_str) == Some(format!("P7 kill {i}").as_str()))
+            .count()
+    };
+    // Kill as soon as the first records appear: the rest are queued or in flight.
+    wait_for("first CRM writes", Duration::from_secs(30), || async {
+        (0..N).any(|i| count(&crm, i) > 0)
+    })
+    .await
+    .unwrap();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    child = spawn_connector(&cfg);
+    wait_for("all records after restart", Duration::from_secs(60), || async {
+        (0..N).all(|i| count(&crm, i) >= 1)
+    })
+    .await
+    .unwrap();
+    // Idle: nothing queued, nothing dead.
+    let client = reqwest::Client::new();
+    wait_for("an idle queue", Duration::from_secs(30), || async {
+        let r = client
+            .get(format!("http://127.0.0.1:{ap}/admin/queue"))
+            .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+            .send()
+            .await;
+        match r {
+            Ok(r) => r.json::<Value>().await.is_ok_and(|d| {
+                d["ready"] == 0 && d["in_flight"] == 0 && d["delayed"] == 0 && d["dead"] == 0
+            }),
+            Err(_) => false,
+        }
+    })
+    .await
+    .unwrap();
+    graph.quiesce().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..N {
+        assert_eq!(count(&crm, i), 1, "exactly one CRM record for item {i}");
+    }
+    drop(child);
+    graph.shutdown();
+    crm.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
