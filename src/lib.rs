@@ -22,3 +22,4 @@ pub mod scheduler;
 pub mod state;
 pub mod telemetry;
 pub mod worker;
+pub mod deploy_check;

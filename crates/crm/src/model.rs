@@ -110,7 +110,12 @@ impl Query {
     }
 
     /// Adds a condition (builder style).
-    pub fn with_cond(mut self, field: impl Into<String>, op: CondOp, value: impl Into<String>) -> Self {
+    pub fn with_cond(
+        mut self,
+        field: impl Into<String>,
+        op: CondOp,
+        value: impl Into<String>,
+    ) -> Self {
         self.conditions.push(Cond {
             field: field.into(),
             op,
@@ -359,7 +364,9 @@ pub fn id_ref(index: usize) -> String {
 
 /// The command index of an [`id_ref`] value.
 pub fn parse_id_ref(value: &str) -> Option<usize> {
-    let inner = value.strip_prefix(ID_REF_PREFIX)?.strip_suffix(ID_REF_SUFFIX)?;
+    let inner = value
+        .strip_prefix(ID_REF_PREFIX)?
+        .strip_suffix(ID_REF_SUFFIX)?;
     if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

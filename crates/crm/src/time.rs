@@ -4,7 +4,7 @@
 //! a local time that does not exist (spring gap) is read with the offset in force before the gap,
 //! i.e. it lands after the gap (02:30 on a Berlin spring-forward day is 01:30 UTC = 03:30 CEST).
 
-use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// A date or time CRM sent that cannot be read.
@@ -57,13 +57,14 @@ pub fn local_to_utc(local: NaiveDateTime, tz: Tz) -> Result<DateTime<Utc>, TimeE
             // In a gap: use the offset in force just before the gap.
             let before = local - chrono::Duration::hours(3);
             let offset = match tz.from_local_datetime(&before) {
-                LocalResult::Single(t) => t.offset().clone(),
-                LocalResult::Ambiguous(a, _) => a.offset().clone(),
+                LocalResult::Single(t) => *t.offset(),
+                LocalResult::Ambiguous(a, _) => *a.offset(),
                 LocalResult::None => return Err(TimeError::Unmappable(local.to_string())),
             };
-            use chrono::Offset;
             let fixed = offset.fix();
-            Ok(Utc.from_utc_datetime(&(local - chrono::Duration::seconds(i64::from(fixed.local_minus_utc())))))
+            Ok(Utc.from_utc_datetime(
+                &(local - chrono::Duration::seconds(i64::from(fixed.local_minus_utc()))),
+            ))
         }
     }
 }
@@ -134,10 +135,25 @@ mod tests {
 
     #[test]
     fn invalid_inputs_are_typed_errors() {
-        assert!(matches!(to_utc("2026-02-30", "10:00", Berlin), Err(TimeError::Date(_))));
-        assert!(matches!(to_utc("26-1-1", "10:00", Berlin), Err(TimeError::Date(_))));
-        assert!(matches!(to_utc("2026-01-01", "25:00", Berlin), Err(TimeError::Time(_))));
-        assert!(matches!(to_utc("2026-01-01", "", Berlin), Err(TimeError::Time(_))));
-        assert!(matches!(to_utc("2026-01-01", "10:00:00.5", Berlin), Err(TimeError::Time(_))));
+        assert!(matches!(
+            to_utc("2026-02-30", "10:00", Berlin),
+            Err(TimeError::Date(_))
+        ));
+        assert!(matches!(
+            to_utc("26-1-1", "10:00", Berlin),
+            Err(TimeError::Date(_))
+        ));
+        assert!(matches!(
+            to_utc("2026-01-01", "25:00", Berlin),
+            Err(TimeError::Time(_))
+        ));
+        assert!(matches!(
+            to_utc("2026-01-01", "", Berlin),
+            Err(TimeError::Time(_))
+        ));
+        assert!(matches!(
+            to_utc("2026-01-01", "10:00:00.5", Berlin),
+            Err(TimeError::Time(_))
+        ));
     }
 }

@@ -8,7 +8,10 @@ pub(crate) fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for b in s.bytes() {
         let keep = b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'\'' | b'(' | b')' | b'$' | b',');
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'\'' | b'(' | b')' | b'$' | b','
+            );
         if keep {
             out.push(b as char);
         } else {
@@ -40,12 +43,13 @@ pub(crate) fn decode_component(s: &str, plus_is_space: bool) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if b == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
+        if b == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
         }
         if b == b'+' && plus_is_space {
             out.push(b' ');
@@ -149,8 +153,15 @@ mod tests {
 
     #[test]
     fn odata_literals_handle_doubled_quotes() {
-        let f = format!("x eq {} and y eq {}", odata_literal("O'Brien"), odata_literal(""));
-        assert_eq!(odata_literals(&f), vec!["O'Brien".to_string(), String::new()]);
+        let f = format!(
+            "x eq {} and y eq {}",
+            odata_literal("O'Brien"),
+            odata_literal("")
+        );
+        assert_eq!(
+            odata_literals(&f),
+            vec!["O'Brien".to_string(), String::new()]
+        );
     }
 
     #[test]
@@ -158,6 +169,9 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2025-03-04T09:00:00.5Z")
             .map(|t| t.with_timezone(&Utc))
             .ok();
-        assert_eq!(t.map(graph_timestamp).as_deref(), Some("2025-03-04T09:00:00.5000000Z"));
+        assert_eq!(
+            t.map(graph_timestamp).as_deref(),
+            Some("2025-03-04T09:00:00.5000000Z")
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::fifo::KeyedFifo;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -116,7 +116,9 @@ pub struct EmbeddedQueue {
 }
 
 pub(crate) struct Handle {
-    shared: Arc<Shared>,
+    /// Weak: an unsettled delivery must not keep the file open (a dropped queue is a
+    /// "killed" consumer; its deliveries come back on reopen).
+    shared: Weak<Shared>,
     seq: u64,
     key: String,
     token: u64,
@@ -124,9 +126,12 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
-    fn disarm(&mut self) -> (u64, String, u64) {
+    fn disarm(&mut self) -> (Weak<Shared>, (u64, String, u64)) {
         self.armed = false;
-        (self.seq, std::mem::take(&mut self.key), self.token)
+        (
+            self.shared.clone(),
+            (self.seq, std::mem::take(&mut self.key), self.token),
+        )
     }
 }
 
@@ -136,11 +141,14 @@ impl Drop for Handle {
             return;
         }
         // Not settled: give the event back at once (memory only; it never left `ready`).
-        let mut st = self.shared.lock();
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut st = shared.lock();
         if st.owns(&self.key, self.token) {
             st.end_flight(&self.key, true);
             drop(st);
-            self.shared.notify.notify_waiters();
+            shared.notify.notify_waiters();
         }
     }
 }
@@ -154,7 +162,8 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, QueueError> {
 }
 
 fn decode<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, QueueError> {
-    serde_json::from_slice(b).map_err(|e| QueueError::Corrupt(format!("embedded queue record: {e}")))
+    serde_json::from_slice(b)
+        .map_err(|e| QueueError::Corrupt(format!("embedded queue record: {e}")))
 }
 
 fn now_ms() -> i64 {
@@ -173,7 +182,12 @@ impl Shared {
     /// Move due delayed events to ready (behind what is there), expire leases.
     fn housekeeping(&self, st: &mut State) -> Result<(), QueueError> {
         let now = now_ms();
-        let due: Vec<(i64, u64)> = st.delayed.iter().take_while(|(d, _)| *d <= now).copied().collect();
+        let due: Vec<(i64, u64)> = st
+            .delayed
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .copied()
+            .collect();
         if !due.is_empty() {
             let mut moved = Vec::new();
             let tx = self.db.begin_write().map_err(db_err)?;
@@ -192,7 +206,9 @@ impl Shared {
                     stored.due_ms = 0;
                     let new_seq = next;
                     next += 1;
-                    ready.insert(new_seq, encode(&stored)?.as_slice()).map_err(db_err)?;
+                    ready
+                        .insert(new_seq, encode(&stored)?.as_slice())
+                        .map_err(db_err)?;
                     moved.push((*due_ms, *seq, Some((new_seq, stored.envelope.key))));
                 }
             }
@@ -267,7 +283,9 @@ impl Shared {
                                 .map_err(db_err)?;
                             outcome = Some(None);
                         } else {
-                            ready.insert(seq, encode(&stored)?.as_slice()).map_err(db_err)?;
+                            ready
+                                .insert(seq, encode(&stored)?.as_slice())
+                                .map_err(db_err)?;
                             outcome = Some(Some(stored.envelope));
                         }
                     }
@@ -288,11 +306,15 @@ impl Shared {
                 Some(Some(envelope)) => {
                     let token = match st.start_flight(self.opts.lease) {
                         Some((s2, _, token)) if s2 == seq => token,
-                        _ => return Err(QueueError::Other("embedded queue scheduling out of step".into())),
+                        _ => {
+                            return Err(QueueError::Other(
+                                "embedded queue scheduling out of step".into(),
+                            ));
+                        }
                     };
                     drop(st);
                     let handle = Handle {
-                        shared: Arc::clone(self),
+                        shared: Arc::downgrade(self),
                         seq,
                         key,
                         token,
@@ -342,7 +364,10 @@ impl Shared {
         Self::check_owner(&st, seq, &key, token)?;
         let new_seq = st.next_seq;
         let tx = self.db.begin_write().map_err(db_err)?;
-        tx.open_table(READY).map_err(db_err)?.remove(seq).map_err(db_err)?;
+        tx.open_table(READY)
+            .map_err(db_err)?
+            .remove(seq)
+            .map_err(db_err)?;
         let mut delayed_at = None;
         let mut dead = false;
         let mut ready_key = None;
@@ -414,7 +439,10 @@ impl EmbeddedQueue {
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(|e| {
-                QueueError::Unavailable(format!("cannot create queue directory {}: {e}", dir.display()))
+                QueueError::Unavailable(format!(
+                    "cannot create queue directory {}: {e}",
+                    dir.display()
+                ))
             })?;
         }
         let db = Database::create(path).map_err(|e| {
@@ -475,18 +503,31 @@ impl EmbeddedQueue {
             .map_err(|e| QueueError::Other(format!("embedded queue task failed: {e}")))?
     }
 
-    fn handle(d: Delivery) -> Result<(Envelope, (u64, String, u64)), QueueError> {
+    fn handle(&self, d: Delivery) -> Result<(Envelope, (u64, String, u64)), QueueError> {
         let Delivery { envelope, handle } = d;
         match handle {
-            DeliveryHandle::Embedded(mut h) => Ok((envelope, h.disarm())),
+            DeliveryHandle::Embedded(mut h) => {
+                let (owner, h) = h.disarm();
+                if Weak::ptr_eq(&owner, &Arc::downgrade(&self.shared)) {
+                    Ok((envelope, h))
+                } else {
+                    Err(QueueError::Other(
+                        "delivery came from another (or an earlier) queue instance; it is redelivered there".into(),
+                    ))
+                }
+            }
             DeliveryHandle::Rabbit(_) => Err(QueueError::Other(
                 "delivery came from another queue back end".into(),
             )),
         }
     }
 
-    async fn settle(&self, d: Delivery, then: impl FnOnce(Envelope) -> Settle) -> Result<(), QueueError> {
-        let (envelope, h) = Self::handle(d)?;
+    async fn settle(
+        &self,
+        d: Delivery,
+        then: impl FnOnce(Envelope) -> Settle,
+    ) -> Result<(), QueueError> {
+        let (envelope, h) = self.handle(d)?;
         let then = then(envelope);
         self.blocking(move |s| s.settle(h, then)).await?;
         self.shared.notify.notify_waiters();
@@ -512,7 +553,9 @@ impl Queue for EmbeddedQueue {
                         deliveries: 0,
                         due_ms: 0,
                     };
-                    ready.insert(first + i as u64, encode(&stored)?.as_slice()).map_err(db_err)?;
+                    ready
+                        .insert(first + i as u64, encode(&stored)?.as_slice())
+                        .map_err(db_err)?;
                 }
             }
             tx.commit().map_err(db_err)?;
@@ -617,8 +660,7 @@ impl Queue for EmbeddedQueue {
                         }
                     }
                     let mut ready = tx.open_table(READY).map_err(db_err)?;
-                    let mut next = st.next_seq;
-                    for (seq, mut envelope) in picked {
+                    for (next, (seq, mut envelope)) in (st.next_seq..).zip(picked) {
                         dead.remove(seq).map_err(db_err)?;
                         envelope.attempt = 0;
                         let stored = Stored {
@@ -626,9 +668,10 @@ impl Queue for EmbeddedQueue {
                             deliveries: 0,
                             due_ms: 0,
                         };
-                        ready.insert(next, encode(&stored)?.as_slice()).map_err(db_err)?;
+                        ready
+                            .insert(next, encode(&stored)?.as_slice())
+                            .map_err(db_err)?;
                         replayed.push((next, stored.envelope.key));
-                        next += 1;
                     }
                 }
                 tx.commit().map_err(db_err)?;

@@ -78,7 +78,13 @@ struct Conn {
 struct Pending {
     envelope: Envelope,
     acker: Acker,
+    /// Times this process handed the event out and got it back unsettled (dropped).
+    local_redeliveries: u32,
 }
+
+/// A dropped delivery goes back into the local buffer (keeping its place) this many times;
+/// after that it is nacked to the broker, whose `x-delivery-limit` then counts it.
+const LOCAL_REDELIVERIES: u32 = 3;
 
 #[derive(Default)]
 struct Buffer {
@@ -111,10 +117,18 @@ pub(crate) struct Handle {
     key: String,
     token: u64,
     acker: Option<Acker>,
+    /// Copy of the envelope, to put a dropped delivery back into the buffer.
+    envelope: Option<Envelope>,
+    generation: u64,
+    local_redeliveries: u32,
 }
 
+/// What settling needs from a handle: key, token, acker.
+type Settling = (String, u64, Option<Acker>);
+
 impl Handle {
-    fn disarm(&mut self) -> (String, u64, Option<Acker>) {
+    fn disarm(&mut self) -> Settling {
+        self.envelope = None;
         (std::mem::take(&mut self.key), self.token, self.acker.take())
     }
 }
@@ -124,9 +138,34 @@ impl Drop for Handle {
         let Some(acker) = self.acker.take() else {
             return;
         };
-        // Not settled: nack with requeue, then free the key (so the event comes back first).
-        let inner = Arc::clone(&self.inner);
         let key = std::mem::take(&mut self.key);
+        let redeliveries = self.local_redeliveries + 1;
+        // Not settled: while the channel lives, put it back where it was (order kept).
+        if let Some(envelope) = self.envelope.take()
+            && redeliveries < LOCAL_REDELIVERIES
+            && acker.usable()
+        {
+            let mut b = self.inner.buf();
+            if b.generation == self.generation && b.inflight.get(&key) == Some(&self.token) {
+                b.inflight.remove(&key);
+                b.items.insert(
+                    self.token,
+                    Pending {
+                        envelope,
+                        acker,
+                        local_redeliveries: redeliveries,
+                    },
+                );
+                b.fifo.push(self.token, &key);
+                b.fifo.set_busy(&key, false);
+                drop(b);
+                self.inner.notify.notify_waiters();
+                return;
+            }
+            drop(b);
+        }
+        // Otherwise nack with requeue (the broker counts it), then free the key.
+        let inner = Arc::clone(&self.inner);
         let token = self.token;
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -135,8 +174,11 @@ impl Drop for Handle {
                         multiple: false,
                         requeue: true,
                     };
-                    if let Err(e) = tokio::time::timeout(OP_TIMEOUT, acker.nack(opts)).await {
-                        tracing::warn!(error = %e, "rabbitmq: nack of a dropped delivery timed out");
+                    if tokio::time::timeout(OP_TIMEOUT, acker.nack(opts))
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!("rabbitmq: nack of a dropped delivery timed out");
                     }
                     inner.release(&key, token);
                 });
@@ -210,10 +252,9 @@ fn properties(envelope: &Envelope, extra: &[(&str, String)]) -> BasicProperties 
 fn envelope_of(props: &BasicProperties, data: &[u8]) -> Result<Envelope, QueueError> {
     let empty = FieldTable::default();
     let headers = props.headers().as_ref().unwrap_or(&empty).inner();
-    let key = headers
-        .get(H_KEY)
-        .and_then(value_str)
-        .ok_or_else(|| QueueError::Corrupt(format!("rabbitmq message without the {H_KEY} header")))?;
+    let key = headers.get(H_KEY).and_then(value_str).ok_or_else(|| {
+        QueueError::Corrupt(format!("rabbitmq message without the {H_KEY} header"))
+    })?;
     let attempt = headers
         .get(H_ATTEMPT)
         .and_then(value_u64)
@@ -245,14 +286,17 @@ fn dead_letter_of(props: &BasicProperties, data: &[u8]) -> Result<DeadLetter, Qu
     let envelope = envelope_of(props, data)?;
     let empty = FieldTable::default();
     let headers = props.headers().as_ref().unwrap_or(&empty).inner();
-    let reason = headers.get(H_REASON).and_then(value_str).unwrap_or_else(|| {
-        // Dead-lettered by the broker (delivery limit, rejected as unreadable, …).
-        let why = headers
-            .get("x-first-death-reason")
-            .and_then(value_str)
-            .unwrap_or_else(|| "unknown".into());
-        format!("dead-lettered by RabbitMQ: {why}")
-    });
+    let reason = headers
+        .get(H_REASON)
+        .and_then(value_str)
+        .unwrap_or_else(|| {
+            // Dead-lettered by the broker (delivery limit, rejected as unreadable, …).
+            let why = headers
+                .get("x-first-death-reason")
+                .and_then(value_str)
+                .unwrap_or_else(|| "unknown".into());
+            format!("dead-lettered by RabbitMQ: {why}")
+        });
     let at = headers
         .get(H_DEAD_AT)
         .and_then(value_str)
@@ -297,7 +341,11 @@ impl Inner {
     }
 
     fn partition_queue(&self, key: &str) -> String {
-        format!("{}.p.{}", self.prefix, partition_of(key, self.opts.partitions))
+        format!(
+            "{}.p.{}",
+            self.prefix,
+            partition_of(key, self.opts.partitions)
+        )
     }
 
     fn dead_queue(&self) -> String {
@@ -327,14 +375,18 @@ impl Inner {
             return None;
         };
         b.inflight.insert(key.clone(), seq);
+        let generation = b.generation;
         drop(b);
         Some(Delivery {
-            envelope: p.envelope,
+            envelope: p.envelope.clone(),
             handle: DeliveryHandle::Rabbit(Handle {
                 inner: Arc::clone(self),
                 key,
                 token: seq,
                 acker: Some(p.acker),
+                envelope: Some(p.envelope),
+                generation,
+                local_redeliveries: p.local_redeliveries,
             }),
         })
     }
@@ -343,19 +395,36 @@ impl Inner {
     async fn connect_once(self: &Arc<Self>) -> Result<Arc<Conn>, QueueError> {
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(format!("cgc-{}", self.prefix)));
-        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, props)).await {
+        let connection = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(&self.url, props),
+        )
+        .await
+        {
             Ok(r) => r.map_err(unavailable("connect"))?,
-            Err(_) => return Err(QueueError::Unavailable("rabbitmq connect: timed out".into())),
+            Err(_) => {
+                return Err(QueueError::Unavailable(
+                    "rabbitmq connect: timed out".into(),
+                ));
+            }
         };
         let setup = timed("open channel", connection.create_channel()).await?;
         self.declare(&setup).await?;
         let _ = setup.close(200, "OK".into()).await;
 
         let publish = timed("open channel", connection.create_channel()).await?;
-        timed("confirm.select", publish.confirm_select(ConfirmSelectOptions::default())).await?;
+        timed(
+            "confirm.select",
+            publish.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
 
         let consume = timed("open channel", connection.create_channel()).await?;
-        timed("basic.qos", consume.basic_qos(PREFETCH, BasicQosOptions { global: false })).await?;
+        timed(
+            "basic.qos",
+            consume.basic_qos(PREFETCH, BasicQosOptions { global: false }),
+        )
+        .await?;
         let generation = {
             let mut b = self.buf();
             b.generation += 1;
@@ -411,6 +480,7 @@ impl Inner {
                     Pending {
                         envelope,
                         acker: d.acker,
+                        local_redeliveries: 0,
                     },
                 );
                 drop(b);
@@ -430,14 +500,21 @@ impl Inner {
         classic.insert("x-queue-type".into(), ls("classic"));
         timed(
             "declare dead-letter queue",
-            ch.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), classic.clone()),
+            ch.queue_declare(
+                dead.as_str().into(),
+                QueueDeclareOptions::durable(),
+                classic.clone(),
+            ),
         )
         .await?;
         for n in 0..self.opts.partitions.max(1) {
             let mut args = FieldTable::default();
             args.insert("x-queue-type".into(), ls("quorum"));
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-            args.insert("x-delivery-limit".into(), AMQPValue::LongUInt(DELIVERY_LIMIT));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongUInt(DELIVERY_LIMIT),
+            );
             args.insert("x-dead-letter-exchange".into(), ls(""));
             args.insert("x-dead-letter-routing-key".into(), ls(&dead));
             let name = format!("{}.p.{n}", self.prefix);
@@ -521,7 +598,9 @@ impl Inner {
             for c in confirms {
                 let confirmation = c.await.map_err(unavailable("publisher confirm"))?;
                 if confirmation.is_nack() {
-                    return Err(QueueError::Unavailable("rabbitmq refused the message (nack)".into()));
+                    return Err(QueueError::Unavailable(
+                        "rabbitmq refused the message (nack)".into(),
+                    ));
                 }
                 if confirmation.take_message().is_some() {
                     return Err(QueueError::Other(
@@ -549,17 +628,25 @@ impl Inner {
         )
     }
 
-    async fn settle_ack(&self, key: &str, token: u64, acker: Option<Acker>) -> Result<(), QueueError> {
+    async fn settle_ack(
+        &self,
+        key: &str,
+        token: u64,
+        acker: Option<Acker>,
+    ) -> Result<(), QueueError> {
         let r = match acker {
-            Some(a) => timed("ack", a.ack(BasicAckOptions::default())).await.and_then(|ok| {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(QueueError::Unavailable(
-                        "rabbitmq channel closed before the ack; the event will be redelivered".into(),
-                    ))
-                }
-            }),
+            Some(a) => timed("ack", a.ack(BasicAckOptions::default()))
+                .await
+                .and_then(|ok| {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(QueueError::Unavailable(
+                            "rabbitmq channel closed before the ack; the event will be redelivered"
+                                .into(),
+                        ))
+                    }
+                }),
             None => Ok(()),
         };
         self.release(key, token);
@@ -631,7 +718,9 @@ impl Inner {
             let acker = msg.delivery.acker.clone();
             match dead_letter_of(&msg.delivery.properties, &msg.delivery.data) {
                 Ok(dl) => out.push((dl, acker)),
-                Err(e) => tracing::error!(error = %e, "rabbitmq: unreadable message in the dead-letter queue"),
+                Err(e) => {
+                    tracing::error!(error = %e, "rabbitmq: unreadable message in the dead-letter queue")
+                }
             }
             if msg.message_count == 0 {
                 break;
@@ -655,8 +744,7 @@ impl RabbitQueue {
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             shutdown: Notify::new(),
-        })
-        ;
+        });
         let conn = inner.connect_once().await?;
         *inner.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&conn));
         tokio::spawn(Arc::clone(&inner).supervise(conn));
@@ -667,9 +755,15 @@ impl RabbitQueue {
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.shutdown.notify_waiters();
-        let conn = self.inner.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(c) = conn {
-            let _ = tokio::time::timeout(OP_TIMEOUT, c.connection.close(200, "closed".into())).await;
+            let _ =
+                tokio::time::timeout(OP_TIMEOUT, c.connection.close(200, "closed".into())).await;
         }
         self.inner.notify.notify_waiters();
     }
@@ -680,11 +774,19 @@ impl RabbitQueue {
         let ch = timed("open channel", conn.connection.create_channel()).await?;
         for n in 0..self.inner.opts.partitions.max(1) {
             let name = format!("{}.p.{n}", self.inner.prefix);
-            timed("delete queue", ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())).await?;
+            timed(
+                "delete queue",
+                ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()),
+            )
+            .await?;
         }
         for tier in RETRY_TIERS_MS {
             let name = self.inner.wait_name(tier);
-            timed("delete queue", ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())).await?;
+            timed(
+                "delete queue",
+                ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()),
+            )
+            .await?;
             timed(
                 "delete exchange",
                 ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default()),
@@ -692,12 +794,16 @@ impl RabbitQueue {
             .await?;
         }
         let dead = self.inner.dead_queue();
-        timed("delete queue", ch.queue_delete(dead.as_str().into(), QueueDeleteOptions::default())).await?;
+        timed(
+            "delete queue",
+            ch.queue_delete(dead.as_str().into(), QueueDeleteOptions::default()),
+        )
+        .await?;
         let _ = ch.close(200, "OK".into()).await;
         Ok(())
     }
 
-    fn handle(d: Delivery) -> Result<(Envelope, (String, u64, Option<Acker>)), QueueError> {
+    fn handle(d: Delivery) -> Result<(Envelope, Settling), QueueError> {
         let Delivery { envelope, handle } = d;
         match handle {
             DeliveryHandle::Rabbit(mut h) => Ok((envelope, h.disarm())),
@@ -789,13 +895,18 @@ impl Queue for RabbitQueue {
                 envelope.payload.clone(),
                 properties(
                     &envelope,
-                    &[(H_REASON, reason.to_owned()), (H_DEAD_AT, Utc::now().to_rfc3339())],
+                    &[
+                        (H_REASON, reason.to_owned()),
+                        (H_DEAD_AT, Utc::now().to_rfc3339()),
+                    ],
                 ),
             );
             return self.move_then_ack(key, token, acker, msg).await;
         }
         let partition = self.inner.partition_queue(&envelope.key);
-        let exchange = retry_tier(delay).map(|t| self.inner.wait_name(t)).unwrap_or_default();
+        let exchange = retry_tier(delay)
+            .map(|t| self.inner.wait_name(t))
+            .unwrap_or_default();
         tracing::debug!(key = %envelope.key, attempt = envelope.attempt, exchange = %exchange, reason = %reason, "event retried");
         let msg = (
             exchange,
@@ -814,7 +925,10 @@ impl Queue for RabbitQueue {
             envelope.payload.clone(),
             properties(
                 &envelope,
-                &[(H_REASON, reason.to_owned()), (H_DEAD_AT, Utc::now().to_rfc3339())],
+                &[
+                    (H_REASON, reason.to_owned()),
+                    (H_DEAD_AT, Utc::now().to_rfc3339()),
+                ],
             ),
         );
         self.move_then_ack(key, token, acker, msg).await
@@ -837,7 +951,11 @@ impl Queue for RabbitQueue {
             }
             let mut envelope = dl.envelope;
             envelope.attempt = 0;
-            if let Err(e) = self.inner.publish_confirmed(vec![self.inner.to_partition(&envelope)]).await {
+            if let Err(e) = self
+                .inner
+                .publish_confirmed(vec![self.inner.to_partition(&envelope)])
+                .await
+            {
                 result = Err(e);
                 break;
             }
@@ -903,9 +1021,16 @@ mod tests {
     #[test]
     fn envelope_round_trips_through_amqp_properties() {
         let mut e = Envelope::new("contoso|rep1@contoso.com", b"{\"v\":1}".to_vec());
-        e.headers.insert("traceparent".into(), "00-abc-def-01".into());
+        e.headers
+            .insert("traceparent".into(), "00-abc-def-01".into());
         e.attempt = 3;
-        let props = properties(&e, &[(H_REASON, "boom".into()), (H_DEAD_AT, "2024-05-01T10:00:00Z".into())]);
+        let props = properties(
+            &e,
+            &[
+                (H_REASON, "boom".into()),
+                (H_DEAD_AT, "2024-05-01T10:00:00Z".into()),
+            ],
+        );
         assert_eq!(envelope_of(&props, &e.payload).expect("decodes"), e);
         let dl = dead_letter_of(&props, &e.payload).expect("decodes");
         assert_eq!(dl.reason, "boom");
@@ -915,6 +1040,9 @@ mod tests {
     #[test]
     fn message_without_key_is_corrupt_not_a_panic() {
         let props = BasicProperties::default().with_message_id("x".into());
-        assert!(matches!(envelope_of(&props, b""), Err(QueueError::Corrupt(_))));
+        assert!(matches!(
+            envelope_of(&props, b""),
+            Err(QueueError::Corrupt(_))
+        ));
     }
 }

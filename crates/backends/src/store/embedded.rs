@@ -46,7 +46,10 @@ impl EmbeddedStore {
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create store directory {}: {e}", dir.display()))
+                StoreError::Unavailable(format!(
+                    "cannot create store directory {}: {e}",
+                    dir.display()
+                ))
             })?;
         }
         let db = Database::create(path).map_err(|e| {
@@ -94,21 +97,31 @@ impl EmbeddedStore {
 fn set_idem(tx: &WriteTransaction, key: &str, state: u8, expiry: u64) -> Result<(), StoreError> {
     let mut idem = tx.open_table(IDEM).map_err(db_err)?;
     let mut exp = tx.open_table(IDEM_EXP).map_err(db_err)?;
-    let old = idem.insert(key, (state, expiry)).map_err(db_err)?.map(|g| g.value().1);
+    let old = idem
+        .insert(key, (state, expiry))
+        .map_err(db_err)?
+        .map(|g| g.value().1);
     if let Some(old) = old {
         exp.remove((old, key)).map_err(db_err)?;
     }
     exp.insert((expiry, key), ()).map_err(db_err)?;
     let now = now_ms();
     let mut stale = Vec::new();
-    for row in exp.range::<(u64, &str)>(..(now, "")).map_err(db_err)?.take(PURGE_BATCH) {
+    for row in exp
+        .range::<(u64, &str)>(..(now, ""))
+        .map_err(db_err)?
+        .take(PURGE_BATCH)
+    {
         let (k, _) = row.map_err(db_err)?;
         let (t, name) = k.value();
         stale.push((t, name.to_owned()));
     }
     for (t, name) in stale {
         exp.remove((t, name.as_str())).map_err(db_err)?;
-        let current = idem.get(name.as_str()).map_err(db_err)?.map(|g| g.value().1);
+        let current = idem
+            .get(name.as_str())
+            .map_err(db_err)?
+            .map(|g| g.value().1);
         if current == Some(t) {
             idem.remove(name.as_str()).map_err(db_err)?;
         }
@@ -123,9 +136,18 @@ impl Store for EmbeddedStore {
         let lease = millis(lease);
         self.write(move |tx| {
             let now = now_ms();
-            let current = tx.open_table(IDEM).map_err(db_err)?.get(key.as_str()).map_err(db_err)?.map(|g| g.value());
+            let current = tx
+                .open_table(IDEM)
+                .map_err(db_err)?
+                .get(key.as_str())
+                .map_err(db_err)?
+                .map(|g| g.value());
             match current {
-                Some((state, expiry)) if expiry > now => Ok(if state == DONE { Claim::Done } else { Claim::InProgress }),
+                Some((state, expiry)) if expiry > now => Ok(if state == DONE {
+                    Claim::Done
+                } else {
+                    Claim::InProgress
+                }),
                 _ => {
                     set_idem(tx, &key, IN_PROGRESS, now.saturating_add(lease))?;
                     Ok(Claim::Claimed)
@@ -138,7 +160,8 @@ impl Store for EmbeddedStore {
     async fn complete(&self, key: &str, retention: Duration) -> Result<(), StoreError> {
         let key = key.to_owned();
         let retention = millis(retention);
-        self.write(move |tx| set_idem(tx, &key, DONE, now_ms().saturating_add(retention))).await
+        self.write(move |tx| set_idem(tx, &key, DONE, now_ms().saturating_add(retention)))
+            .await
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
@@ -148,7 +171,10 @@ impl Store for EmbeddedStore {
             let current = idem.get(key.as_str()).map_err(db_err)?.map(|g| g.value());
             if let Some((IN_PROGRESS, expiry)) = current {
                 idem.remove(key.as_str()).map_err(db_err)?;
-                tx.open_table(IDEM_EXP).map_err(db_err)?.remove((expiry, key.as_str())).map_err(db_err)?;
+                tx.open_table(IDEM_EXP)
+                    .map_err(db_err)?
+                    .remove((expiry, key.as_str()))
+                    .map_err(db_err)?;
             }
             Ok(())
         })
@@ -169,7 +195,9 @@ impl Store for EmbeddedStore {
                 }
             };
             if free {
-                leases.insert(name.as_str(), (holder.as_str(), now.saturating_add(ttl))).map_err(db_err)?;
+                leases
+                    .insert(name.as_str(), (holder.as_str(), now.saturating_add(ttl)))
+                    .map_err(db_err)?;
             }
             Ok(free)
         })
@@ -180,7 +208,10 @@ impl Store for EmbeddedStore {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.write(move |tx| {
             let mut leases = tx.open_table(LEASES).map_err(db_err)?;
-            let held = leases.get(name.as_str()).map_err(db_err)?.is_some_and(|g| g.value().0 == holder);
+            let held = leases
+                .get(name.as_str())
+                .map_err(db_err)?
+                .is_some_and(|g| g.value().0 == holder);
             if held {
                 leases.remove(name.as_str()).map_err(db_err)?;
             }
@@ -194,7 +225,9 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let rx = db.begin_read().map_err(db_err)?;
             let t = rx.open_table(RECORDS).map_err(db_err)?;
-            Ok(t.get((ns.as_str(), key.as_str())).map_err(db_err)?.map(|g| g.value().to_vec()))
+            Ok(t.get((ns.as_str(), key.as_str()))
+                .map_err(db_err)?
+                .map(|g| g.value().to_vec()))
         })
         .await
     }
@@ -214,7 +247,10 @@ impl Store for EmbeddedStore {
     async fn delete(&self, ns: &str, key: &str) -> Result<(), StoreError> {
         let (ns, key) = (ns.to_owned(), key.to_owned());
         self.write(move |tx| {
-            tx.open_table(RECORDS).map_err(db_err)?.remove((ns.as_str(), key.as_str())).map_err(db_err)?;
+            tx.open_table(RECORDS)
+                .map_err(db_err)?
+                .remove((ns.as_str(), key.as_str()))
+                .map_err(db_err)?;
             Ok(())
         })
         .await
@@ -226,7 +262,10 @@ impl Store for EmbeddedStore {
             let rx = db.begin_read().map_err(db_err)?;
             let t = rx.open_table(RECORDS).map_err(db_err)?;
             let mut out = Vec::new();
-            for row in t.range::<(&str, &str)>((ns.as_str(), "")..).map_err(db_err)? {
+            for row in t
+                .range::<(&str, &str)>((ns.as_str(), "")..)
+                .map_err(db_err)?
+            {
                 let (k, v) = row.map_err(db_err)?;
                 let (row_ns, key) = k.value();
                 if row_ns != ns {
@@ -245,8 +284,12 @@ impl Store for EmbeddedStore {
         self.write(move |tx| {
             let mut meta = tx.open_table(LOG_META).map_err(db_err)?;
             let mut logs = tx.open_table(LOGS).map_err(db_err)?;
-            let (mut first, next) = meta.get(ns.as_str()).map_err(db_err)?.map_or((0, 0), |g| g.value());
-            logs.insert((ns.as_str(), next), entry.as_slice()).map_err(db_err)?;
+            let (mut first, next) = meta
+                .get(ns.as_str())
+                .map_err(db_err)?
+                .map_or((0, 0), |g| g.value());
+            logs.insert((ns.as_str(), next), entry.as_slice())
+                .map_err(db_err)?;
             let next = next + 1;
             while next - first > cap {
                 logs.remove((ns.as_str(), first)).map_err(db_err)?;
@@ -263,7 +306,8 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let rx = db.begin_read().map_err(db_err)?;
             let meta = rx.open_table(LOG_META).map_err(db_err)?;
-            let Some((first, next)) = meta.get(ns.as_str()).map_err(db_err)?.map(|g| g.value()) else {
+            let Some((first, next)) = meta.get(ns.as_str()).map_err(db_err)?.map(|g| g.value())
+            else {
                 return Ok(Vec::new());
             };
             let logs = rx.open_table(LOGS).map_err(db_err)?;

@@ -53,6 +53,58 @@ pub trait Store: Send + Sync + 'static {
     async fn tail(&self, ns: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
+/// The store back ends as a closed set chosen by configuration (enum dispatch).
+pub enum AnyStore {
+    Embedded(embedded::EmbeddedStore),
+    Redis(redis::RedisStore),
+}
+
+macro_rules! any_store {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Embedded($s) => $e,
+            AnyStore::Redis($s) => $e,
+        }
+    };
+}
+
+#[async_trait::async_trait]
+impl Store for AnyStore {
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+        any_store!(self, s => s.claim(key, lease).await)
+    }
+    async fn complete(&self, key: &str, retention: Duration) -> Result<(), StoreError> {
+        any_store!(self, s => s.complete(key, retention).await)
+    }
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        any_store!(self, s => s.release(key).await)
+    }
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        any_store!(self, s => s.lease(name, holder, ttl).await)
+    }
+    async fn unlease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        any_store!(self, s => s.unlease(name, holder).await)
+    }
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        any_store!(self, s => s.get(ns, key).await)
+    }
+    async fn put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        any_store!(self, s => s.put(ns, key, value).await)
+    }
+    async fn delete(&self, ns: &str, key: &str) -> Result<(), StoreError> {
+        any_store!(self, s => s.delete(ns, key).await)
+    }
+    async fn list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        any_store!(self, s => s.list(ns).await)
+    }
+    async fn append(&self, ns: &str, entry: &[u8], cap: usize) -> Result<(), StoreError> {
+        any_store!(self, s => s.append(ns, entry, cap).await)
+    }
+    async fn tail(&self, ns: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        any_store!(self, s => s.tail(ns, limit).await)
+    }
+}
+
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

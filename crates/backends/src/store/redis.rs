@@ -47,7 +47,8 @@ pub struct RedisStore {
 }
 
 fn store_err(e: RedisError) -> StoreError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+    {
         StoreError::Unavailable(format!("redis: {e}"))
     } else {
         StoreError::Other(format!("redis: {e}"))
@@ -119,7 +120,8 @@ impl RedisStore {
     /// The server-side id of the current connection (tests kill it to check reconnects).
     #[doc(hidden)]
     pub async fn connection_id(&self) -> Result<i64, StoreError> {
-        self.run(&redis::cmd("CLIENT").arg("ID").to_owned(), true).await
+        self.run(&redis::cmd("CLIENT").arg("ID").to_owned(), true)
+            .await
     }
 }
 
@@ -127,7 +129,11 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         let ms = millis(lease).to_string();
-        let cmd = eval(CLAIM_LUA, &self.idem_key(key), &[IN_PROGRESS.as_bytes(), ms.as_bytes()]);
+        let cmd = eval(
+            CLAIM_LUA,
+            &self.idem_key(key),
+            &[IN_PROGRESS.as_bytes(), ms.as_bytes()],
+        );
         // Not idempotent: a lost answer to a successful claim would read back "in-progress".
         let v: String = self.run(&cmd, false).await?;
         match v.as_str() {
@@ -158,7 +164,11 @@ impl Store for RedisStore {
 
     async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         let ms = millis(ttl).to_string();
-        let cmd = eval(LEASE_LUA, &self.lease_key(name), &[holder.as_bytes(), ms.as_bytes()]);
+        let cmd = eval(
+            LEASE_LUA,
+            &self.lease_key(name),
+            &[holder.as_bytes(), ms.as_bytes()],
+        );
         // Idempotent for the same holder.
         let v: i64 = self.run(&cmd, true).await?;
         Ok(v == 1)
@@ -175,7 +185,11 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let cmd = redis::cmd("HSET").arg(self.ns_key(ns)).arg(key).arg(value).to_owned();
+        let cmd = redis::cmd("HSET")
+            .arg(self.ns_key(ns))
+            .arg(key)
+            .arg(value)
+            .to_owned();
         self.run::<i64>(&cmd, true).await.map(drop)
     }
 

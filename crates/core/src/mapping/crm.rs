@@ -30,7 +30,12 @@ fn get<'a>(f: &'a CrmFields, key: &str) -> &'a str {
     f.get(key).map(|s| s.trim()).unwrap_or("")
 }
 
-fn catalog(f: &CrmFields, key: &str, table: &[(&str, &str)], default: &str) -> Result<Value, MapError> {
+fn catalog(
+    f: &CrmFields,
+    key: &str,
+    table: &[(&str, &str)],
+    default: &str,
+) -> Result<Value, MapError> {
     let v = get(f, key);
     if v.is_empty() {
         return Ok(json!(default));
@@ -96,7 +101,10 @@ fn people_fields(out: &mut CrmFields, addresses: Vec<String>, ctx: &MapContext) 
         .into_iter()
         .partition(|a| ctx.known_person_emails.contains(&a.to_lowercase()));
     out.insert("Participants".into(), known.join(";"));
-    out.insert("ConnectorMissingparticipants".into(), (!missing.is_empty()).to_string());
+    out.insert(
+        "ConnectorMissingparticipants".into(),
+        (!missing.is_empty()).to_string(),
+    );
     out.insert("MissingParticipants".into(), missing.join(";"));
 }
 
@@ -121,7 +129,11 @@ fn minutes(f: &CrmFields) -> Result<Value, MapError> {
 
 /// Canonical form of a CRM record's fields. Appointment dates and times are read in
 /// `ctx.crm_zone`; an appointment with a `Date` but empty `Time` and `EndTime` is all-day.
-pub fn from_crm(entity: Entity, fields: &CrmFields, ctx: &MapContext) -> Result<Canonical, MapError> {
+pub fn from_crm(
+    entity: Entity,
+    fields: &CrmFields,
+    ctx: &MapContext,
+) -> Result<Canonical, MapError> {
     let f = fields;
     let mut c = Canonical::new();
     match entity {
@@ -152,11 +164,21 @@ pub fn from_crm(entity: Entity, fields: &CrmFields, ctx: &MapContext) -> Result<
             c.set("location", text_value(get(f, "A031Location")));
             c.set("show_as", catalog(f, "ShowAs", SHOW_AS_CRM, "busy")?);
             c.set("private", json!(boolean(f, "Private")?));
-            c.set("importance", catalog(f, "Priority", PRIORITY_CRM, "normal")?);
+            c.set(
+                "importance",
+                catalog(f, "Priority", PRIORITY_CRM, "normal")?,
+            );
             c.set("reminder", minutes(f)?);
-            let addresses = split_addresses(get(f, "Participants")).chain(split_addresses(get(f, "MissingParticipants")));
-            c.set("attendees", attendees_value(addresses.map(|a| (a, None::<&str>))));
-            c.set("cancelled", json!(get(f, "Status").eq_ignore_ascii_case("cancelled")));
+            let addresses = split_addresses(get(f, "Participants"))
+                .chain(split_addresses(get(f, "MissingParticipants")));
+            c.set(
+                "attendees",
+                attendees_value(addresses.map(|a| (a, None::<&str>))),
+            );
+            c.set(
+                "cancelled",
+                json!(get(f, "Status").eq_ignore_ascii_case("cancelled")),
+            );
         }
         Entity::Contact => {
             c.set("given_name", text_value(get(f, "FirstName")));
@@ -175,16 +197,23 @@ pub fn from_crm(entity: Entity, fields: &CrmFields, ctx: &MapContext) -> Result<
             c.set("due", date_value(date(f, "DueDate")?));
             c.set("status", catalog(f, "Status", TASK_STATUS_CRM, "open")?);
             c.set("completed", date_value(date(f, "CompletedDate")?));
-            c.set("importance", catalog(f, "Priority", PRIORITY_CRM, "normal")?);
+            c.set(
+                "importance",
+                catalog(f, "Priority", PRIORITY_CRM, "normal")?,
+            );
         }
         Entity::Email => {
             c.set("subject", text_value(get(f, "Subject")));
             c.set("body", text_value(get(f, "Text")));
             if let Some(d) = date(f, "Date")? {
                 let t = time(f, "Time")?.unwrap_or(NaiveTime::MIN);
-                c.set("sent", json!(format_instant(local_to_utc(d.and_time(t), ctx.crm_zone))));
+                c.set(
+                    "sent",
+                    json!(format_instant(local_to_utc(d.and_time(t), ctx.crm_zone))),
+                );
             }
-            let addresses = split_addresses(get(f, "Participants")).chain(split_addresses(get(f, "MissingParticipants")));
+            let addresses = split_addresses(get(f, "Participants"))
+                .chain(split_addresses(get(f, "MissingParticipants")));
             c.set("people", people_value(addresses));
         }
     }
@@ -200,7 +229,12 @@ fn text_out(v: &Value) -> String {
 /// times empty and `EndDate` is the last day); attendees split into `Participants` (known persons)
 /// and `MissingParticipants` (+ `ConnectorMissingparticipants` = true|false). E-mails always carry
 /// `Contact` = `E-mail`.
-pub fn to_crm(entity: Entity, c: &Canonical, only: Option<&[String]>, ctx: &MapContext) -> CrmFields {
+pub fn to_crm(
+    entity: Entity,
+    c: &Canonical,
+    only: Option<&[String]>,
+    ctx: &MapContext,
+) -> CrmFields {
     let mut out = CrmFields::new();
     let w = |f: &str| wants(only, f);
     let put = |out: &mut CrmFields, k: &str, v: String| {
@@ -216,18 +250,26 @@ pub fn to_crm(entity: Entity, c: &Canonical, only: Option<&[String]>, ctx: &MapC
             }
             if wants_time_group(only) {
                 let all_day = is_all_day(c);
-                for (field, dkey, tkey) in [("start", "Date", "Time"), ("end", "EndDate", "EndTime")] {
+                for (field, dkey, tkey) in
+                    [("start", "Date", "Time"), ("end", "EndDate", "EndTime")]
+                {
                     let v = c.get(field);
                     if v.is_null() && !w(field) {
                         continue;
                     }
                     let (d, t) = if all_day {
-                        (value_date(v).map(format_date).unwrap_or_default(), String::new())
+                        (
+                            value_date(v).map(format_date).unwrap_or_default(),
+                            String::new(),
+                        )
                     } else {
                         match value_instant(v) {
                             Some(i) => {
                                 let l = utc_to_local(i, ctx.crm_zone);
-                                (l.format("%Y-%m-%d").to_string(), l.format("%H:%M").to_string())
+                                (
+                                    l.format("%Y-%m-%d").to_string(),
+                                    l.format("%H:%M").to_string(),
+                                )
                             }
                             None => (String::new(), String::new()),
                         }
@@ -240,13 +282,25 @@ pub fn to_crm(entity: Entity, c: &Canonical, only: Option<&[String]>, ctx: &MapC
                 put(&mut out, "A031Location", text_out(c.get("location")));
             }
             if w("show_as") {
-                put(&mut out, "ShowAs", to_catalog(c.get("show_as"), SHOW_AS_CRM, "busy"));
+                put(
+                    &mut out,
+                    "ShowAs",
+                    to_catalog(c.get("show_as"), SHOW_AS_CRM, "busy"),
+                );
             }
             if w("private") {
-                put(&mut out, "Private", c.get("private").as_bool().unwrap_or(false).to_string());
+                put(
+                    &mut out,
+                    "Private",
+                    c.get("private").as_bool().unwrap_or(false).to_string(),
+                );
             }
             if w("importance") {
-                put(&mut out, "Priority", to_catalog(c.get("importance"), PRIORITY_CRM, "normal"));
+                put(
+                    &mut out,
+                    "Priority",
+                    to_catalog(c.get("importance"), PRIORITY_CRM, "normal"),
+                );
             }
             if w("reminder") {
                 match c.get("reminder").as_u64() {
@@ -265,7 +319,15 @@ pub fn to_crm(entity: Entity, c: &Canonical, only: Option<&[String]>, ctx: &MapC
             }
             if w("cancelled") {
                 let cancelled = c.get("cancelled").as_bool().unwrap_or(false);
-                put(&mut out, "Status", if cancelled { "Cancelled".into() } else { String::new() });
+                put(
+                    &mut out,
+                    "Status",
+                    if cancelled {
+                        "Cancelled".into()
+                    } else {
+                        String::new()
+                    },
+                );
             }
         }
         Entity::Contact => {
@@ -290,16 +352,34 @@ pub fn to_crm(entity: Entity, c: &Canonical, only: Option<&[String]>, ctx: &MapC
             if w("body") {
                 put(&mut out, "Text", text_out(c.get("body")));
             }
-            for (field, key) in [("start", "StartDate"), ("due", "DueDate"), ("completed", "CompletedDate")] {
+            for (field, key) in [
+                ("start", "StartDate"),
+                ("due", "DueDate"),
+                ("completed", "CompletedDate"),
+            ] {
                 if w(field) {
-                    put(&mut out, key, value_date(c.get(field)).map(format_date).unwrap_or_default());
+                    put(
+                        &mut out,
+                        key,
+                        value_date(c.get(field))
+                            .map(format_date)
+                            .unwrap_or_default(),
+                    );
                 }
             }
             if w("status") {
-                put(&mut out, "Status", to_catalog(c.get("status"), TASK_STATUS_CRM, "open"));
+                put(
+                    &mut out,
+                    "Status",
+                    to_catalog(c.get("status"), TASK_STATUS_CRM, "open"),
+                );
             }
             if w("importance") {
-                put(&mut out, "Priority", to_catalog(c.get("importance"), PRIORITY_CRM, "normal"));
+                put(
+                    &mut out,
+                    "Priority",
+                    to_catalog(c.get("importance"), PRIORITY_CRM, "normal"),
+                );
             }
         }
         Entity::Email => {
@@ -313,7 +393,10 @@ pub fn to_crm(entity: Entity, c: &Canonical, only: Option<&[String]>, ctx: &MapC
                 let (d, t) = match value_instant(c.get("sent")) {
                     Some(i) => {
                         let l = utc_to_local(i, ctx.crm_zone);
-                        (l.format("%Y-%m-%d").to_string(), l.format("%H:%M").to_string())
+                        (
+                            l.format("%Y-%m-%d").to_string(),
+                            l.format("%H:%M").to_string(),
+                        )
                     }
                     None => (String::new(), String::new()),
                 };

@@ -54,16 +54,27 @@ fn body(o: &Obj, key: &str) -> Result<Value, MapError> {
     let Some(b) = opt_obj(o, key)? else {
         return Ok(Value::Null);
     };
-    let content = opt_str(b, "content").map_err(|_| MapError::bad(key, "content", "expected a string content"))?;
+    let content = opt_str(b, "content")
+        .map_err(|_| MapError::bad(key, "content", "expected a string content"))?;
     let html = opt_str(b, "contentType")
         .map_err(|_| MapError::bad(key, "contentType", "expected text or html"))?
         .is_some_and(|t| t.eq_ignore_ascii_case("html"));
     let s = content.unwrap_or("");
-    let out = if html { html_to_text(s) } else { normalize_text(s) };
+    let out = if html {
+        html_to_text(s)
+    } else {
+        normalize_text(s)
+    };
     Ok(out.map(Value::String).unwrap_or(Value::Null))
 }
 
-fn enum_value(o: &Obj, key: &str, allowed: &[&str], default: &str, also_default: &[&str]) -> Result<Value, MapError> {
+fn enum_value(
+    o: &Obj,
+    key: &str,
+    allowed: &[&str],
+    default: &str,
+    also_default: &[&str],
+) -> Result<Value, MapError> {
     match opt_str(o, key)? {
         None => Ok(json!(default)),
         Some(s) if also_default.iter().any(|d| d.eq_ignore_ascii_case(s)) => Ok(json!(default)),
@@ -71,7 +82,9 @@ fn enum_value(o: &Obj, key: &str, allowed: &[&str], default: &str, also_default:
             .iter()
             .find(|a| a.eq_ignore_ascii_case(s))
             .map(|a| json!(a))
-            .ok_or_else(|| MapError::bad(key, s, &format!("expected one of {}", allowed.join(", ")))),
+            .ok_or_else(|| {
+                MapError::bad(key, s, &format!("expected one of {}", allowed.join(", ")))
+            }),
     }
 }
 
@@ -80,11 +93,14 @@ fn date_time_zone(o: &Obj, key: &str) -> Result<Option<DateTime<Utc>>, MapError>
     let Some(d) = opt_obj(o, key)? else {
         return Ok(None);
     };
-    let Some(dt) = opt_str(d, "dateTime").map_err(|_| MapError::bad(key, "dateTime", "expected a string"))? else {
+    let Some(dt) =
+        opt_str(d, "dateTime").map_err(|_| MapError::bad(key, "dateTime", "expected a string"))?
+    else {
         return Ok(None);
     };
-    let parsed = parse_graph_datetime(dt)
-        .ok_or_else(|| MapError::bad(key, dt, "expected a date-time such as 2026-11-23T09:00:00"))?;
+    let parsed = parse_graph_datetime(dt).ok_or_else(|| {
+        MapError::bad(key, dt, "expected a date-time such as 2026-11-23T09:00:00")
+    })?;
     match parsed {
         GraphDateTime::Absolute(a) => Ok(Some(a)),
         GraphDateTime::Local(local) => {
@@ -106,13 +122,24 @@ fn floating_date(o: &Obj, key: &str) -> Result<Option<(NaiveDate, bool)>, MapErr
     let Some(d) = opt_obj(o, key)? else {
         return Ok(None);
     };
-    let Some(dt) = opt_str(d, "dateTime").map_err(|_| MapError::bad(key, "dateTime", "expected a string"))? else {
+    let Some(dt) =
+        opt_str(d, "dateTime").map_err(|_| MapError::bad(key, "dateTime", "expected a string"))?
+    else {
         return Ok(None);
     };
     match parse_graph_datetime(dt) {
-        Some(GraphDateTime::Local(l)) => Ok(Some((l.date(), l.time().num_seconds_from_midnight() == 0))),
-        Some(GraphDateTime::Absolute(a)) => Ok(Some((a.date_naive(), a.time().num_seconds_from_midnight() == 0))),
-        None => Err(MapError::bad(key, dt, "expected a date-time such as 2026-11-23T00:00:00")),
+        Some(GraphDateTime::Local(l)) => {
+            Ok(Some((l.date(), l.time().num_seconds_from_midnight() == 0)))
+        }
+        Some(GraphDateTime::Absolute(a)) => Ok(Some((
+            a.date_naive(),
+            a.time().num_seconds_from_midnight() == 0,
+        ))),
+        None => Err(MapError::bad(
+            key,
+            dt,
+            "expected a date-time such as 2026-11-23T00:00:00",
+        )),
     }
 }
 
@@ -138,14 +165,21 @@ pub fn from_graph(entity: Entity, item: &Value, _ctx: &MapContext) -> Result<Can
             c.set("all_day", json!(all_day));
             if all_day {
                 let start = floating_date(o, "start")?.map(|(d, _)| d);
-                let end = floating_date(o, "end")?.map(|(d, midnight)| if midnight { d - Duration::days(1) } else { d });
+                let end = floating_date(o, "end")?
+                    .map(|(d, midnight)| if midnight { d - Duration::days(1) } else { d });
                 let end = match (start, end) {
                     (Some(s), Some(e)) if e < s => Some(s),
                     (Some(s), None) => Some(s),
                     (_, e) => e,
                 };
-                c.set("start", start.map(|d| json!(format_date(d))).unwrap_or(Value::Null));
-                c.set("end", end.map(|d| json!(format_date(d))).unwrap_or(Value::Null));
+                c.set(
+                    "start",
+                    start.map(|d| json!(format_date(d))).unwrap_or(Value::Null),
+                );
+                c.set(
+                    "end",
+                    end.map(|d| json!(format_date(d))).unwrap_or(Value::Null),
+                );
             } else {
                 c.set("start", instant(o, "start")?);
                 c.set("end", instant(o, "end")?);
@@ -154,18 +188,31 @@ pub fn from_graph(entity: Entity, item: &Value, _ctx: &MapContext) -> Result<Can
             c.set(
                 "location",
                 match location {
-                    Some(l) => text(l, "displayName").map_err(|_| MapError::bad("location", "displayName", "expected a string"))?,
+                    Some(l) => text(l, "displayName").map_err(|_| {
+                        MapError::bad("location", "displayName", "expected a string")
+                    })?,
                     None => Value::Null,
                 },
             );
-            c.set("show_as", enum_value(o, "showAs", SHOW_AS, "busy", &["unknown"])?);
-            let private = opt_str(o, "sensitivity")?.is_some_and(|s| s.eq_ignore_ascii_case("private"));
+            c.set(
+                "show_as",
+                enum_value(o, "showAs", SHOW_AS, "busy", &["unknown"])?,
+            );
+            let private =
+                opt_str(o, "sensitivity")?.is_some_and(|s| s.eq_ignore_ascii_case("private"));
             c.set("private", json!(private));
-            c.set("importance", enum_value(o, "importance", IMPORTANCE, "normal", &[])?);
+            c.set(
+                "importance",
+                enum_value(o, "importance", IMPORTANCE, "normal", &[])?,
+            );
             let reminder = if opt_bool(o, "isReminderOn")?.unwrap_or(false) {
                 match o.get("reminderMinutesBeforeStart") {
                     None | Some(Value::Null) => json!(15),
-                    Some(v) => json!(v.as_u64().ok_or_else(|| MapError::bad("reminderMinutesBeforeStart", v, "expected whole minutes"))?),
+                    Some(v) => json!(v.as_u64().ok_or_else(|| MapError::bad(
+                        "reminderMinutesBeforeStart",
+                        v,
+                        "expected whole minutes"
+                    ))?),
                 }
             } else {
                 Value::Null
@@ -173,12 +220,17 @@ pub fn from_graph(entity: Entity, item: &Value, _ctx: &MapContext) -> Result<Can
             c.set("reminder", reminder);
             let mut pairs = Vec::new();
             for a in opt_array(o, "attendees")? {
-                let Some(address) = recipient_address(a) else { continue };
+                let Some(address) = recipient_address(a) else {
+                    continue;
+                };
                 let ty = a.get("type").and_then(Value::as_str);
                 pairs.push((address.to_string(), ty.map(str::to_string)));
             }
             c.set("attendees", attendees_value(pairs));
-            c.set("cancelled", json!(opt_bool(o, "isCancelled")?.unwrap_or(false)));
+            c.set(
+                "cancelled",
+                json!(opt_bool(o, "isCancelled")?.unwrap_or(false)),
+            );
         }
         Entity::Contact => {
             c.set("given_name", text(o, "givenName")?);
@@ -192,7 +244,10 @@ pub fn from_graph(entity: Entity, item: &Value, _ctx: &MapContext) -> Result<Can
                 .iter()
                 .filter_map(Value::as_str)
                 .find_map(normalize_text);
-            c.set("business_phone", phone.map(Value::String).unwrap_or(Value::Null));
+            c.set(
+                "business_phone",
+                phone.map(Value::String).unwrap_or(Value::Null),
+            );
             c.set("mobile_phone", text(o, "mobilePhone")?);
             c.set("job_title", text(o, "jobTitle")?);
             c.set("company", text(o, "companyName")?);
@@ -200,7 +255,11 @@ pub fn from_graph(entity: Entity, item: &Value, _ctx: &MapContext) -> Result<Can
         Entity::Task => {
             c.set("title", text(o, "title")?);
             c.set("body", body(o, "body")?);
-            for (field, key) in [("start", "startDateTime"), ("due", "dueDateTime"), ("completed", "completedDateTime")] {
+            for (field, key) in [
+                ("start", "startDateTime"),
+                ("due", "dueDateTime"),
+                ("completed", "completedDateTime"),
+            ] {
                 let d = floating_date(o, key)?.map(|(d, _)| json!(format_date(d)));
                 c.set(field, d.unwrap_or(Value::Null));
             }
@@ -221,16 +280,19 @@ pub fn from_graph(entity: Entity, item: &Value, _ctx: &MapContext) -> Result<Can
                 },
             };
             c.set("status", json!(status));
-            c.set("importance", enum_value(o, "importance", IMPORTANCE, "normal", &[])?);
+            c.set(
+                "importance",
+                enum_value(o, "importance", IMPORTANCE, "normal", &[])?,
+            );
         }
         Entity::Email => {
             c.set("subject", text(o, "subject")?);
             c.set("body", body(o, "body")?);
             let sent = match opt_str(o, "receivedDateTime")? {
                 None => Value::Null,
-                Some(s) => json!(format_instant(
-                    parse_loose_instant(s).ok_or_else(|| MapError::bad("receivedDateTime", s, "expected an ISO 8601 instant"))?
-                )),
+                Some(s) => json!(format_instant(parse_loose_instant(s).ok_or_else(|| {
+                    MapError::bad("receivedDateTime", s, "expected an ISO 8601 instant")
+                })?)),
             };
             c.set("sent", sent);
             let mut people: Vec<String> = Vec::new();
@@ -238,7 +300,12 @@ pub fn from_graph(entity: Entity, item: &Value, _ctx: &MapContext) -> Result<Can
                 people.extend(recipient_address(from).map(str::to_string));
             }
             for key in ["toRecipients", "ccRecipients"] {
-                people.extend(opt_array(o, key)?.iter().filter_map(recipient_address).map(str::to_string));
+                people.extend(
+                    opt_array(o, key)?
+                        .iter()
+                        .filter_map(recipient_address)
+                        .map(str::to_string),
+                );
             }
             c.set("people", people_value(people));
         }
@@ -288,33 +355,56 @@ pub fn to_graph(entity: Entity, c: &Canonical, only: Option<&[String]>) -> Value
                         continue;
                     }
                     let out = if all_day {
-                        let d = value_date(v).map(|d| if field == "end" { d + Duration::days(1) } else { d });
+                        let d = value_date(v).map(|d| {
+                            if field == "end" {
+                                d + Duration::days(1)
+                            } else {
+                                d
+                            }
+                        });
                         date_dtz(d)
                     } else {
-                        value_instant(v).map(|i| utc_dtz(i.naive_utc())).unwrap_or(Value::Null)
+                        value_instant(v)
+                            .map(|i| utc_dtz(i.naive_utc()))
+                            .unwrap_or(Value::Null)
                     };
                     o.insert(key.into(), out);
                 }
                 o.insert("isAllDay".into(), json!(all_day));
             }
             if w("location") {
-                o.insert("location".into(), json!({"displayName": c.get("location").as_str().unwrap_or("")}));
+                o.insert(
+                    "location".into(),
+                    json!({"displayName": c.get("location").as_str().unwrap_or("")}),
+                );
             }
             if w("show_as") {
-                o.insert("showAs".into(), json!(c.get("show_as").as_str().unwrap_or("busy")));
+                o.insert(
+                    "showAs".into(),
+                    json!(c.get("show_as").as_str().unwrap_or("busy")),
+                );
             }
             if w("private") {
                 let p = c.get("private").as_bool().unwrap_or(false);
-                o.insert("sensitivity".into(), json!(if p { "private" } else { "normal" }));
+                o.insert(
+                    "sensitivity".into(),
+                    json!(if p { "private" } else { "normal" }),
+                );
             }
             if w("importance") {
-                o.insert("importance".into(), json!(c.get("importance").as_str().unwrap_or("normal")));
+                o.insert(
+                    "importance".into(),
+                    json!(c.get("importance").as_str().unwrap_or("normal")),
+                );
             }
             if w("reminder") {
                 match c.get("reminder").as_u64() {
                     Some(n) => {
                         o.insert("isReminderOn".into(), json!(true));
-                        o.insert("reminderMinutesBeforeStart".into(), json!(n.min(i32::MAX as u64)));
+                        o.insert(
+                            "reminderMinutesBeforeStart".into(),
+                            json!(n.min(i32::MAX as u64)),
+                        );
                     }
                     None => {
                         o.insert("isReminderOn".into(), json!(false));
@@ -329,7 +419,10 @@ pub fn to_graph(entity: Entity, c: &Canonical, only: Option<&[String]>) -> Value
                 o.insert("attendees".into(), Value::Array(list));
             }
             if w("cancelled") {
-                o.insert("isCancelled".into(), json!(c.get("cancelled").as_bool().unwrap_or(false)));
+                o.insert(
+                    "isCancelled".into(),
+                    json!(c.get("cancelled").as_bool().unwrap_or(false)),
+                );
             }
         }
         Entity::Contact => {
@@ -370,7 +463,11 @@ pub fn to_graph(entity: Entity, c: &Canonical, only: Option<&[String]>) -> Value
             if w("body") {
                 o.insert("body".into(), text_body(c.get("body")));
             }
-            for (field, key) in [("start", "startDateTime"), ("due", "dueDateTime"), ("completed", "completedDateTime")] {
+            for (field, key) in [
+                ("start", "startDateTime"),
+                ("due", "dueDateTime"),
+                ("completed", "completedDateTime"),
+            ] {
                 if w(field) {
                     o.insert(key.into(), date_dtz(value_date(c.get(field))));
                 }
@@ -385,7 +482,10 @@ pub fn to_graph(entity: Entity, c: &Canonical, only: Option<&[String]>) -> Value
                 o.insert("status".into(), json!(s));
             }
             if w("importance") {
-                o.insert("importance".into(), json!(c.get("importance").as_str().unwrap_or("normal")));
+                o.insert(
+                    "importance".into(),
+                    json!(c.get("importance").as_str().unwrap_or("normal")),
+                );
             }
         }
         Entity::Email => {

@@ -70,7 +70,8 @@ impl MapError {
 /// The shadow as Graph would show it: `from_graph(to_graph(c))`. Values Graph cannot represent
 /// exactly (a CRM `cancelled` task is `completed` in To Do) come back in Graph's reading.
 pub fn project_graph(entity: Entity, c: &Canonical) -> Canonical {
-    from_graph(entity, &to_graph(entity, c, None), &MapContext::default()).unwrap_or_else(|_| c.clone())
+    from_graph(entity, &to_graph(entity, c, None), &MapContext::default())
+        .unwrap_or_else(|_| c.clone())
 }
 
 /// The shadow as CRM would show it: `from_crm(to_crm(c))` (attendee types are lost, times are

@@ -5,7 +5,9 @@
 //! 03:30 CEST). Ambiguous local times (the hour repeated when clocks go back) take the earlier
 //! instant, the one still in summer time. Both choices are deterministic.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
+use chrono::{
+    DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 /// Windows time-zone names (as Graph's `timeZone` and `originalStartTimeZone` use them) -> IANA.
@@ -77,7 +79,10 @@ pub const WINDOWS_ZONES: &[(&str, &str)] = &[
 /// (`W. Europe Standard Time`). Letter case is ignored for Windows names.
 pub fn resolve_zone(name: &str) -> Option<Tz> {
     let name = name.trim();
-    if name.eq_ignore_ascii_case("utc") || name.eq_ignore_ascii_case("z") || name.eq_ignore_ascii_case("etc/utc") {
+    if name.eq_ignore_ascii_case("utc")
+        || name.eq_ignore_ascii_case("z")
+        || name.eq_ignore_ascii_case("etc/utc")
+    {
         return Some(Tz::UTC);
     }
     if let Ok(tz) = name.parse::<Tz>() {
@@ -119,7 +124,11 @@ pub enum GraphDateTime {
 /// Reads Graph's `dateTimeTimeZone.dateTime` text.
 pub fn parse_graph_datetime(s: &str) -> Option<GraphDateTime> {
     let s = s.trim();
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, f) {
             return Some(GraphDateTime::Local(n));
         }
@@ -155,8 +164,14 @@ mod tests {
         for (w, iana) in WINDOWS_ZONES {
             assert!(resolve_zone(w).is_some(), "{w} -> {iana} does not resolve");
         }
-        assert_eq!(resolve_zone("w. europe standard time"), Some(chrono_tz::Europe::Berlin));
-        assert_eq!(resolve_zone("Europe/Berlin"), Some(chrono_tz::Europe::Berlin));
+        assert_eq!(
+            resolve_zone("w. europe standard time"),
+            Some(chrono_tz::Europe::Berlin)
+        );
+        assert_eq!(
+            resolve_zone("Europe/Berlin"),
+            Some(chrono_tz::Europe::Berlin)
+        );
         assert_eq!(resolve_zone("UTC"), Some(Tz::UTC));
         assert_eq!(resolve_zone("Mars/Olympus"), None);
     }
@@ -169,9 +184,18 @@ mod tests {
     fn gap_and_overlap_are_deterministic() {
         let berlin = chrono_tz::Europe::Berlin;
         // 2026-03-29 02:30 does not exist in Berlin: read with CET (+1)
-        assert_eq!(local_to_utc(local("2026-03-29 02:30"), berlin).to_rfc3339(), "2026-03-29T01:30:00+00:00");
+        assert_eq!(
+            local_to_utc(local("2026-03-29 02:30"), berlin).to_rfc3339(),
+            "2026-03-29T01:30:00+00:00"
+        );
         // 2026-10-25 02:30 exists twice: the earlier (CEST, +2) wins
-        assert_eq!(local_to_utc(local("2026-10-25 02:30"), berlin).to_rfc3339(), "2026-10-25T00:30:00+00:00");
-        assert_eq!(local_to_utc(local("2026-07-01 09:00"), berlin).to_rfc3339(), "2026-07-01T07:00:00+00:00");
+        assert_eq!(
+            local_to_utc(local("2026-10-25 02:30"), berlin).to_rfc3339(),
+            "2026-10-25T00:30:00+00:00"
+        );
+        assert_eq!(
+            local_to_utc(local("2026-07-01 09:00"), berlin).to_rfc3339(),
+            "2026-07-01T07:00:00+00:00"
+        );
     }
 }

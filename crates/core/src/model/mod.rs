@@ -330,7 +330,10 @@ mod tests {
         assert_eq!(Entity::Email.crm_table(), "Contact");
         assert_eq!("Tasks".parse::<Entity>(), Ok(Entity::Task));
         assert!("meeting".parse::<Entity>().is_err());
-        assert_eq!(serde_json::to_value(Entity::Email).ok(), Some(json!("email")));
+        assert_eq!(
+            serde_json::to_value(Entity::Email).ok(),
+            Some(json!("email"))
+        );
         for e in Entity::ALL {
             for f in e.fields() {
                 assert!(e.field_kind(f).is_some(), "{e} {f} has no kind");
@@ -349,11 +352,15 @@ mod tests {
 
     #[test]
     fn content_hash_is_stable_and_content_sensitive() {
-        let a = Canonical::new()
-            .with("subject", "Review")
-            .with("attendees", json!([{"type": "required", "address": "a@x.test"}]));
+        let a = Canonical::new().with("subject", "Review").with(
+            "attendees",
+            json!([{"type": "required", "address": "a@x.test"}]),
+        );
         let mut b = Canonical::new();
-        b.set("attendees", json!([{"address": "a@x.test", "type": "required"}]));
+        b.set(
+            "attendees",
+            json!([{"address": "a@x.test", "type": "required"}]),
+        );
         b.set("subject", json!("Review"));
         assert_eq!(a.content_hash(), b.content_hash());
         assert_eq!(a.content_hash().len(), 64);

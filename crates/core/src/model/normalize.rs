@@ -51,8 +51,23 @@ pub fn text_value(s: &str) -> Value {
 }
 
 const BLOCK_TAGS: &[&str] = &[
-    "br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table",
-    "blockquote", "pre", "hr",
+    "br",
+    "p",
+    "div",
+    "li",
+    "tr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "ul",
+    "ol",
+    "table",
+    "blockquote",
+    "pre",
+    "hr",
 ];
 const DROPPED_CONTENT: &[&str] = &["head", "style", "script", "title"];
 
@@ -135,9 +150,13 @@ pub fn decode_entities(s: &str) -> String {
                 "apos" => Some('\''),
                 "nbsp" => Some(' '),
                 _ if name.starts_with("#x") || name.starts_with("#X") => {
-                    u32::from_str_radix(&name[2..], 16).ok().and_then(char::from_u32)
+                    u32::from_str_radix(&name[2..], 16)
+                        .ok()
+                        .and_then(char::from_u32)
                 }
-                _ if name.starts_with('#') => name[1..].parse::<u32>().ok().and_then(char::from_u32),
+                _ if name.starts_with('#') => {
+                    name[1..].parse::<u32>().ok().and_then(char::from_u32)
+                }
                 _ => None,
             };
             ch.map(|c| (c, end))
@@ -159,7 +178,11 @@ pub fn decode_entities(s: &str) -> String {
 
 /// Canonical e-mail address: trimmed, surrounding `<>` and a `mailto:` prefix removed, lower-cased.
 pub fn normalize_email(s: &str) -> Option<String> {
-    let t = s.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let t = s
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
     let t = t
         .strip_prefix("mailto:")
         .or_else(|| t.strip_prefix("MAILTO:"))
@@ -252,7 +275,10 @@ pub fn addresses_of(v: &Value) -> Vec<String> {
             .iter()
             .filter_map(|a| match a {
                 Value::String(s) => Some(s.clone()),
-                other => other.get("address").and_then(Value::as_str).map(str::to_string),
+                other => other
+                    .get("address")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             })
             .collect(),
         _ => Vec::new(),
@@ -287,7 +313,11 @@ pub fn parse_date(s: &str) -> Option<NaiveDate> {
 /// A canonical start/end value as an instant (a date reads as midnight UTC).
 pub fn value_instant(v: &Value) -> Option<DateTime<Utc>> {
     let s = v.as_str()?;
-    parse_instant(s).or_else(|| parse_date(s).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|n| n.and_utc()))
+    parse_instant(s).or_else(|| {
+        parse_date(s)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|n| n.and_utc())
+    })
 }
 
 /// A canonical start/end value as a date (an instant gives its UTC date).
@@ -326,12 +356,18 @@ pub fn normalize_value(entity: Entity, field: &str, v: &Value) -> Result<Value, 
         };
     }
     match kind {
-        FieldKind::Text => v.as_str().map(text_value).ok_or_else(|| bad("must be text")),
+        FieldKind::Text => v
+            .as_str()
+            .map(text_value)
+            .ok_or_else(|| bad("must be text")),
         FieldKind::Email => v
             .as_str()
             .map(|s| normalize_email(s).map(Value::String).unwrap_or(Value::Null))
             .ok_or_else(|| bad("must be an e-mail address")),
-        FieldKind::Bool => v.as_bool().map(Value::Bool).ok_or_else(|| bad("must be true or false")),
+        FieldKind::Bool => v
+            .as_bool()
+            .map(Value::Bool)
+            .ok_or_else(|| bad("must be true or false")),
         FieldKind::Minutes => v
             .as_u64()
             .map(|n| json!(n))
@@ -358,7 +394,9 @@ pub fn normalize_value(entity: Entity, field: &str, v: &Value) -> Result<Value, 
             } else {
                 parse_loose_instant(s)
                     .map(|d| Value::String(format_instant(d)))
-                    .ok_or_else(|| bad("must be a date YYYY-MM-DD or an instant such as 2026-11-23T09:00Z"))
+                    .ok_or_else(|| {
+                        bad("must be a date YYYY-MM-DD or an instant such as 2026-11-23T09:00Z")
+                    })
             }
         }
         FieldKind::Enum(list) => {
@@ -369,7 +407,9 @@ pub fn normalize_value(entity: Entity, field: &str, v: &Value) -> Result<Value, 
                 .ok_or_else(|| bad(&format!("must be one of {}", list.join(", "))))
         }
         FieldKind::Attendees => {
-            let items = v.as_array().ok_or_else(|| bad("must be a list of attendees"))?;
+            let items = v
+                .as_array()
+                .ok_or_else(|| bad("must be a list of attendees"))?;
             let mut pairs = Vec::new();
             for item in items {
                 match item {
@@ -380,10 +420,12 @@ pub fn normalize_value(entity: Entity, field: &str, v: &Value) -> Result<Value, 
                             .and_then(Value::as_str)
                             .ok_or_else(|| bad("every attendee needs an address"))?;
                         let ty = o.get("type").and_then(Value::as_str).map(str::to_string);
-                        if let Some(t) = &ty {
-                            if !ATTENDEE_TYPES.contains(&t.as_str()) {
-                                return Err(bad("attendee type must be required, optional or resource"));
-                            }
+                        if let Some(t) = &ty
+                            && !ATTENDEE_TYPES.contains(&t.as_str())
+                        {
+                            return Err(bad(
+                                "attendee type must be required, optional or resource",
+                            ));
                         }
                         pairs.push((address.to_string(), ty));
                     }
@@ -393,7 +435,9 @@ pub fn normalize_value(entity: Entity, field: &str, v: &Value) -> Result<Value, 
             Ok(attendees_value(pairs))
         }
         FieldKind::People => {
-            let items = v.as_array().ok_or_else(|| bad("must be a list of addresses"))?;
+            let items = v
+                .as_array()
+                .ok_or_else(|| bad("must be a list of addresses"))?;
             let mut list = Vec::new();
             for item in items {
                 list.push(
@@ -445,9 +489,12 @@ mod tests {
                     first<br>second<br/>third<!-- hidden --></body></html>";
         assert_eq!(
             html_to_text(html),
-            Some("Agenda for&with\n\nLine<2> \"q\" 's' €A\n\nfirst\nsecond\nthird".into())
+            Some("Agenda for&with\n\nLine<2> \"q\" 's' €A\nfirst\nsecond\nthird".into())
         );
-        assert_eq!(html_to_text("a < b &unknown; c"), Some("a < b &unknown; c".into()));
+        assert_eq!(
+            html_to_text("a < b &unknown; c"),
+            Some("a < b &unknown; c".into())
+        );
         assert_eq!(html_to_text("<div>  </div>"), None);
     }
 
@@ -468,25 +515,40 @@ mod tests {
                 {"address": "c@x.test", "type": "required"}
             ])
         );
-        assert_eq!(attendees_value(Vec::<(String, Option<String>)>::new()), Value::Null);
+        assert_eq!(
+            attendees_value(Vec::<(String, Option<String>)>::new()),
+            Value::Null
+        );
     }
 
     #[test]
     fn normalize_value_checks_shape() {
         let e = Entity::Appointment;
-        assert_eq!(normalize_value(e, "subject", &json!("  x  y ")), Ok(json!("x y")));
-        assert_eq!(normalize_value(e, "show_as", &json!("OOF")), Ok(json!("oof")));
+        assert_eq!(
+            normalize_value(e, "subject", &json!("  x  y ")),
+            Ok(json!("x y"))
+        );
+        assert_eq!(
+            normalize_value(e, "show_as", &json!("OOF")),
+            Ok(json!("oof"))
+        );
         assert!(normalize_value(e, "show_as", &json!("away")).is_err());
         assert_eq!(
             normalize_value(e, "start", &json!("2026-11-23T10:00:00+01:00")),
             Ok(json!("2026-11-23T09:00Z"))
         );
-        assert_eq!(normalize_value(e, "start", &json!("2026-11-23")), Ok(json!("2026-11-23")));
+        assert_eq!(
+            normalize_value(e, "start", &json!("2026-11-23")),
+            Ok(json!("2026-11-23"))
+        );
         assert!(normalize_value(e, "start", &json!(5)).is_err());
         assert!(matches!(
             normalize_value(e, "colour", &json!("red")),
             Err(ValueError::UnknownField { .. })
         ));
-        assert_eq!(normalize_value(Entity::Contact, "email", &json!(" A@B.test ")), Ok(json!("a@b.test")));
+        assert_eq!(
+            normalize_value(Entity::Contact, "email", &json!(" A@B.test ")),
+            Ok(json!("a@b.test"))
+        );
     }
 }

@@ -66,19 +66,29 @@ impl PlanKind {
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     /// Full content body (the worker adds transactionId + CRM-id property).
-    CreateGraph { body: serde_json::Value },
+    CreateGraph {
+        body: serde_json::Value,
+    },
     /// Only changed properties.
-    UpdateGraph { patch: serde_json::Value },
+    UpdateGraph {
+        patch: serde_json::Value,
+    },
     DeleteGraph,
     /// Full field set (appointments from Graph: Contact = "Meeting").
-    CreateCrm { fields: CrmFields },
+    CreateCrm {
+        fields: CrmFields,
+    },
     /// Only changed fields.
-    UpdateCrm { fields: CrmFields },
+    UpdateCrm {
+        fields: CrmFields,
+    },
     /// ConnectorDeleted = true, never a hard delete.
     MarkCrmDeleted,
     /// Forget the link, touch neither side.
     Unlink,
-    RaiseConflict { fields: Vec<ConflictField> },
+    RaiseConflict {
+        fields: Vec<ConflictField>,
+    },
 }
 
 impl Op {
@@ -115,7 +125,11 @@ impl fmt::Display for Op {
             Op::RaiseConflict { fields } => write!(
                 f,
                 "raise conflict on: {}",
-                fields.iter().map(|c| c.field.as_str()).collect::<Vec<_>>().join(", ")
+                fields
+                    .iter()
+                    .map(|c| c.field.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }

@@ -10,7 +10,10 @@ pub const EXCERPT_CHARS: usize = 200;
 pub enum CrmError {
     /// Connection failure or an HTTP status other than 2xx (401, 5xx, …); retried.
     #[error("{}", transport_message(.status, .excerpt))]
-    Transport { status: Option<u16>, excerpt: String },
+    Transport {
+        status: Option<u16>,
+        excerpt: String,
+    },
     /// No answer within the configured timeout; the command may still have been carried out.
     #[error("CRM.interface did not answer in time; retry later (writes must be idempotent)")]
     Timeout,
@@ -106,7 +109,10 @@ mod tests {
             status: Some(503),
             excerpt: "<html>down</html>".into(),
         };
-        assert_eq!(e.to_string(), "CRM.interface answered 503: <html>down</html>");
+        assert_eq!(
+            e.to_string(),
+            "CRM.interface answered 503: <html>down</html>"
+        );
         assert!(e.is_retryable());
     }
 

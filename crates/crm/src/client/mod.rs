@@ -240,7 +240,10 @@ impl CrmClient {
         impersonate: Option<&str>,
     ) -> Result<RecordId, CrmError> {
         if let Some(existing) = self.find_link(&link.ext_key).await? {
-            tracing::debug!(record = existing.record_id, "create_linked: link already exists");
+            tracing::debug!(
+                record = existing.record_id,
+                "create_linked: link already exists"
+            );
             return Ok(existing.record_id);
         }
         let commands = vec![
@@ -319,7 +322,11 @@ impl CrmClient {
         })
     }
 
-    async fn single(&self, command: Command, impersonate: Option<&str>) -> Result<Outcome, CrmError> {
+    async fn single(
+        &self,
+        command: Command,
+        impersonate: Option<&str>,
+    ) -> Result<Outcome, CrmError> {
         let mut outcomes = self.execute(&[command], impersonate).await?;
         if outcomes.is_empty() {
             return Err(missing_answer());
@@ -330,7 +337,11 @@ impl CrmClient {
         }
     }
 
-    async fn single_write(&self, command: Command, impersonate: Option<&str>) -> Result<RecordId, CrmError> {
+    async fn single_write(
+        &self,
+        command: Command,
+        impersonate: Option<&str>,
+    ) -> Result<RecordId, CrmError> {
         match self.single(command, impersonate).await? {
             Outcome::Written { id, .. } => Ok(id),
             other => Err(unexpected(&other)),
@@ -355,7 +366,10 @@ fn link_import(record_value: &str, link: &ExtLink) -> Command {
 }
 
 /// The lowest-id live row accepted by `keep`, as a [`LinkRow`].
-fn pick_link(records: Vec<Record>, keep: impl Fn(&Record) -> bool) -> Result<Option<LinkRow>, CrmError> {
+fn pick_link(
+    records: Vec<Record>,
+    keep: impl Fn(&Record) -> bool,
+) -> Result<Option<LinkRow>, CrmError> {
     let Some(row) = records
         .into_iter()
         .filter(|r| !r.is_deleted() && keep(r))
@@ -435,7 +449,10 @@ fn transport_error(e: reqwest::Error) -> CrmError {
 
 fn unexpected(outcome: &Outcome) -> CrmError {
     CrmError::Parse {
-        detail: format!("unexpected answer kind: {outcome:?}").chars().take(200).collect(),
+        detail: format!("unexpected answer kind: {outcome:?}")
+            .chars()
+            .take(200)
+            .collect(),
         excerpt: String::new(),
     }
 }

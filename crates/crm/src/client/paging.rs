@@ -26,13 +26,24 @@ pub(crate) enum Step {
 }
 
 /// Decides the next ranges after a page for `[lo, hi]` returned `ids` with `more`.
-pub(crate) fn next_step(lo: RecordId, hi: RecordId, ids: &[RecordId], more: bool) -> Result<Step, String> {
+pub(crate) fn next_step(
+    lo: RecordId,
+    hi: RecordId,
+    ids: &[RecordId],
+    more: bool,
+) -> Result<Step, String> {
     if !more {
         return Ok(Step::Done);
     }
-    let mut in_range: Vec<RecordId> = ids.iter().copied().filter(|i| (lo..=hi).contains(i)).collect();
+    let mut in_range: Vec<RecordId> = ids
+        .iter()
+        .copied()
+        .filter(|i| (lo..=hi).contains(i))
+        .collect();
     if in_range.is_empty() {
-        return Err("a capped answer (more=\"true\") returned no record in the queried id range".into());
+        return Err(
+            "a capped answer (more=\"true\") returned no record in the queried id range".into(),
+        );
     }
     in_range.sort_unstable();
     in_range.dedup();
@@ -70,7 +81,11 @@ fn range_query(base: &Query, lo: RecordId, hi: RecordId, page: u32) -> Query {
 impl CrmClient {
     /// Reads every record matching `q`, following `more="true"` by narrowing the condition on
     /// id ranges (see the module docs), and returns them sorted by id.
-    pub async fn query_all(&self, q: &Query, impersonate: Option<&str>) -> Result<Vec<Record>, CrmError> {
+    pub async fn query_all(
+        &self,
+        q: &Query,
+        impersonate: Option<&str>,
+    ) -> Result<Vec<Record>, CrmError> {
         let page = q.max_records.filter(|m| *m > 0).unwrap_or(DEFAULT_PAGE);
         let mut found: BTreeMap<RecordId, Record> = BTreeMap::new();
         let mut pending: Vec<(RecordId, RecordId)> = vec![(0, RecordId::MAX)];
@@ -83,7 +98,9 @@ impl CrmClient {
                     excerpt: String::new(),
                 });
             }
-            let result = self.query(&range_query(q, lo, hi, page), impersonate).await?;
+            let result = self
+                .query(&range_query(q, lo, hi, page), impersonate)
+                .await?;
             let ids: Vec<RecordId> = result.records.iter().map(|r| r.id).collect();
             let step = next_step(lo, hi, &ids, result.more).map_err(|detail| CrmError::Parse {
                 detail,
@@ -137,7 +154,11 @@ mod tests {
     #[test]
     fn range_query_adds_id_bounds_only_when_narrowed() {
         let base = Query::new("Contact");
-        assert!(range_query(&base, 0, RecordId::MAX, 10).conditions.is_empty());
+        assert!(
+            range_query(&base, 0, RecordId::MAX, 10)
+                .conditions
+                .is_empty()
+        );
         let q = range_query(&base, 3, 7, 10);
         assert_eq!(q.max_records, Some(10));
         assert_eq!(q.conditions.len(), 2);

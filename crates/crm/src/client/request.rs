@@ -182,7 +182,10 @@ pub fn parse_request(xml: &str) -> Result<ParsedRequest, CrmError> {
     let root = parse_document(xml).map_err(|e| CrmError::parse(e.to_string(), xml))?;
     let bad = |detail: String| CrmError::parse(detail, xml);
     if root.name != "request" {
-        return Err(bad(format!("root element is <{}>, expected <request>", root.name)));
+        return Err(bad(format!(
+            "root element is <{}>, expected <request>",
+            root.name
+        )));
     }
     let mut req = ParsedRequest {
         user: None,
@@ -319,7 +322,10 @@ fn parse_query(el: &Element) -> Result<Query, String> {
             }
             let op_raw = c.attr("op").unwrap_or("=");
             conditions.push(Cond {
-                field: c.attr("fieldname").ok_or("<cond> without fieldname")?.to_string(),
+                field: c
+                    .attr("fieldname")
+                    .ok_or("<cond> without fieldname")?
+                    .to_string(),
                 op: CondOp::parse(op_raw).ok_or_else(|| format!("unknown operator {op_raw:?}"))?,
                 value: c.attr("value").unwrap_or_default().to_string(),
             });
@@ -356,7 +362,10 @@ mod tests {
         assert!(req.pwd_matches("s3cret"));
         assert!(!req.pwd_matches("other"));
         assert_eq!(req.impersonate_email(), Some("rep1@contoso.com"));
-        assert_eq!(req.extra_attrs, vec![("corr".to_string(), "c-1".to_string())]);
+        assert_eq!(
+            req.extra_attrs,
+            vec![("corr".to_string(), "c-1".to_string())]
+        );
         assert!(!format!("{req:?}").contains("s3cret"));
     }
 
@@ -369,8 +378,14 @@ mod tests {
     #[test]
     fn break_condition_is_kept() {
         let req = parse_request("<request><break if=\"1=1\"/><break/></request>").expect("parses");
-        assert_eq!(req.commands, vec![Command::BreakOnError, Command::BreakOnError]);
-        assert_eq!(req.break_conditions.get(&0).map(String::as_str), Some("1=1"));
+        assert_eq!(
+            req.commands,
+            vec![Command::BreakOnError, Command::BreakOnError]
+        );
+        assert_eq!(
+            req.break_conditions.get(&0).map(String::as_str),
+            Some("1=1")
+        );
         assert_eq!(req.break_conditions.get(&1).map(String::as_str), Some(""));
     }
 }

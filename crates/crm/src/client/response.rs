@@ -180,7 +180,12 @@ fn parse_write_answer(answer: &Element, table: &str) -> Result<Outcome, String> 
     let rec = match answer.children.as_slice() {
         [rec] => rec,
         [] => return Err(format!("empty <{}> answer", answer.name)),
-        _ => return Err(format!("<{}> answer names more than one record", answer.name)),
+        _ => {
+            return Err(format!(
+                "<{}> answer names more than one record",
+                answer.name
+            ));
+        }
     };
     let ret = rec
         .child("return")
@@ -241,7 +246,11 @@ pub fn build_response(
 }
 
 fn write_error(out: &mut XmlOut, code: &ErrorCode, message: &str) {
-    out.text_element("return", &[("type", "error"), ("code", code.as_str())], message);
+    out.text_element(
+        "return",
+        &[("type", "error"), ("code", code.as_str())],
+        message,
+    );
 }
 
 fn write_answer(out: &mut XmlOut, answer: &Answer) {
@@ -368,7 +377,8 @@ mod tests {
 
     #[test]
     fn request_level_error_is_reported() {
-        let xml = r#"<response corr="x"><return type="error" code="AUTH">bad login</return></response>"#;
+        let xml =
+            r#"<response corr="x"><return type="error" code="AUTH">bad login</return></response>"#;
         let parsed = parse_response(xml, &[insert()]).expect("parses");
         assert_eq!(parsed.error, Some((ErrorCode::Auth, "bad login".into())));
     }
@@ -400,11 +410,16 @@ mod tests {
     #[test]
     fn fewer_answers_than_commands_is_a_stopped_request() {
         let xml = r#"<response><insert><Contact><return type="error" code="FIELD">unknown field X</return></Contact></insert></response>"#;
-        let parsed = parse_response(xml, &[insert(), Command::BreakOnError, insert()]).expect("parses");
+        let parsed =
+            parse_response(xml, &[insert(), Command::BreakOnError, insert()]).expect("parses");
         assert_eq!(parsed.outcomes.len(), 1);
         assert!(matches!(
             &parsed.outcomes[0],
-            Outcome::Failed { code: ErrorCode::Field, id: None, .. }
+            Outcome::Failed {
+                code: ErrorCode::Field,
+                id: None,
+                ..
+            }
         ));
     }
 

@@ -133,7 +133,7 @@ pub fn parse_document(xml: &str) -> Result<Element, XmlError> {
     root.ok_or(XmlError::Empty)
 }
 
-fn close(stack: &mut Vec<Element>, root: &mut Option<Element>, el: Element) {
+fn close(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(el),
         None => *root = Some(el),
@@ -160,7 +160,8 @@ fn resolve_ref(name: &str) -> Result<String, XmlError> {
         "apos" => "'",
         "quot" => "\"",
         _ => {
-            let ch = if let Some(hex) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+            let ch = if let Some(hex) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X"))
+            {
                 u32::from_str_radix(hex, 16).ok()
             } else if let Some(dec) = name.strip_prefix('#') {
                 dec.parse::<u32>().ok()
@@ -186,15 +187,15 @@ fn element_from(start: &BytesStart<'_>) -> Result<Element, XmlError> {
     for attr in start.attributes() {
         let attr = attr.map_err(|e| XmlError::Malformed(e.to_string()))?;
         let key = attr.key.as_ref().to_string();
-        let value = attr
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(|e| match e {
-                quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(_, n)) => {
-                    XmlError::UnknownEntity(short(&n))
-                }
-                other => XmlError::Malformed(other.to_string()),
-            })?
-            .into_owned();
+        let value =
+            attr.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| match e {
+                    quick_xml::Error::Escape(
+                        quick_xml::escape::EscapeError::UnrecognizedEntity(_, n),
+                    ) => XmlError::UnknownEntity(short(&n)),
+                    other => XmlError::Malformed(other.to_string()),
+                })?
+                .into_owned();
         attrs.push((key, value));
     }
     Ok(Element {
@@ -345,8 +346,14 @@ mod tests {
 
     #[test]
     fn rejects_unknown_entity_in_text_and_attribute() {
-        assert!(matches!(parse_document("<r>&x;</r>"), Err(XmlError::UnknownEntity(_))));
-        assert!(matches!(parse_document("<r a=\"&x;\"/>"), Err(XmlError::UnknownEntity(_)) | Err(XmlError::Malformed(_))));
+        assert!(matches!(
+            parse_document("<r>&x;</r>"),
+            Err(XmlError::UnknownEntity(_))
+        ));
+        assert!(matches!(
+            parse_document("<r a=\"&x;\"/>"),
+            Err(XmlError::UnknownEntity(_)) | Err(XmlError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -22,7 +22,10 @@ type AppState = Arc<Shared>;
 pub(crate) fn router(shared: AppState) -> Router {
     Router::new()
         .route(ENDPOINT_PATH, post(crm_interface))
-        .route("/_sim/records/{table}", get(list_records).post(insert_record))
+        .route(
+            "/_sim/records/{table}",
+            get(list_records).post(insert_record),
+        )
         .route(
             "/_sim/records/{table}/{id}",
             get(get_record).patch(update_record).delete(delete_record),
@@ -42,12 +45,20 @@ async fn crm_interface(State(shared): State<AppState>, body: Bytes) -> Response 
         let mut st = shared.lock();
         st.request_count += 1;
         let delay = st.delay;
-        let unavailable = st.unavailable_until.is_some_and(|until| Instant::now() < until);
+        let unavailable = st
+            .unavailable_until
+            .is_some_and(|until| Instant::now() < until);
         let answer = if unavailable {
-            Err((StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_HTML.to_string()))
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE_HTML.to_string(),
+            ))
         } else {
             match std::str::from_utf8(&body) {
-                Err(_) => Err((StatusCode::BAD_REQUEST, "request body is not UTF-8\n".to_string())),
+                Err(_) => Err((
+                    StatusCode::BAD_REQUEST,
+                    "request body is not UTF-8\n".to_string(),
+                )),
                 Ok(xml) => st
                     .handle(xml)
                     .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n"))),
@@ -63,7 +74,9 @@ async fn crm_interface(State(shared): State<AppState>, body: Bytes) -> Response 
         Err((status, text)) if status == StatusCode::SERVICE_UNAVAILABLE => {
             (status, [(header::CONTENT_TYPE, "text/html")], text).into_response()
         }
-        Err((status, text)) => (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response(),
+        Err((status, text)) => {
+            (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
+        }
     }
 }
 
@@ -80,7 +93,11 @@ fn field_map(body: &serde_json::Map<String, Value>) -> Result<BTreeMap<String, S
                 Value::Bool(b) => b.to_string(),
                 Value::Number(n) => n.to_string(),
                 Value::Null => String::new(),
-                _ => return Err(format!("field {k}: value must be a string, number or boolean")),
+                _ => {
+                    return Err(format!(
+                        "field {k}: value must be a string, number or boolean"
+                    ));
+                }
             };
             Ok((k.clone(), text))
         })
@@ -94,7 +111,10 @@ async fn list_records(State(shared): State<AppState>, Path(table): Path<String>)
     Json(shared.lock().records(&table)).into_response()
 }
 
-async fn get_record(State(shared): State<AppState>, Path((table, id)): Path<(String, RecordId)>) -> Response {
+async fn get_record(
+    State(shared): State<AppState>,
+    Path((table, id)): Path<(String, RecordId)>,
+) -> Response {
     match shared.lock().record(&table, id) {
         Some(r) => Json(r).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no record {id} in {table}")),
@@ -114,7 +134,11 @@ async fn insert_record(
     match st.user_insert(&table, fields) {
         Ok(id) => {
             let record = st.record(&table, id);
-            (StatusCode::CREATED, Json(json!({ "id": id, "record": record }))).into_response()
+            (
+                StatusCode::CREATED,
+                Json(json!({ "id": id, "record": record })),
+            )
+                .into_response()
         }
         Err((code, msg)) => error(StatusCode::BAD_REQUEST, format!("{code}: {msg}")),
     }
@@ -131,14 +155,19 @@ async fn update_record(
     };
     let mut st = shared.lock();
     match st.user_update(&table, id, fields) {
-        Ok(kind) => Json(json!({ "id": id, "result": kind.as_str(), "record": st.record(&table, id) }))
-            .into_response(),
+        Ok(kind) => {
+            Json(json!({ "id": id, "result": kind.as_str(), "record": st.record(&table, id) }))
+                .into_response()
+        }
         Err((crate::model::ErrorCode::NotFound, msg)) => error(StatusCode::NOT_FOUND, msg),
         Err((code, msg)) => error(StatusCode::BAD_REQUEST, format!("{code}: {msg}")),
     }
 }
 
-async fn delete_record(State(shared): State<AppState>, Path((table, id)): Path<(String, RecordId)>) -> Response {
+async fn delete_record(
+    State(shared): State<AppState>,
+    Path((table, id)): Path<(String, RecordId)>,
+) -> Response {
     match shared.lock().user_delete(&table, id) {
         Ok(kind) => Json(json!({ "id": id, "result": kind.as_str() })).into_response(),
         Err((crate::model::ErrorCode::NotFound, msg)) => error(StatusCode::NOT_FOUND, msg),

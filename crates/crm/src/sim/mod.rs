@@ -85,7 +85,9 @@ pub struct CrmSim {
 
 impl std::fmt::Debug for CrmSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CrmSim").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("CrmSim")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -195,7 +197,11 @@ impl CrmSim {
     }
 
     /// Like [`CrmSim::user_insert`], with the refusal as an error text.
-    pub fn try_user_insert(&self, table: &str, fields: &[(&str, &str)]) -> Result<RecordId, String> {
+    pub fn try_user_insert(
+        &self,
+        table: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<RecordId, String> {
         self.shared
             .lock()
             .user_insert(table, pairs(fields))
@@ -209,7 +215,12 @@ impl CrmSim {
         }
     }
 
-    pub fn try_user_update(&self, table: &str, id: RecordId, fields: &[(&str, &str)]) -> Result<(), String> {
+    pub fn try_user_update(
+        &self,
+        table: &str,
+        id: RecordId,
+        fields: &[(&str, &str)],
+    ) -> Result<(), String> {
         self.shared
             .lock()
             .user_update(table, id, pairs(fields))

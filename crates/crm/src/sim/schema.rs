@@ -28,7 +28,10 @@ pub struct TableDef {
 
 impl TableDef {
     pub fn field(&self, name: &str) -> Option<FieldType> {
-        self.fields.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+        self.fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
     }
 }
 
@@ -39,7 +42,13 @@ pub const IGNORED_ON_WRITE: &[&str] = &["StatNo", "SeqNo"];
 
 pub const TASK_STATUS: &[&str] = &["Open", "In progress", "Completed", "Cancelled", "On hold"];
 pub const PRIORITY: &[&str] = &["Low", "Normal", "High"];
-pub const SHOW_AS: &[&str] = &["Free", "Tentative", "Busy", "Out of office", "Working elsewhere"];
+pub const SHOW_AS: &[&str] = &[
+    "Free",
+    "Tentative",
+    "Busy",
+    "Out of office",
+    "Working elsewhere",
+];
 pub const REMINDER_UNIT: &[&str] = &["min", "h", "d"];
 
 use FieldType::{Bool, Catalog, Date, Text, Time, UInt};
@@ -62,7 +71,12 @@ pub static TABLES: &[TableDef] = &[
     TableDef {
         name: "Company",
         short: "FI",
-        fields: &[("CoGrp", Text), ("CoNo", Text), ("Company", Text), ("EMail", Text)],
+        fields: &[
+            ("CoGrp", Text),
+            ("CoNo", Text),
+            ("Company", Text),
+            ("EMail", Text),
+        ],
     },
     TableDef {
         name: "Person",

@@ -48,7 +48,10 @@ impl State {
             user,
             password,
             zone,
-            tables: schema::TABLES.iter().map(|t| (t.name, BTreeMap::new())).collect(),
+            tables: schema::TABLES
+                .iter()
+                .map(|t| (t.name, BTreeMap::new()))
+                .collect(),
             next_seq: 1,
             write_log: Vec::new(),
             locks: HashMap::new(),
@@ -150,7 +153,12 @@ impl State {
         self.insert(def, fields, &writer, "insert")
     }
 
-    pub fn user_update(&mut self, table: &str, id: RecordId, fields: Fields) -> Result<ReturnKind, Failure> {
+    pub fn user_update(
+        &mut self,
+        table: &str,
+        id: RecordId,
+        fields: Fields,
+    ) -> Result<ReturnKind, Failure> {
         let def = table_def(table)?;
         let writer = Writer {
             api: false,
@@ -320,7 +328,7 @@ impl State {
         for (id, fields) in self.tables.get(def.name).into_iter().flatten() {
             let mut all = true;
             for c in &q.conditions {
-                if !cond_matches(def, *id, fields, c)? {
+                if !cond_matches(*id, fields, c)? {
                     all = false;
                     break;
                 }
@@ -331,9 +339,7 @@ impl State {
         }
         // No order is promised: answer newest id first, so clients cannot rely on ascending ids.
         matches.reverse();
-        let more = q
-            .max_records
-            .is_some_and(|m| matches.len() > m as usize);
+        let more = q.max_records.is_some_and(|m| matches.len() > m as usize);
         if let Some(m) = q.max_records {
             matches.truncate(m as usize);
         }
@@ -394,7 +400,11 @@ impl State {
         }
         let fields = checked(def, fields)?;
         let (date, time) = self.now();
-        let Some(stored) = self.tables.get_mut(def.name).and_then(|rows| rows.get_mut(&id)) else {
+        let Some(stored) = self
+            .tables
+            .get_mut(def.name)
+            .and_then(|rows| rows.get_mut(&id))
+        else {
             return Err((ErrorCode::NotFound, format!("record {id} not found")));
         };
         let changed = fields
@@ -412,7 +422,12 @@ impl State {
         Ok(ReturnKind::Update)
     }
 
-    fn delete(&mut self, def: &'static TableDef, id: RecordId, writer: &Writer<'_>) -> Result<ReturnKind, Failure> {
+    fn delete(
+        &mut self,
+        def: &'static TableDef,
+        id: RecordId,
+        writer: &Writer<'_>,
+    ) -> Result<ReturnKind, Failure> {
         let Some(stored) = self.tables.get(def.name).and_then(|rows| rows.get(&id)) else {
             return Err((
                 ErrorCode::NotFound,
@@ -426,7 +441,11 @@ impl State {
             return Err(locked(id));
         }
         let (date, time) = self.now();
-        if let Some(stored) = self.tables.get_mut(def.name).and_then(|rows| rows.get_mut(&id)) {
+        if let Some(stored) = self
+            .tables
+            .get_mut(def.name)
+            .and_then(|rows| rows.get_mut(&id))
+        {
             stored.insert(DEL_CD.into(), "1".into());
             stored.insert(UPD_DATE.into(), date);
             stored.insert(UPD_TIME.into(), time);
@@ -490,7 +509,14 @@ impl State {
         }
     }
 
-    fn log(&mut self, writer: &Writer<'_>, command: &str, def: &TableDef, id: RecordId, fields: Fields) {
+    fn log(
+        &mut self,
+        writer: &Writer<'_>,
+        command: &str,
+        def: &TableDef,
+        id: RecordId,
+        fields: Fields,
+    ) {
         if !writer.api {
             return;
         }
@@ -515,7 +541,10 @@ fn table_def(table: &str) -> Result<&'static TableDef, Failure> {
     schema::table(table).ok_or_else(|| {
         (
             ErrorCode::Field,
-            format!("unknown table {}", table.chars().take(60).collect::<String>()),
+            format!(
+                "unknown table {}",
+                table.chars().take(60).collect::<String>()
+            ),
         )
     })
 }
@@ -644,7 +673,7 @@ fn as_int(s: &str) -> Option<i128> {
     t.parse().ok()
 }
 
-fn cond_matches(def: &TableDef, id: RecordId, fields: &Fields, c: &Cond) -> Result<bool, Failure> {
+fn cond_matches(id: RecordId, fields: &Fields, c: &Cond) -> Result<bool, Failure> {
     if c.field == "id" {
         let want = parse_record_id(&c.value).ok_or_else(|| {
             (
@@ -657,7 +686,6 @@ fn cond_matches(def: &TableDef, id: RecordId, fields: &Fields, c: &Cond) -> Resu
         })?;
         return Ok(compare(c.op, id.cmp(&want), || false));
     }
-    let _ = def;
     let have = read_value(id, fields, &c.field);
     if let (Some(a), Some(b)) = (as_int(&have), as_int(&c.value)) {
         return Ok(compare(c.op, a.cmp(&b), || false));
@@ -749,7 +777,10 @@ mod tests {
         }];
         assert!(matches!(
             &run(&mut s, &cmds, None)[0],
-            Outcome::Failed { code: ErrorCode::Value, .. }
+            Outcome::Failed {
+                code: ErrorCode::Value,
+                ..
+            }
         ));
     }
 
@@ -768,6 +799,9 @@ mod tests {
         assert_eq!(rec.field("RepID"), Some("4"));
         assert_eq!(rec.field("DelCd"), Some("0"));
         assert_eq!(s.write_log.len(), 1);
-        assert_eq!(s.write_log[0].impersonate.as_deref(), Some("rep1@contoso.com"));
+        assert_eq!(
+            s.write_log[0].impersonate.as_deref(),
+            Some("rep1@contoso.com")
+        );
     }
 }

@@ -23,17 +23,28 @@ struct Cached {
 }
 
 impl TokenCache {
-    pub async fn get(&self, http: &reqwest::Client, cfg: &GraphConfig) -> Result<SecretString, GraphError> {
+    pub async fn get(
+        &self,
+        http: &reqwest::Client,
+        cfg: &GraphConfig,
+    ) -> Result<SecretString, GraphError> {
         let mut guard = self.state.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if Instant::now() < c.refresh_at {
-                return Ok(c.token.clone());
-            }
+        if let Some(c) = guard.as_ref()
+            && Instant::now() < c.refresh_at
+        {
+            return Ok(c.token.clone());
         }
         let (token, expires_in) = fetch(http, cfg).await?;
         let lifetime = Duration::from_secs(expires_in);
-        let usable = if lifetime > REFRESH_MARGIN * 2 { lifetime - REFRESH_MARGIN } else { lifetime / 2 };
-        *guard = Some(Cached { token: token.clone(), refresh_at: Instant::now() + usable });
+        let usable = if lifetime > REFRESH_MARGIN * 2 {
+            lifetime - REFRESH_MARGIN
+        } else {
+            lifetime / 2
+        };
+        *guard = Some(Cached {
+            token: token.clone(),
+            refresh_at: Instant::now() + usable,
+        });
         Ok(token)
     }
 
@@ -42,7 +53,10 @@ impl TokenCache {
     }
 }
 
-async fn fetch(http: &reqwest::Client, cfg: &GraphConfig) -> Result<(SecretString, u64), GraphError> {
+async fn fetch(
+    http: &reqwest::Client,
+    cfg: &GraphConfig,
+) -> Result<(SecretString, u64), GraphError> {
     let url = format!(
         "{}/{}/oauth2/v2.0/token",
         cfg.login_url.trim_end_matches('/'),
@@ -55,7 +69,11 @@ async fn fetch(http: &reqwest::Client, cfg: &GraphConfig) -> Result<(SecretStrin
         ("grant_type", "client_credentials"),
     ];
     let resp = http.post(&url).form(&form).send().await.map_err(|e| {
-        if e.is_timeout() { GraphError::Timeout } else { GraphError::Transport(format!("token endpoint: {e}")) }
+        if e.is_timeout() {
+            GraphError::Timeout
+        } else {
+            GraphError::Transport(format!("token endpoint: {e}"))
+        }
     })?;
     let status = resp.status().as_u16();
     let content_type = resp
@@ -64,7 +82,10 @@ async fn fetch(http: &reqwest::Client, cfg: &GraphConfig) -> Result<(SecretStrin
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let body = resp.text().await.map_err(|e| GraphError::Transport(format!("token endpoint: {e}")))?;
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| GraphError::Transport(format!("token endpoint: {e}")))?;
     if !(200..300).contains(&status) {
         let err = map_token_error(status, &content_type, &body);
         tracing::warn!(status, "Graph token request failed: {err}");

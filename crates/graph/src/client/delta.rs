@@ -11,7 +11,10 @@ use super::{Call, GraphClient, GraphError};
 pub enum DeltaStart {
     /// calendarView window (required for `calendar_view_delta`; ignored by contacts and tasks,
     /// which have no window and start an initial round instead).
-    Window { start: DateTime<Utc>, end: DateTime<Utc> },
+    Window {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
     /// A fresh round without a window (contacts, tasks).
     Initial,
     /// The `@odata.deltaLink` stored after the previous round, used as-is.
@@ -34,29 +37,47 @@ pub struct DeltaRound {
 const MAX_PAGES: u32 = 100_000;
 
 impl GraphClient {
-    pub(crate) async fn delta_round(&self, first: String, mailbox: &str, outlook: bool) -> Result<DeltaRound, GraphError> {
+    pub(crate) async fn delta_round(
+        &self,
+        first: String,
+        mailbox: &str,
+        outlook: bool,
+    ) -> Result<DeltaRound, GraphError> {
         // id -> (order of first appearance, Some(item) | None for removed)
         let mut order: Vec<String> = Vec::new();
-        let mut state: std::collections::HashMap<String, Option<Value>> = std::collections::HashMap::new();
+        let mut state: std::collections::HashMap<String, Option<Value>> =
+            std::collections::HashMap::new();
         let mut next = first;
         let mut pages = 0u32;
         loop {
             pages += 1;
             if pages > MAX_PAGES {
-                return Err(GraphError::parse("delta round exceeded the page limit", &next));
+                return Err(GraphError::parse(
+                    "delta round exceeded the page limit",
+                    &next,
+                ));
             }
             let mut call = Call::new(Method::GET, next.clone()).mailbox(mailbox);
             call.outlook = outlook;
             let page = self.execute(call).await?.json()?;
             let Some(items) = page["value"].as_array() else {
-                return Err(GraphError::parse("delta page without `value`", &page.to_string()));
+                return Err(GraphError::parse(
+                    "delta page without `value`",
+                    &page.to_string(),
+                ));
             };
             for item in items {
-                let Some(id) = item["id"].as_str() else { continue };
+                let Some(id) = item["id"].as_str() else {
+                    continue;
+                };
                 if !state.contains_key(id) {
                     order.push(id.to_string());
                 }
-                let entry = if item.get("@removed").is_some() { None } else { Some(item.clone()) };
+                let entry = if item.get("@removed").is_some() {
+                    None
+                } else {
+                    Some(item.clone())
+                };
                 state.insert(id.to_string(), entry);
             }
             if let Some(n) = page["@odata.nextLink"].as_str() {
@@ -64,7 +85,10 @@ impl GraphClient {
                 continue;
             }
             if let Some(d) = page["@odata.deltaLink"].as_str() {
-                let mut round = DeltaRound { delta_link: d.to_string(), ..DeltaRound::default() };
+                let mut round = DeltaRound {
+                    delta_link: d.to_string(),
+                    ..DeltaRound::default()
+                };
                 for id in order {
                     match state.remove(&id) {
                         Some(Some(item)) => round.changed.push(item),
@@ -74,12 +98,19 @@ impl GraphClient {
                 }
                 return Ok(round);
             }
-            return Err(GraphError::parse("delta page with neither nextLink nor deltaLink", &page.to_string()));
+            return Err(GraphError::parse(
+                "delta page with neither nextLink nor deltaLink",
+                &page.to_string(),
+            ));
         }
     }
 
     /// calendarView delta of the primary calendar. `DeltaStart::Initial` is refused (a window is required).
-    pub async fn calendar_view_delta(&self, mailbox: &str, start: DeltaStart) -> Result<DeltaRound, GraphError> {
+    pub async fn calendar_view_delta(
+        &self,
+        mailbox: &str,
+        start: DeltaStart,
+    ) -> Result<DeltaRound, GraphError> {
         let url = match start {
             DeltaStart::Link(l) => l,
             DeltaStart::Window { start, end } => {
@@ -93,7 +124,8 @@ impl GraphClient {
                 return Err(GraphError::Http {
                     status: 400,
                     code: "WindowRequired".into(),
-                    message: "calendarView delta needs DeltaStart::Window for its first round".into(),
+                    message: "calendarView delta needs DeltaStart::Window for its first round"
+                        .into(),
                 });
             }
         };
@@ -101,21 +133,33 @@ impl GraphClient {
     }
 
     /// Contacts delta of the default contacts folder.
-    pub async fn contacts_delta(&self, mailbox: &str, start: DeltaStart) -> Result<DeltaRound, GraphError> {
+    pub async fn contacts_delta(
+        &self,
+        mailbox: &str,
+        start: DeltaStart,
+    ) -> Result<DeltaRound, GraphError> {
         let url = match start {
             DeltaStart::Link(l) => l,
-            DeltaStart::Window { .. } | DeltaStart::Initial => self.api(&["users", mailbox, "contacts", "delta"], &[]),
+            DeltaStart::Window { .. } | DeltaStart::Initial => {
+                self.api(&["users", mailbox, "contacts", "delta"], &[])
+            }
         };
         self.delta_round(url, mailbox, true).await
     }
 
     /// To Do tasks delta of one list.
-    pub async fn tasks_delta(&self, mailbox: &str, list: &str, start: DeltaStart) -> Result<DeltaRound, GraphError> {
+    pub async fn tasks_delta(
+        &self,
+        mailbox: &str,
+        list: &str,
+        start: DeltaStart,
+    ) -> Result<DeltaRound, GraphError> {
         let url = match start {
             DeltaStart::Link(l) => l,
-            DeltaStart::Window { .. } | DeltaStart::Initial => {
-                self.api(&["users", mailbox, "todo", "lists", list, "tasks", "delta"], &[])
-            }
+            DeltaStart::Window { .. } | DeltaStart::Initial => self.api(
+                &["users", mailbox, "todo", "lists", list, "tasks", "delta"],
+                &[],
+            ),
         };
         self.delta_round(url, mailbox, false).await
     }

@@ -17,20 +17,31 @@ pub enum GraphError {
     Throttled { retry_after: Duration },
     /// 500/502/503/504 after bounded retries (or on a call that may not be retried).
     #[error("Graph unavailable (HTTP {status}); retry later")]
-    Unavailable { status: u16, retry_after: Option<Duration> },
+    Unavailable {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error("Graph item not found")]
     NotFound,
     /// 412 ErrorIrresolvableConflict: the item changed since the change key we sent.
-    #[error("Graph item changed since it was read (412 ErrorIrresolvableConflict); re-read and retry")]
+    #[error(
+        "Graph item changed since it was read (412 ErrorIrresolvableConflict); re-read and retry"
+    )]
     PreconditionFailed,
     /// 410 / syncStateNotFound / resyncRequired: start a new delta round from scratch.
     #[error("Graph delta state is gone; start a full resync")]
     SyncReset { location: Option<String> },
     /// 403: typically the mailbox is outside the application access policy.
-    #[error("Graph denied access: {message} - check the app's permissions and the Exchange application access policy")]
+    #[error(
+        "Graph denied access: {message} - check the app's permissions and the Exchange application access policy"
+    )]
     AccessDenied { message: String },
     #[error("Graph answered HTTP {status} {code}: {message}")]
-    Http { status: u16, code: String, message: String },
+    Http {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("transport error talking to Graph: {0}")]
     Transport(String),
     #[error("Graph request timed out")]
@@ -61,7 +72,10 @@ impl GraphError {
     }
 
     pub(crate) fn parse(detail: impl Into<String>, body: &str) -> Self {
-        GraphError::Parse { detail: detail.into(), excerpt: excerpt(body, 200) }
+        GraphError::Parse {
+            detail: detail.into(),
+            excerpt: excerpt(body, 200),
+        }
     }
 }
 
@@ -95,19 +109,40 @@ pub(crate) fn map_status(
         404 => GraphError::NotFound,
         412 => GraphError::PreconditionFailed,
         403 => GraphError::AccessDenied {
-            message: if message.is_empty() { excerpt(body, 200) } else { message },
+            message: if message.is_empty() {
+                excerpt(body, 200)
+            } else {
+                message
+            },
         },
         401 => GraphError::Auth {
-            code: if code.is_empty() { "InvalidAuthenticationToken".into() } else { code },
+            code: if code.is_empty() {
+                "InvalidAuthenticationToken".into()
+            } else {
+                code
+            },
             message: format!(
                 "Graph rejected the access token ({}) - grant admin consent for the application permissions \
                  (Calendars.ReadWrite, Contacts.ReadWrite, Mail.Read, Tasks.ReadWrite.All, User.Read.All)",
-                if message.is_empty() { "no message" } else { &message }
+                if message.is_empty() {
+                    "no message"
+                } else {
+                    &message
+                }
             ),
         },
-        429 => GraphError::Throttled { retry_after: retry_after.unwrap_or(Duration::from_secs(1)) },
-        500 | 502 | 503 | 504 => GraphError::Unavailable { status, retry_after },
-        _ => GraphError::Http { status, code, message },
+        429 => GraphError::Throttled {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+        500 | 502 | 503 | 504 => GraphError::Unavailable {
+            status,
+            retry_after,
+        },
+        _ => GraphError::Http {
+            status,
+            code,
+            message,
+        },
     }
 }
 
@@ -138,7 +173,11 @@ pub(crate) fn map_token_error(status: u16, content_type: &str, body: &str) -> Gr
         .or_else(|| {
             description
                 .strip_prefix("AADSTS")
-                .map(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>())
+                .map(|r| {
+                    r.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
                 .filter(|s| !s.is_empty())
         });
     let code = match &num {
@@ -149,21 +188,30 @@ pub(crate) fn map_token_error(status: u16, content_type: &str, body: &str) -> Gr
     let first_line = description.lines().next().unwrap_or("").to_string();
     let message = match code.as_str() {
         "AADSTS7000222" => {
-            "client secret expired - create a new one in Entra and update `client_secret`".to_string()
+            "client secret expired - create a new one in Entra and update `client_secret`"
+                .to_string()
         }
-        "AADSTS7000215" => "invalid client secret - copy the secret's value (not its id) from Entra and \
+        "AADSTS7000215" => {
+            "invalid client secret - copy the secret's value (not its id) from Entra and \
                             update `client_secret`"
-            .to_string(),
-        "AADSTS700016" => "application not found in this tenant - check `client_id` and `graph_tenant_id`, \
+                .to_string()
+        }
+        "AADSTS700016" => {
+            "application not found in this tenant - check `client_id` and `graph_tenant_id`, \
                            and that an admin consented the app in this tenant"
-            .to_string(),
+                .to_string()
+        }
         "AADSTS90002" => "tenant not found - check `graph_tenant_id`".to_string(),
-        "AADSTS700027" => "client assertion signature invalid - check the certificate registered in Entra"
-            .to_string(),
+        "AADSTS700027" => {
+            "client assertion signature invalid - check the certificate registered in Entra"
+                .to_string()
+        }
         "AADSTS65001" | "AADSTS650051" => {
             "admin consent missing - grant admin consent for the application in Entra".to_string()
         }
-        "AADSTS70011" => "invalid scope - the scope must be https://graph.microsoft.com/.default".to_string(),
+        "AADSTS70011" => {
+            "invalid scope - the scope must be https://graph.microsoft.com/.default".to_string()
+        }
         _ => format!("token request failed (HTTP {status}): {first_line}"),
     };
     GraphError::Auth { code, message }
@@ -204,9 +252,15 @@ mod tests {
     #[test]
     fn sync_state_codes_any_case_are_resets() {
         let body = r#"{"error":{"code":"SyncStateNotFound","message":"gone"}}"#;
-        assert!(matches!(map_status(400, body, None, None), GraphError::SyncReset { .. }));
+        assert!(matches!(
+            map_status(400, body, None, None),
+            GraphError::SyncReset { .. }
+        ));
         let body = r#"{"error":{"code":"resyncRequired","message":"gone"}}"#;
-        assert!(matches!(map_status(400, body, None, None), GraphError::SyncReset { .. }));
+        assert!(matches!(
+            map_status(400, body, None, None),
+            GraphError::SyncReset { .. }
+        ));
         assert!(matches!(
             map_status(410, "", None, Some("L".into())),
             GraphError::SyncReset { location: Some(l) } if l == "L"
@@ -215,9 +269,18 @@ mod tests {
 
     #[test]
     fn statuses_map_to_variants() {
-        assert!(matches!(map_status(404, "", None, None), GraphError::NotFound));
-        assert!(matches!(map_status(412, "", None, None), GraphError::PreconditionFailed));
-        assert!(matches!(map_status(403, "", None, None), GraphError::AccessDenied { .. }));
+        assert!(matches!(
+            map_status(404, "", None, None),
+            GraphError::NotFound
+        ));
+        assert!(matches!(
+            map_status(412, "", None, None),
+            GraphError::PreconditionFailed
+        ));
+        assert!(matches!(
+            map_status(403, "", None, None),
+            GraphError::AccessDenied { .. }
+        ));
         let e = map_status(503, "", Some(Duration::from_secs(3)), None);
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));

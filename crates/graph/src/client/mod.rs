@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 pub use delta::{DeltaRound, DeltaStart};
 pub use errors::GraphError;
+pub use resources::{WELL_KNOWN_FOLDERS, event_create_body, task_create_body};
 pub use subscriptions::{NewSubscription, Subscription};
 pub use throttling::RetryPolicy;
 
@@ -90,7 +91,15 @@ pub(crate) struct Call<'a> {
 impl<'a> Call<'a> {
     pub fn new(method: Method, url: String) -> Self {
         let idempotent = matches!(method, Method::GET | Method::PATCH | Method::DELETE);
-        Call { method, url, mailbox: None, body: None, if_match: None, outlook: false, idempotent }
+        Call {
+            method,
+            url,
+            mailbox: None,
+            body: None,
+            if_match: None,
+            outlook: false,
+            idempotent,
+        }
     }
     pub fn mailbox(mut self, m: &'a str) -> Self {
         self.mailbox = Some(m);
@@ -116,9 +125,9 @@ impl<'a> Call<'a> {
 }
 
 /// A successful (2xx) answer.
+#[allow(dead_code)]
 pub(crate) struct Reply {
     pub status: u16,
-    #[allow(dead_code)]
     pub headers: HeaderMap,
     pub body: String,
 }
@@ -195,7 +204,11 @@ impl GraphClient {
             Err(poisoned) => poisoned.into_inner(),
         };
         map.entry(key)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.inner.policy.max_in_flight_per_mailbox.max(1))))
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.inner.policy.max_in_flight_per_mailbox.max(1),
+                ))
+            })
             .clone()
     }
 
@@ -217,7 +230,11 @@ impl GraphClient {
                 ),
                 None => None,
             };
-            let token = self.inner.token.get(&self.inner.http, &self.inner.cfg).await?;
+            let token = self
+                .inner
+                .token
+                .get(&self.inner.http, &self.inner.cfg)
+                .await?;
             let mut rb = self
                 .inner
                 .http
@@ -259,13 +276,19 @@ impl GraphClient {
                 }
             };
             if (200..300).contains(&status) {
-                return Ok(Reply { status, headers, body });
+                return Ok(Reply {
+                    status,
+                    headers,
+                    body,
+                });
             }
             let retry_after = throttling::parse_retry_after(&headers);
             match status {
                 429 => {
                     let wait = retry_after.unwrap_or_else(|| policy.backoff(throttle_tries + 1));
-                    if throttle_tries < policy.max_throttle_retries && wait <= policy.max_retry_after {
+                    if throttle_tries < policy.max_throttle_retries
+                        && wait <= policy.max_retry_after
+                    {
                         throttle_tries += 1;
                         tracing::info!(url = %call.url, wait_ms = wait.as_millis() as u64, "Graph throttled (429), waiting");
                         tokio::time::sleep(wait).await;
@@ -287,7 +310,12 @@ impl GraphClient {
                         retries += 1;
                         let wait = match retry_after {
                             Some(ra) if ra <= policy.max_retry_after => ra,
-                            Some(ra) => return Err(GraphError::Unavailable { status, retry_after: Some(ra) }),
+                            Some(ra) => {
+                                return Err(GraphError::Unavailable {
+                                    status,
+                                    retry_after: Some(ra),
+                                });
+                            }
                             None => policy.backoff(retries),
                         };
                         tracing::info!(url = %call.url, status, wait_ms = wait.as_millis() as u64, "Graph unavailable, retrying");
@@ -297,7 +325,10 @@ impl GraphClient {
                 }
                 _ => {}
             }
-            let location = headers.get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let location = headers
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let err = errors::map_status(status, &body, retry_after, location);
             if !matches!(err, GraphError::NotFound) {
                 tracing::debug!(url = %call.url, status, body = %excerpt(&body, 300), "Graph call failed");
@@ -316,14 +347,22 @@ impl GraphClient {
     }
 
     /// GET a collection and follow every `@odata.nextLink`.
-    pub(crate) async fn get_all(&self, url: String, mailbox: &str, outlook: bool) -> Result<Vec<Value>, GraphError> {
+    pub(crate) async fn get_all(
+        &self,
+        url: String,
+        mailbox: &str,
+        outlook: bool,
+    ) -> Result<Vec<Value>, GraphError> {
         let mut out = Vec::new();
         let mut next = Some(url);
         let mut pages = 0u32;
         while let Some(url) = next.take() {
             pages += 1;
             if pages > 10_000 {
-                return Err(GraphError::parse("more than 10000 pages; nextLink loop?", &url));
+                return Err(GraphError::parse(
+                    "more than 10000 pages; nextLink loop?",
+                    &url,
+                ));
             }
             let mut call = Call::new(Method::GET, url).mailbox(mailbox);
             call.outlook = outlook;
@@ -331,7 +370,10 @@ impl GraphClient {
             if let Some(items) = page["value"].as_array() {
                 out.extend(items.iter().cloned());
             } else {
-                return Err(GraphError::parse("collection answer without `value`", &page.to_string()));
+                return Err(GraphError::parse(
+                    "collection answer without `value`",
+                    &page.to_string(),
+                ));
             }
             next = page["@odata.nextLink"].as_str().map(str::to_string);
         }
@@ -340,5 +382,9 @@ impl GraphClient {
 }
 
 fn transport_error(e: reqwest::Error) -> GraphError {
-    if e.is_timeout() { GraphError::Timeout } else { GraphError::Transport(e.to_string()) }
+    if e.is_timeout() {
+        GraphError::Timeout
+    } else {
+        GraphError::Transport(e.to_string())
+    }
 }

@@ -22,7 +22,10 @@ pub const WELL_KNOWN_FOLDERS: &[&str] = &[
 ];
 
 fn expand_crm_id() -> String {
-    format!("singleValueExtendedProperties($filter=id eq {})", odata_literal(CRM_ID_PROPERTY))
+    format!(
+        "singleValueExtendedProperties($filter=id eq {})",
+        odata_literal(CRM_ID_PROPERTY)
+    )
 }
 
 fn crm_id_filter(crm_id: &str) -> String {
@@ -36,7 +39,10 @@ fn crm_id_filter(crm_id: &str) -> String {
 fn object(body: &Value, what: &str) -> Result<serde_json::Map<String, Value>, GraphError> {
     match body {
         Value::Object(m) => Ok(m.clone()),
-        other => Err(GraphError::parse(format!("{what} must be a JSON object"), &other.to_string())),
+        other => Err(GraphError::parse(
+            format!("{what} must be a JSON object"),
+            &other.to_string(),
+        )),
     }
 }
 
@@ -48,7 +54,11 @@ fn with_crm_property(body: &Value, crm_id: &str, what: &str) -> Result<Value, Gr
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter(|p| !p["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(CRM_ID_PROPERTY)))
+                .filter(|p| {
+                    !p["id"]
+                        .as_str()
+                        .is_some_and(|id| id.eq_ignore_ascii_case(CRM_ID_PROPERTY))
+                })
                 .cloned()
                 .collect()
         })
@@ -66,10 +76,17 @@ fn ok_if_missing(r: Result<super::Reply, GraphError>) -> Result<(), GraphError> 
 }
 
 /// The body for an event create (exposed for snapshot tests).
-pub fn event_create_body(body: &Value, transaction_id: &str, crm_id: &str) -> Result<Value, GraphError> {
+pub fn event_create_body(
+    body: &Value,
+    transaction_id: &str,
+    crm_id: &str,
+) -> Result<Value, GraphError> {
     let mut v = with_crm_property(body, crm_id, "event body")?;
     if let Value::Object(m) = &mut v {
-        m.insert("transactionId".into(), Value::String(transaction_id.to_string()));
+        m.insert(
+            "transactionId".into(),
+            Value::String(transaction_id.to_string()),
+        );
     }
     Ok(v)
 }
@@ -81,7 +98,10 @@ pub fn task_create_body(body: &Value, crm_id: &str) -> Result<Value, GraphError>
         .get("linkedResources")
         .and_then(Value::as_array)
         .map(|a| {
-            a.iter().filter(|l| l["applicationName"].as_str() != Some(LINKED_RESOURCE_APP)).cloned().collect()
+            a.iter()
+                .filter(|l| l["applicationName"].as_str() != Some(LINKED_RESOURCE_APP))
+                .cloned()
+                .collect()
         })
         .unwrap_or_default();
     links.push(json!({
@@ -98,14 +118,19 @@ impl GraphClient {
 
     /// A user by UPN or object id; `None` when Graph does not know it.
     pub async fn get_user(&self, upn: &str) -> Result<Option<Value>, GraphError> {
-        self.get_opt(Call::new(Method::GET, self.api(&["users", upn], &[]))).await
+        self.get_opt(Call::new(Method::GET, self.api(&["users", upn], &[])))
+            .await
     }
 
     // ---------------------------------------------------------------- events
 
     pub async fn get_event(&self, mailbox: &str, id: &str) -> Result<Option<Value>, GraphError> {
-        let url = self.api(&["users", mailbox, "events", id], &[("$expand", &expand_crm_id())]);
-        self.get_opt(Call::new(Method::GET, url).outlook(mailbox)).await
+        let url = self.api(
+            &["users", mailbox, "events", id],
+            &[("$expand", &expand_crm_id())],
+        );
+        self.get_opt(Call::new(Method::GET, url).outlook(mailbox))
+            .await
     }
 
     /// Creates an event carrying `transactionId` (so the POST may be retried) and the CRM id.
@@ -118,7 +143,10 @@ impl GraphClient {
     ) -> Result<Value, GraphError> {
         let body = event_create_body(body, transaction_id, crm_id)?;
         let url = self.api(&["users", mailbox, "events"], &[]);
-        let call = Call::new(Method::POST, url).outlook(mailbox).body(&body).idempotent(true);
+        let call = Call::new(Method::POST, url)
+            .outlook(mailbox)
+            .body(&body)
+            .idempotent(true);
         self.execute(call).await?.json()
     }
 
@@ -131,49 +159,87 @@ impl GraphClient {
     ) -> Result<Value, GraphError> {
         object(patch, "event patch")?;
         let url = self.api(&["users", mailbox, "events", id], &[]);
-        let call = Call::new(Method::PATCH, url).outlook(mailbox).body(patch).if_match(if_match);
+        let call = Call::new(Method::PATCH, url)
+            .outlook(mailbox)
+            .body(patch)
+            .if_match(if_match);
         self.execute(call).await?.json()
     }
 
     /// Deletes an event; an event that is already gone counts as deleted.
     pub async fn delete_event(&self, mailbox: &str, id: &str) -> Result<(), GraphError> {
         let url = self.api(&["users", mailbox, "events", id], &[]);
-        ok_if_missing(self.execute(Call::new(Method::DELETE, url).outlook(mailbox)).await)
+        ok_if_missing(
+            self.execute(Call::new(Method::DELETE, url).outlook(mailbox))
+                .await,
+        )
     }
 
-    pub async fn set_event_crm_id(&self, mailbox: &str, id: &str, crm_id: &str) -> Result<(), GraphError> {
+    pub async fn set_event_crm_id(
+        &self,
+        mailbox: &str,
+        id: &str,
+        crm_id: &str,
+    ) -> Result<(), GraphError> {
         let body = with_crm_property(&json!({}), crm_id, "patch")?;
         let url = self.api(&["users", mailbox, "events", id], &[]);
-        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body)).await.map(|_| ())
+        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
+            .await
+            .map(|_| ())
     }
 
-    pub async fn find_event_by_crm_id(&self, mailbox: &str, crm_id: &str) -> Result<Option<Value>, GraphError> {
+    pub async fn find_event_by_crm_id(
+        &self,
+        mailbox: &str,
+        crm_id: &str,
+    ) -> Result<Option<Value>, GraphError> {
         let url = self.api(
             &["users", mailbox, "events"],
-            &[("$filter", &crm_id_filter(crm_id)), ("$expand", &expand_crm_id())],
+            &[
+                ("$filter", &crm_id_filter(crm_id)),
+                ("$expand", &expand_crm_id()),
+            ],
         );
         Ok(self.get_all(url, mailbox, true).await?.into_iter().next())
     }
 
-    pub async fn find_events_by_ical_uid(&self, mailbox: &str, ical_uid: &str) -> Result<Vec<Value>, GraphError> {
+    pub async fn find_events_by_ical_uid(
+        &self,
+        mailbox: &str,
+        ical_uid: &str,
+    ) -> Result<Vec<Value>, GraphError> {
         let filter = format!("iCalUId eq {}", odata_literal(ical_uid));
-        let url = self.api(&["users", mailbox, "events"], &[("$filter", &filter), ("$expand", &expand_crm_id())]);
+        let url = self.api(
+            &["users", mailbox, "events"],
+            &[("$filter", &filter), ("$expand", &expand_crm_id())],
+        );
         self.get_all(url, mailbox, true).await
     }
 
     // ---------------------------------------------------------------- contacts
 
     pub async fn get_contact(&self, mailbox: &str, id: &str) -> Result<Option<Value>, GraphError> {
-        let url = self.api(&["users", mailbox, "contacts", id], &[("$expand", &expand_crm_id())]);
-        self.get_opt(Call::new(Method::GET, url).outlook(mailbox)).await
+        let url = self.api(
+            &["users", mailbox, "contacts", id],
+            &[("$expand", &expand_crm_id())],
+        );
+        self.get_opt(Call::new(Method::GET, url).outlook(mailbox))
+            .await
     }
 
     /// Creates a contact carrying the CRM id. Not retried on 5xx (no transactionId for
     /// contacts): on `Unavailable`/`Timeout` look it up with `find_contact_by_crm_id` first.
-    pub async fn create_contact(&self, mailbox: &str, body: &Value, crm_id: &str) -> Result<Value, GraphError> {
+    pub async fn create_contact(
+        &self,
+        mailbox: &str,
+        body: &Value,
+        crm_id: &str,
+    ) -> Result<Value, GraphError> {
         let body = with_crm_property(body, crm_id, "contact body")?;
         let url = self.api(&["users", mailbox, "contacts"], &[]);
-        self.execute(Call::new(Method::POST, url).outlook(mailbox).body(&body)).await?.json()
+        self.execute(Call::new(Method::POST, url).outlook(mailbox).body(&body))
+            .await?
+            .json()
     }
 
     pub async fn update_contact(
@@ -185,25 +251,45 @@ impl GraphClient {
     ) -> Result<Value, GraphError> {
         object(patch, "contact patch")?;
         let url = self.api(&["users", mailbox, "contacts", id], &[]);
-        let call = Call::new(Method::PATCH, url).outlook(mailbox).body(patch).if_match(if_match);
+        let call = Call::new(Method::PATCH, url)
+            .outlook(mailbox)
+            .body(patch)
+            .if_match(if_match);
         self.execute(call).await?.json()
     }
 
     pub async fn delete_contact(&self, mailbox: &str, id: &str) -> Result<(), GraphError> {
         let url = self.api(&["users", mailbox, "contacts", id], &[]);
-        ok_if_missing(self.execute(Call::new(Method::DELETE, url).outlook(mailbox)).await)
+        ok_if_missing(
+            self.execute(Call::new(Method::DELETE, url).outlook(mailbox))
+                .await,
+        )
     }
 
-    pub async fn set_contact_crm_id(&self, mailbox: &str, id: &str, crm_id: &str) -> Result<(), GraphError> {
+    pub async fn set_contact_crm_id(
+        &self,
+        mailbox: &str,
+        id: &str,
+        crm_id: &str,
+    ) -> Result<(), GraphError> {
         let body = with_crm_property(&json!({}), crm_id, "patch")?;
         let url = self.api(&["users", mailbox, "contacts", id], &[]);
-        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body)).await.map(|_| ())
+        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
+            .await
+            .map(|_| ())
     }
 
-    pub async fn find_contact_by_crm_id(&self, mailbox: &str, crm_id: &str) -> Result<Option<Value>, GraphError> {
+    pub async fn find_contact_by_crm_id(
+        &self,
+        mailbox: &str,
+        crm_id: &str,
+    ) -> Result<Option<Value>, GraphError> {
         let url = self.api(
             &["users", mailbox, "contacts"],
-            &[("$filter", &crm_id_filter(crm_id)), ("$expand", &expand_crm_id())],
+            &[
+                ("$filter", &crm_id_filter(crm_id)),
+                ("$expand", &expand_crm_id()),
+            ],
         );
         Ok(self.get_all(url, mailbox, true).await?.into_iter().next())
     }
@@ -211,7 +297,12 @@ impl GraphClient {
     // ---------------------------------------------------------------- To Do
 
     pub async fn todo_lists(&self, mailbox: &str) -> Result<Vec<Value>, GraphError> {
-        self.get_all(self.api(&["users", mailbox, "todo", "lists"], &[]), mailbox, false).await
+        self.get_all(
+            self.api(&["users", mailbox, "todo", "lists"], &[]),
+            mailbox,
+            false,
+        )
+        .await
     }
 
     /// Id of the list with `wellknownListName` = `defaultList`; `NotFound` if there is none.
@@ -224,28 +315,56 @@ impl GraphClient {
             .ok_or(GraphError::NotFound)
     }
 
-    pub async fn get_task(&self, mailbox: &str, list: &str, id: &str) -> Result<Option<Value>, GraphError> {
-        let url = self.api(&["users", mailbox, "todo", "lists", list, "tasks", id], &[("$expand", "linkedResources")]);
-        self.get_opt(Call::new(Method::GET, url).mailbox(mailbox)).await
+    pub async fn get_task(
+        &self,
+        mailbox: &str,
+        list: &str,
+        id: &str,
+    ) -> Result<Option<Value>, GraphError> {
+        let url = self.api(
+            &["users", mailbox, "todo", "lists", list, "tasks", id],
+            &[("$expand", "linkedResources")],
+        );
+        self.get_opt(Call::new(Method::GET, url).mailbox(mailbox))
+            .await
     }
 
     /// Creates a task with an inline linkedResource (`applicationName` crm-graph-connector,
     /// `externalId` = the CRM id). Not retried on 5xx.
-    pub async fn create_task(&self, mailbox: &str, list: &str, body: &Value, crm_id: &str) -> Result<Value, GraphError> {
+    pub async fn create_task(
+        &self,
+        mailbox: &str,
+        list: &str,
+        body: &Value,
+        crm_id: &str,
+    ) -> Result<Value, GraphError> {
         let body = task_create_body(body, crm_id)?;
         let url = self.api(&["users", mailbox, "todo", "lists", list, "tasks"], &[]);
-        self.execute(Call::new(Method::POST, url).mailbox(mailbox).body(&body)).await?.json()
+        self.execute(Call::new(Method::POST, url).mailbox(mailbox).body(&body))
+            .await?
+            .json()
     }
 
-    pub async fn update_task(&self, mailbox: &str, list: &str, id: &str, patch: &Value) -> Result<Value, GraphError> {
+    pub async fn update_task(
+        &self,
+        mailbox: &str,
+        list: &str,
+        id: &str,
+        patch: &Value,
+    ) -> Result<Value, GraphError> {
         object(patch, "task patch")?;
         let url = self.api(&["users", mailbox, "todo", "lists", list, "tasks", id], &[]);
-        self.execute(Call::new(Method::PATCH, url).mailbox(mailbox).body(patch)).await?.json()
+        self.execute(Call::new(Method::PATCH, url).mailbox(mailbox).body(patch))
+            .await?
+            .json()
     }
 
     pub async fn delete_task(&self, mailbox: &str, list: &str, id: &str) -> Result<(), GraphError> {
         let url = self.api(&["users", mailbox, "todo", "lists", list, "tasks", id], &[]);
-        ok_if_missing(self.execute(Call::new(Method::DELETE, url).mailbox(mailbox)).await)
+        ok_if_missing(
+            self.execute(Call::new(Method::DELETE, url).mailbox(mailbox))
+                .await,
+        )
     }
 
     // ---------------------------------------------------------------- mail
@@ -254,7 +373,10 @@ impl GraphClient {
         let lower = name.to_ascii_lowercase();
         if WELL_KNOWN_FOLDERS.contains(&lower.as_str()) {
             let url = self.api(&["users", mailbox, "mailFolders", &lower], &[]);
-            if let Some(f) = self.get_opt(Call::new(Method::GET, url).outlook(mailbox)).await? {
+            if let Some(f) = self
+                .get_opt(Call::new(Method::GET, url).outlook(mailbox))
+                .await?
+            {
                 return Ok(f["id"].as_str().map(str::to_string));
             }
         }
@@ -262,8 +384,16 @@ impl GraphClient {
         Ok(find_by_name(self.get_all(url, mailbox, true).await?, name))
     }
 
-    async fn child_folder(&self, mailbox: &str, parent: &str, name: &str) -> Result<Option<String>, GraphError> {
-        let url = self.api(&["users", mailbox, "mailFolders", parent, "childFolders"], &[("$top", "100")]);
+    async fn child_folder(
+        &self,
+        mailbox: &str,
+        parent: &str,
+        name: &str,
+    ) -> Result<Option<String>, GraphError> {
+        let url = self.api(
+            &["users", mailbox, "mailFolders", parent, "childFolders"],
+            &[("$top", "100")],
+        );
         match self.get_all(url, mailbox, true).await {
             Ok(list) => Ok(find_by_name(list, name)),
             Err(GraphError::NotFound) => Ok(None),
@@ -273,8 +403,16 @@ impl GraphClient {
 
     /// `"Inbox/CRM"` -> folder id, walking childFolders by displayName (letter case ignored);
     /// the first segment may be a well-known name (`inbox`, `sentitems`, ...).
-    pub async fn find_mail_folder(&self, mailbox: &str, path: &str) -> Result<Option<String>, GraphError> {
-        let segs: Vec<&str> = path.split('/').map(str::trim).filter(|s| !s.is_empty()).collect();
+    pub async fn find_mail_folder(
+        &self,
+        mailbox: &str,
+        path: &str,
+    ) -> Result<Option<String>, GraphError> {
+        let segs: Vec<&str> = path
+            .split('/')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         let mut current: Option<String> = None;
         for seg in segs {
             let found = match &current {
@@ -290,8 +428,16 @@ impl GraphClient {
     }
 
     /// Like [`GraphClient::find_mail_folder`] but creates missing folders.
-    pub async fn ensure_mail_folder(&self, mailbox: &str, path: &str) -> Result<String, GraphError> {
-        let segs: Vec<&str> = path.split('/').map(str::trim).filter(|s| !s.is_empty()).collect();
+    pub async fn ensure_mail_folder(
+        &self,
+        mailbox: &str,
+        path: &str,
+    ) -> Result<String, GraphError> {
+        let segs: Vec<&str> = path
+            .split('/')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         if segs.is_empty() {
             return Err(GraphError::Http {
                 status: 400,
@@ -310,14 +456,21 @@ impl GraphClient {
                 None => {
                     let url = match &current {
                         None => self.api(&["users", mailbox, "mailFolders"], &[]),
-                        Some(p) => self.api(&["users", mailbox, "mailFolders", p, "childFolders"], &[]),
+                        Some(p) => {
+                            self.api(&["users", mailbox, "mailFolders", p, "childFolders"], &[])
+                        }
                     };
                     let body = json!({ "displayName": seg });
-                    match self.execute(Call::new(Method::POST, url).outlook(mailbox).body(&body)).await {
+                    match self
+                        .execute(Call::new(Method::POST, url).outlook(mailbox).body(&body))
+                        .await
+                    {
                         Ok(r) => r.json()?["id"]
                             .as_str()
                             .map(str::to_string)
-                            .ok_or_else(|| GraphError::parse("created folder without id", &r.body))?,
+                            .ok_or_else(|| {
+                                GraphError::parse("created folder without id", &r.body)
+                            })?,
                         Err(GraphError::Http { status: 409, .. }) => {
                             // Created concurrently: look it up again.
                             let again = match &current {
@@ -335,26 +488,50 @@ impl GraphClient {
         current.ok_or(GraphError::NotFound)
     }
 
-    pub async fn list_messages(&self, mailbox: &str, folder_id: &str) -> Result<Vec<Value>, GraphError> {
-        let url = self.api(&["users", mailbox, "mailFolders", folder_id, "messages"], &[("$top", "50")]);
+    pub async fn list_messages(
+        &self,
+        mailbox: &str,
+        folder_id: &str,
+    ) -> Result<Vec<Value>, GraphError> {
+        let url = self.api(
+            &["users", mailbox, "mailFolders", folder_id, "messages"],
+            &[("$top", "50")],
+        );
         self.get_all(url, mailbox, true).await
     }
 
     pub async fn get_message(&self, mailbox: &str, id: &str) -> Result<Option<Value>, GraphError> {
         let url = self.api(&["users", mailbox, "messages", id], &[]);
-        self.get_opt(Call::new(Method::GET, url).outlook(mailbox)).await
+        self.get_opt(Call::new(Method::GET, url).outlook(mailbox))
+            .await
     }
 
     /// Moves a message; with immutable ids the id stays the same, so a retry is harmless.
-    pub async fn move_message(&self, mailbox: &str, id: &str, destination_folder_id: &str) -> Result<Value, GraphError> {
+    pub async fn move_message(
+        &self,
+        mailbox: &str,
+        id: &str,
+        destination_folder_id: &str,
+    ) -> Result<Value, GraphError> {
         let url = self.api(&["users", mailbox, "messages", id, "move"], &[]);
         let body = json!({ "destinationId": destination_folder_id });
-        self.execute(Call::new(Method::POST, url).outlook(mailbox).body(&body).idempotent(true)).await?.json()
+        self.execute(
+            Call::new(Method::POST, url)
+                .outlook(mailbox)
+                .body(&body)
+                .idempotent(true),
+        )
+        .await?
+        .json()
     }
 }
 
 fn find_by_name(list: Vec<Value>, name: &str) -> Option<String> {
     list.iter()
-        .find(|f| f["displayName"].as_str().is_some_and(|d| d.eq_ignore_ascii_case(name)))
+        .find(|f| {
+            f["displayName"]
+                .as_str()
+                .is_some_and(|d| d.eq_ignore_ascii_case(name))
+        })
         .and_then(|f| f["id"].as_str().map(str::to_string))
 }

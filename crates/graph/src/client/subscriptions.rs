@@ -28,7 +28,10 @@ impl std::fmt::Debug for NewSubscription {
             .field("resource", &self.resource)
             .field("change_type", &self.change_type)
             .field("notification_url", &self.notification_url)
-            .field("lifecycle_notification_url", &self.lifecycle_notification_url)
+            .field(
+                "lifecycle_notification_url",
+                &self.lifecycle_notification_url,
+            )
             .field("expiration", &self.expiration)
             .field("client_state", &"[redacted]")
             .finish()
@@ -47,7 +50,10 @@ impl NewSubscription {
             "latestSupportedTlsVersion": "v1_2",
         });
         if let (Some(url), Value::Object(m)) = (&self.lifecycle_notification_url, &mut body) {
-            m.insert("lifecycleNotificationUrl".into(), Value::String(url.clone()));
+            m.insert(
+                "lifecycleNotificationUrl".into(),
+                Value::String(url.clone()),
+            );
         }
         body
     }
@@ -65,13 +71,17 @@ pub struct Subscription {
 }
 
 fn parse_subscription(body: &str) -> Result<Subscription, GraphError> {
-    serde_json::from_str(body).map_err(|e| GraphError::parse(format!("subscription answer: {e}"), body))
+    serde_json::from_str(body)
+        .map_err(|e| GraphError::parse(format!("subscription answer: {e}"), body))
 }
 
 impl GraphClient {
     /// Creates a subscription; Graph validates both URLs before answering (up to ~10 s each).
     /// Not retried on 5xx (a retry could create a second subscription).
-    pub async fn create_subscription(&self, s: &NewSubscription) -> Result<Subscription, GraphError> {
+    pub async fn create_subscription(
+        &self,
+        s: &NewSubscription,
+    ) -> Result<Subscription, GraphError> {
         let body = s.to_body();
         let url = self.api(&["subscriptions"], &[]);
         let mut call = Call::new(Method::POST, url).body(&body);
@@ -80,16 +90,24 @@ impl GraphClient {
         parse_subscription(&reply.body)
     }
 
-    pub async fn renew_subscription(&self, id: &str, expiration: DateTime<Utc>) -> Result<Subscription, GraphError> {
+    pub async fn renew_subscription(
+        &self,
+        id: &str,
+        expiration: DateTime<Utc>,
+    ) -> Result<Subscription, GraphError> {
         let body = json!({ "expirationDateTime": rfc3339(expiration) });
         let url = self.api(&["subscriptions", id], &[]);
-        let reply = self.execute(Call::new(Method::PATCH, url).body(&body)).await?;
+        let reply = self
+            .execute(Call::new(Method::PATCH, url).body(&body))
+            .await?;
         parse_subscription(&reply.body)
     }
 
     pub async fn reauthorize_subscription(&self, id: &str) -> Result<(), GraphError> {
         let url = self.api(&["subscriptions", id, "reauthorize"], &[]);
-        self.execute(Call::new(Method::POST, url).idempotent(true)).await.map(|_| ())
+        self.execute(Call::new(Method::POST, url).idempotent(true))
+            .await
+            .map(|_| ())
     }
 
     /// Deletes a subscription; one that is already gone counts as deleted.

@@ -39,7 +39,10 @@ impl RetryPolicy {
     /// Jittered exponential backoff for retry number `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(16);
-        let step = self.base_backoff.saturating_mul(1u32 << exp).min(self.max_backoff);
+        let step = self
+            .base_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
         let ms = step.as_millis() as u64;
         if ms < 2 {
             return step;
@@ -85,7 +88,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().expect("header"));
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"));
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
+        );
         assert_eq!(parse_retry_after(&h), None);
         h.insert(RETRY_AFTER, "-3".parse().expect("header"));
         assert_eq!(parse_retry_after(&h), None);

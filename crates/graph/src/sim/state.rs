@@ -53,10 +53,20 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.to_string(), message: message.into(), retry_after: None, location: None }
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            retry_after: None,
+            location: None,
+        }
     }
     pub fn not_found(what: &str) -> Self {
-        ApiError::new(404, "ErrorItemNotFound", format!("The specified object was not found in the store. ({what})"))
+        ApiError::new(
+            404,
+            "ErrorItemNotFound",
+            format!("The specified object was not found in the store. ({what})"),
+        )
     }
     pub fn bad(message: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", message)
@@ -88,7 +98,11 @@ impl Item {
         format!("W/\"{}\"", self.change_key)
     }
     pub fn id(&self, immutable: bool) -> &str {
-        if immutable { &self.imm_id } else { &self.rest_id }
+        if immutable {
+            &self.imm_id
+        } else {
+            &self.rest_id
+        }
     }
     pub fn has_id(&self, id: &str) -> bool {
         self.imm_id == id || self.rest_id == id
@@ -106,7 +120,11 @@ pub(crate) struct View {
 
 impl View {
     pub fn full() -> Self {
-        View { immutable: true, expand_ext: Some(None), expand_links: true }
+        View {
+            immutable: true,
+            expand_ext: Some(None),
+            expand_links: true,
+        }
     }
 }
 
@@ -158,7 +176,12 @@ impl Mailbox {
             ("Outbox", "outbox"),
         ]
         .iter()
-        .map(|(n, w)| Folder { id: new_container_id(), parent: None, name: n.to_string(), wellknown: Some(w.to_string()) })
+        .map(|(n, w)| Folder {
+            id: new_container_id(),
+            parent: None,
+            name: n.to_string(),
+            wellknown: Some(w.to_string()),
+        })
         .collect();
         Mailbox {
             upn: upn.to_string(),
@@ -166,14 +189,20 @@ impl Mailbox {
             display_name: display,
             items: Vec::new(),
             folders,
-            lists: vec![TodoList { id: new_container_id(), name: "Tasks".into(), wellknown: "defaultList".into() }],
+            lists: vec![TodoList {
+                id: new_container_id(),
+                name: "Tasks".into(),
+                wellknown: "defaultList".into(),
+            }],
             contacts_folder: new_container_id(),
             denied: false,
         }
     }
 
     pub fn find(&self, kind: Kind, id: &str) -> Option<usize> {
-        self.items.iter().position(|i| i.kind == kind && !i.deleted && i.has_id(id))
+        self.items
+            .iter()
+            .position(|i| i.kind == kind && !i.deleted && i.has_id(id))
     }
 
     /// Folder by id or well-known name (case-insensitive).
@@ -183,7 +212,9 @@ impl Mailbox {
             if lower == "msgfolderroot" {
                 return None;
             }
-            self.folders.iter().find(|f| f.wellknown.as_deref() == Some(lower.as_str()))
+            self.folders
+                .iter()
+                .find(|f| f.wellknown.as_deref() == Some(lower.as_str()))
         })
     }
 
@@ -201,14 +232,21 @@ impl Mailbox {
                 Some(p) => self
                     .folders
                     .iter()
-                    .find(|f| f.parent.as_deref() == Some(p.as_str()) && f.name.eq_ignore_ascii_case(seg))
+                    .find(|f| {
+                        f.parent.as_deref() == Some(p.as_str()) && f.name.eq_ignore_ascii_case(seg)
+                    })
                     .map(|f| f.id.clone()),
             };
             let id = match found {
                 Some(id) => id,
                 None if create => {
                     let id = new_container_id();
-                    self.folders.push(Folder { id: id.clone(), parent: current.clone(), name: seg.to_string(), wellknown: None });
+                    self.folders.push(Folder {
+                        id: id.clone(),
+                        parent: current.clone(),
+                        name: seg.to_string(),
+                        wellknown: None,
+                    });
                     id
                 }
                 None => return None,
@@ -219,12 +257,25 @@ impl Mailbox {
     }
 
     pub fn render_folder(&self, f: &Folder) -> Value {
-        let children = self.folders.iter().filter(|c| c.parent.as_deref() == Some(f.id.as_str())).count();
-        let total = self.items.iter().filter(|i| i.kind == Kind::Message && !i.deleted && i.container == f.id).count();
+        let children = self
+            .folders
+            .iter()
+            .filter(|c| c.parent.as_deref() == Some(f.id.as_str()))
+            .count();
+        let total = self
+            .items
+            .iter()
+            .filter(|i| i.kind == Kind::Message && !i.deleted && i.container == f.id)
+            .count();
         let unread = self
             .items
             .iter()
-            .filter(|i| i.kind == Kind::Message && !i.deleted && i.container == f.id && i.data.get("isRead") != Some(&Value::Bool(true)))
+            .filter(|i| {
+                i.kind == Kind::Message
+                    && !i.deleted
+                    && i.container == f.id
+                    && i.data.get("isRead") != Some(&Value::Bool(true))
+            })
             .count();
         json!({
             "id": f.id,
@@ -239,16 +290,28 @@ impl Mailbox {
 
     pub fn render(&self, item: &Item, view: &View) -> Value {
         let mut m = item.data.clone();
-        m.insert("id".into(), Value::String(item.id(view.immutable).to_string()));
+        m.insert(
+            "id".into(),
+            Value::String(item.id(view.immutable).to_string()),
+        );
         m.insert("@odata.etag".into(), Value::String(item.etag()));
-        m.insert("createdDateTime".into(), Value::String(graph_timestamp(item.created)));
-        m.insert("lastModifiedDateTime".into(), Value::String(graph_timestamp(item.modified)));
+        m.insert(
+            "createdDateTime".into(),
+            Value::String(graph_timestamp(item.created)),
+        );
+        m.insert(
+            "lastModifiedDateTime".into(),
+            Value::String(graph_timestamp(item.modified)),
+        );
         if item.kind.outlook() {
             m.insert("changeKey".into(), Value::String(item.change_key.clone()));
         }
         match item.kind {
             Kind::Message | Kind::Contact => {
-                m.insert("parentFolderId".into(), Value::String(item.container.clone()));
+                m.insert(
+                    "parentFolderId".into(),
+                    Value::String(item.container.clone()),
+                );
             }
             Kind::Event => {
                 if let Some(t) = &item.transaction_id {
@@ -257,7 +320,7 @@ impl Mailbox {
             }
             Kind::Task => {}
         }
-        if let Some(filter) = &view.expand_ext {
+        if let (Some(filter), true) = (&view.expand_ext, item.kind.outlook()) {
             let props: Vec<Value> = item
                 .ext
                 .iter()
@@ -325,7 +388,9 @@ impl Sub {
         })
     }
     fn wants(&self, change: &str) -> bool {
-        self.change_type.split(',').any(|c| c.trim().eq_ignore_ascii_case(change))
+        self.change_type
+            .split(',')
+            .any(|c| c.trim().eq_ignore_ascii_case(change))
     }
 }
 
@@ -351,16 +416,29 @@ pub struct Delivery {
 #[derive(Clone, Debug)]
 pub struct LoggedRequest {
     pub method: String,
+    /// Percent-decoded path, e.g. `/v1.0/users/rep1@contoso.com/events/AAMk...=`.
     pub path: String,
+    /// Raw query string.
     pub query: String,
     pub prefer: Option<String>,
     pub if_match: Option<String>,
     pub body: Option<Value>,
 }
 
+/// (kind, container, window, delta endpoint path) of a delta cursor.
+pub(crate) type CursorMeta = (
+    Kind,
+    Option<String>,
+    Option<(DateTime<Utc>, DateTime<Utc>)>,
+    String,
+);
+
 pub(crate) enum CursorState {
     /// Remaining pages of a round, then a delta token at `then_seq`.
-    Pages { pages: VecDeque<Vec<Value>>, then_seq: u64 },
+    Pages {
+        pages: VecDeque<Vec<Value>>,
+        then_seq: u64,
+    },
     /// A delta token: changes after `since`.
     Delta { since: u64 },
 }
@@ -389,6 +467,7 @@ pub(crate) struct Faults {
     pub latency: Duration,
     pub empty_delta_pages: bool,
     pub reject_todo_subscriptions: bool,
+    pub hold_deliveries: bool,
 }
 
 pub(crate) struct State {
@@ -474,7 +553,9 @@ impl State {
 
     /// Mailbox index by UPN (case-insensitive) or user id.
     pub fn mailbox(&self, key: &str) -> Option<usize> {
-        self.mailboxes.iter().position(|m| m.upn.eq_ignore_ascii_case(key) || m.user_id.eq_ignore_ascii_case(key))
+        self.mailboxes
+            .iter()
+            .position(|m| m.upn.eq_ignore_ascii_case(key) || m.user_id.eq_ignore_ascii_case(key))
     }
 
     pub fn add_mailbox(&mut self, upn: &str) -> usize {
@@ -515,12 +596,22 @@ impl State {
         let transaction_id = match input.get("transactionId") {
             Some(Value::String(t)) if kind == Kind::Event => Some(t.clone()),
             Some(Value::Null) | None => None,
-            Some(_) if kind == Kind::Event => return Err(ApiError::bad("transactionId must be a string.")),
-            Some(_) => return Err(ApiError::bad(format!("Property 'transactionId' does not exist on this {kind:?}."))),
+            Some(_) if kind == Kind::Event => {
+                return Err(ApiError::bad("transactionId must be a string."));
+            }
+            Some(_) => {
+                return Err(ApiError::bad(format!(
+                    "Property 'transactionId' does not exist on this {kind:?}."
+                )));
+            }
         };
         if let Some(t) = &transaction_id {
             let mb = &self.mailboxes[mbx];
-            if let Some(existing) = mb.items.iter().find(|i| i.kind == kind && !i.deleted && i.transaction_id.as_deref() == Some(t)) {
+            if let Some(existing) = mb
+                .items
+                .iter()
+                .find(|i| i.kind == kind && !i.deleted && i.transaction_id.as_deref() == Some(t))
+            {
                 // Same transactionId: the original, no second event.
                 return Ok((201, mb.render(existing, view)));
             }
@@ -532,7 +623,12 @@ impl State {
             match k.as_str() {
                 "singleValueExtendedProperties" => ext = parse_ext(v)?,
                 "linkedResources" if kind == Kind::Task => links = parse_links(v)?,
-                "id" | "changeKey" | "createdDateTime" | "lastModifiedDateTime" | "transactionId" | "parentFolderId"
+                "id"
+                | "changeKey"
+                | "createdDateTime"
+                | "lastModifiedDateTime"
+                | "transactionId"
+                | "parentFolderId"
                 | "extensions" => {}
                 k if k.starts_with('@') => {}
                 _ => {
@@ -541,7 +637,10 @@ impl State {
             }
         }
         let now = Utc::now();
-        let (upn, display) = (self.mailboxes[mbx].upn.clone(), self.mailboxes[mbx].display_name.clone());
+        let (upn, display) = (
+            self.mailboxes[mbx].upn.clone(),
+            self.mailboxes[mbx].display_name.clone(),
+        );
         apply_defaults(kind, &mut data, &upn, &display, now);
         let seq = self.next_seq();
         let prefix = match kind {
@@ -551,7 +650,11 @@ impl State {
             Kind::Message => "M",
         };
         let imm_id = new_item_id(prefix);
-        let rest_id = if kind.outlook() { new_item_id(&format!("{prefix}R")) } else { imm_id.clone() };
+        let rest_id = if kind.outlook() {
+            new_item_id(&format!("{prefix}R"))
+        } else {
+            imm_id.clone()
+        };
         let item = Item {
             kind,
             imm_id,
@@ -576,7 +679,9 @@ impl State {
     }
 
     fn check_if_match(item: &Item, if_match: Option<&str>) -> Result<(), ApiError> {
-        let Some(expected) = if_match.map(str::trim) else { return Ok(()) };
+        let Some(expected) = if_match.map(str::trim) else {
+            return Ok(());
+        };
         if expected == "*" {
             return Ok(());
         }
@@ -591,6 +696,7 @@ impl State {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn patch_item(
         &mut self,
         mbx: usize,
@@ -604,7 +710,9 @@ impl State {
         let Value::Object(input) = patch else {
             return Err(ApiError::bad("The request body must be a JSON object."));
         };
-        let idx = self.mailboxes[mbx].find(kind, id).ok_or_else(|| ApiError::not_found(id))?;
+        let idx = self.mailboxes[mbx]
+            .find(kind, id)
+            .ok_or_else(|| ApiError::not_found(id))?;
         Self::check_if_match(&self.mailboxes[mbx].items[idx], if_match)?;
         let mut new_ext = None;
         let mut new_links = None;
@@ -623,8 +731,14 @@ impl State {
         let item = &mut self.mailboxes[mbx].items[idx];
         for (k, v) in input {
             match k.as_str() {
-                "singleValueExtendedProperties" | "linkedResources" | "id" | "changeKey" | "createdDateTime"
-                | "lastModifiedDateTime" | "parentFolderId" | "extensions" => {}
+                "singleValueExtendedProperties"
+                | "linkedResources"
+                | "id"
+                | "changeKey"
+                | "createdDateTime"
+                | "lastModifiedDateTime"
+                | "parentFolderId"
+                | "extensions" => {}
                 k if k.starts_with('@') => {}
                 _ => {
                     item.data.insert(k.clone(), v.clone());
@@ -633,7 +747,11 @@ impl State {
         }
         if let Some(ext) = new_ext {
             for (pid, pv) in ext {
-                match item.ext.iter_mut().find(|(i, _)| i.eq_ignore_ascii_case(&pid)) {
+                match item
+                    .ext
+                    .iter_mut()
+                    .find(|(i, _)| i.eq_ignore_ascii_case(&pid))
+                {
                     Some(slot) => slot.1 = pv,
                     None => item.ext.push((pid, pv)),
                 }
@@ -644,18 +762,32 @@ impl State {
         }
         if kind == Kind::Event && input.contains_key("location") {
             let loc = item.data.get("location").cloned().unwrap_or(Value::Null);
-            item.data.insert("locations".into(), if loc.is_null() { json!([]) } else { json!([loc]) });
+            item.data.insert(
+                "locations".into(),
+                if loc.is_null() {
+                    json!([])
+                } else {
+                    json!([loc])
+                },
+            );
         }
         if input.contains_key("body") {
             let preview = body_preview(item.data.get("body"));
             if matches!(kind, Kind::Event | Kind::Message) {
-                item.data.insert("bodyPreview".into(), Value::String(preview));
+                item.data
+                    .insert("bodyPreview".into(), Value::String(preview));
             }
             if kind == Kind::Task {
-                item.data.insert("bodyLastModifiedDateTime".into(), Value::String(graph_timestamp(Utc::now())));
+                item.data.insert(
+                    "bodyLastModifiedDateTime".into(),
+                    Value::String(graph_timestamp(Utc::now())),
+                );
             }
         }
-        if kind == Kind::Contact && !input.contains_key("displayName") && (input.contains_key("givenName") || input.contains_key("surname")) {
+        if kind == Kind::Contact
+            && !input.contains_key("displayName")
+            && (input.contains_key("givenName") || input.contains_key("surname"))
+        {
             let dn = contact_display_name(&item.data);
             item.data.insert("displayName".into(), Value::String(dn));
         }
@@ -670,7 +802,9 @@ impl State {
 
     /// New changeKey and lastModifiedDateTime, same content, an `updated` notification.
     pub fn touch_item(&mut self, mbx: usize, kind: Kind, id: &str) -> Result<(), ApiError> {
-        let idx = self.mailboxes[mbx].find(kind, id).ok_or_else(|| ApiError::not_found(id))?;
+        let idx = self.mailboxes[mbx]
+            .find(kind, id)
+            .ok_or_else(|| ApiError::not_found(id))?;
         let seq = self.next_seq();
         let item = &mut self.mailboxes[mbx].items[idx];
         item.change_key = new_change_key();
@@ -681,7 +815,9 @@ impl State {
     }
 
     pub fn delete_item(&mut self, mbx: usize, kind: Kind, id: &str, by_app: bool) -> ApiResult {
-        let idx = self.mailboxes[mbx].find(kind, id).ok_or_else(|| ApiError::not_found(id))?;
+        let idx = self.mailboxes[mbx]
+            .find(kind, id)
+            .ok_or_else(|| ApiError::not_found(id))?;
         let seq = self.next_seq();
         let item = &mut self.mailboxes[mbx].items[idx];
         item.deleted = true;
@@ -693,12 +829,26 @@ impl State {
     }
 
     /// Moves a message: new default id, same immutable id.
-    pub fn move_message(&mut self, mbx: usize, id: &str, destination: &str, view: &View) -> ApiResult {
-        let idx = self.mailboxes[mbx].find(Kind::Message, id).ok_or_else(|| ApiError::not_found(id))?;
+    pub fn move_message(
+        &mut self,
+        mbx: usize,
+        id: &str,
+        destination: &str,
+        view: &View,
+    ) -> ApiResult {
+        let idx = self.mailboxes[mbx]
+            .find(Kind::Message, id)
+            .ok_or_else(|| ApiError::not_found(id))?;
         let dest = self.mailboxes[mbx]
             .folder(destination)
             .map(|f| f.id.clone())
-            .ok_or_else(|| ApiError::new(404, "ErrorInvalidIdMalformed", "Destination folder not found."))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "ErrorInvalidIdMalformed",
+                    "Destination folder not found.",
+                )
+            })?;
         let seq = self.next_seq();
         let item = &mut self.mailboxes[mbx].items[idx];
         let old = std::mem::replace(&mut item.container, dest.clone());
@@ -722,7 +872,14 @@ impl State {
     }
 
     /// Live items of a kind (optionally in one container) filtered by an OData `$filter`.
-    pub fn list_items(&self, mbx: usize, kind: Kind, container: Option<&str>, filter: Option<&str>, view: &View) -> Result<Vec<Value>, ApiError> {
+    pub fn list_items(
+        &self,
+        mbx: usize,
+        kind: Kind,
+        container: Option<&str>,
+        filter: Option<&str>,
+        view: &View,
+    ) -> Result<Vec<Value>, ApiError> {
         let mb = &self.mailboxes[mbx];
         let pred = parse_filter(filter)?;
         Ok(mb
@@ -746,7 +903,15 @@ impl State {
         let (kind, container, imm, rest, etag, user_id, upn) = {
             let mb = &self.mailboxes[mbx];
             let it = &mb.items[idx];
-            (it.kind, it.container.clone(), it.imm_id.clone(), it.rest_id.clone(), it.etag(), mb.user_id.clone(), mb.upn.clone())
+            (
+                it.kind,
+                it.container.clone(),
+                it.imm_id.clone(),
+                it.rest_id.clone(),
+                it.etag(),
+                mb.user_id.clone(),
+                mb.upn.clone(),
+            )
         };
         let due = Instant::now() + self.faults.delay;
         let mut out = Vec::new();
@@ -773,7 +938,11 @@ impl State {
                 changes.push("updated".to_string());
             }
             for c in changes {
-                let id = if s.immutable { imm.clone() } else { rest.clone() };
+                let id = if s.immutable {
+                    imm.clone()
+                } else {
+                    rest.clone()
+                };
                 let resource = match kind {
                     Kind::Event => format!("Users/{user_id}/Events/{id}"),
                     Kind::Contact => format!("Users/{user_id}/Contacts/{id}"),
@@ -804,14 +973,22 @@ impl State {
                 continue;
             }
             for _ in 0..self.faults.duplicates.max(1) {
-                self.queue.push_back(Outgoing { url: url.clone(), item: item.clone(), due, attempts: 0, lifecycle: false });
+                self.queue.push_back(Outgoing {
+                    url: url.clone(),
+                    item: item.clone(),
+                    due,
+                    attempts: 0,
+                    lifecycle: false,
+                });
             }
         }
     }
 
     /// Queues a lifecycle notification; `subscriptionRemoved` also deletes the subscription.
     pub fn lifecycle(&mut self, sub_id: &str, event: &str) -> bool {
-        let Some(pos) = self.subs.iter().position(|s| s.id == sub_id) else { return false };
+        let Some(pos) = self.subs.iter().position(|s| s.id == sub_id) else {
+            return false;
+        };
         let s = &self.subs[pos];
         let item = json!({
             "subscriptionId": s.id,
@@ -826,7 +1003,13 @@ impl State {
         }
         match url {
             Some(url) => {
-                self.queue.push_back(Outgoing { url, item, due: Instant::now() + self.faults.delay, attempts: 0, lifecycle: true });
+                self.queue.push_back(Outgoing {
+                    url,
+                    item,
+                    due: Instant::now() + self.faults.delay,
+                    attempts: 0,
+                    lifecycle: true,
+                });
                 true
             }
             None => false,
@@ -876,22 +1059,46 @@ impl State {
                     .filter(|i| i.kind == kind && !i.deleted)
                     .filter(|i| container.as_ref().is_none_or(|c| &i.container == c))
                     .filter(|i| Self::in_window(i, window))
-                    .map(|i| mb.render(i, &View { expand_ext: None, expand_links: false, ..view.clone() }))
+                    .map(|i| {
+                        mb.render(
+                            i,
+                            &View {
+                                expand_ext: None,
+                                expand_links: false,
+                                ..view.clone()
+                            },
+                        )
+                    })
                     .collect();
                 ((kind, container, window, path.to_string()), items, self.seq)
             }
             Some((is_skip, tok)) => {
                 let Some(c) = self.cursors.get_mut(&tok) else {
-                    return Err(ApiError::new(410, "SyncStateNotFound", "The sync state generation is not found; token unknown."));
+                    return Err(ApiError::new(
+                        410,
+                        "SyncStateNotFound",
+                        "The sync state generation is not found; token unknown.",
+                    ));
                 };
                 if !c.mailbox.eq_ignore_ascii_case(&upn) {
-                    return Err(ApiError::new(400, "SyncStateInvalid", "The delta token belongs to another mailbox."));
+                    return Err(ApiError::new(
+                        400,
+                        "SyncStateInvalid",
+                        "The delta token belongs to another mailbox.",
+                    ));
                 }
                 if let Some(with_location) = self.expired_generations.get(&c.generation) {
                     let mut e = ApiError::new(
                         410,
-                        if *with_location { "resyncRequired" } else { "SyncStateNotFound" },
-                        format!("The sync state generation is not found; generation={};[highest={}]", c.generation, self.generation),
+                        if *with_location {
+                            "resyncRequired"
+                        } else {
+                            "SyncStateNotFound"
+                        },
+                        format!(
+                            "The sync state generation is not found; generation={};[highest={}]",
+                            c.generation, self.generation
+                        ),
                     );
                     if *with_location {
                         let mut loc = format!("{}{}", self.base_url, c.path);
@@ -933,13 +1140,26 @@ impl State {
                                     // The calendarView quirk: changes outside the window come as @removed.
                                     Self::removed(i.kind, i.id(view.immutable))
                                 } else {
-                                    mb.render(i, &View { expand_ext: None, expand_links: false, ..view.clone() })
+                                    mb.render(
+                                        i,
+                                        &View {
+                                            expand_ext: None,
+                                            expand_links: false,
+                                            ..view.clone()
+                                        },
+                                    )
                                 }
                             })
                             .collect();
                         (meta, items, self.seq)
                     }
-                    _ => return Err(ApiError::new(400, "SyncStateInvalid", "Token type does not match the query option.")),
+                    _ => {
+                        return Err(ApiError::new(
+                            400,
+                            "SyncStateInvalid",
+                            "Token type does not match the query option.",
+                        ));
+                    }
                 }
             }
         };
@@ -955,7 +1175,7 @@ impl State {
     fn answer_page(
         &mut self,
         upn: &str,
-        meta: (Kind, Option<String>, Option<(DateTime<Utc>, DateTime<Utc>)>, String),
+        meta: CursorMeta,
         page: Vec<Value>,
         rest: VecDeque<Vec<Value>>,
         then_seq: u64,
@@ -965,13 +1185,31 @@ impl State {
         let (key, state) = if rest.is_empty() {
             ("@odata.deltaLink", CursorState::Delta { since: then_seq })
         } else {
-            ("@odata.nextLink", CursorState::Pages { pages: rest, then_seq })
+            (
+                "@odata.nextLink",
+                CursorState::Pages {
+                    pages: rest,
+                    then_seq,
+                },
+            )
         };
-        let param = if rest_is_delta(&state) { "$deltatoken" } else { "$skiptoken" };
+        let param = if rest_is_delta(&state) {
+            "$deltatoken"
+        } else {
+            "$skiptoken"
+        };
         let link = format!("{}{}?{}={}", self.base_url, path, param, token);
         self.cursors.insert(
             token,
-            Cursor { mailbox: upn.to_string(), kind, container, window, generation: self.generation, state, path },
+            Cursor {
+                mailbox: upn.to_string(),
+                kind,
+                container,
+                window,
+                generation: self.generation,
+                state,
+                path,
+            },
         );
         let context = match kind {
             Kind::Event => "Collection(event)",
@@ -979,11 +1217,14 @@ impl State {
             Kind::Task => "Collection(todoTask)",
             Kind::Message => "Collection(message)",
         };
-        (200, json!({
-            "@odata.context": format!("{}/$metadata#{}", self.graph_url(), context),
-            key: link,
-            "value": page,
-        }))
+        (
+            200,
+            json!({
+                "@odata.context": format!("{}/$metadata#{}", self.graph_url(), context),
+                key: link,
+                "value": page,
+            }),
+        )
     }
 }
 
@@ -1003,12 +1244,16 @@ pub(crate) fn parse_local(v: &Value) -> Option<DateTime<Utc>> {
 
 fn parse_ext(v: &Value) -> Result<Vec<(String, String)>, ApiError> {
     let Some(arr) = v.as_array() else {
-        return Err(ApiError::bad("singleValueExtendedProperties must be an array."));
+        return Err(ApiError::bad(
+            "singleValueExtendedProperties must be an array.",
+        ));
     };
     arr.iter()
         .map(|p| match (p["id"].as_str(), &p["value"]) {
             (Some(id), Value::String(val)) => Ok((id.to_string(), val.clone())),
-            _ => Err(ApiError::bad("Each singleValueExtendedProperty needs a string id and a string value.")),
+            _ => Err(ApiError::bad(
+                "Each singleValueExtendedProperty needs a string id and a string value.",
+            )),
         })
         .collect()
 }
@@ -1021,7 +1266,12 @@ fn parse_links(v: &Value) -> Result<Vec<Value>, ApiError> {
         .map(|l| match l {
             Value::Object(m) => {
                 let mut m = m.clone();
-                m.retain(|k, _| matches!(k.as_str(), "applicationName" | "displayName" | "externalId" | "webUrl"));
+                m.retain(|k, _| {
+                    matches!(
+                        k.as_str(),
+                        "applicationName" | "displayName" | "externalId" | "webUrl"
+                    )
+                });
                 m.insert("id".into(), Value::String(uuid::Uuid::new_v4().to_string()));
                 Ok(Value::Object(m))
             }
@@ -1058,24 +1308,48 @@ fn default(data: &mut Map<String, Value>, key: &str, v: Value) {
     }
 }
 
-fn apply_defaults(kind: Kind, data: &mut Map<String, Value>, upn: &str, display: &str, now: DateTime<Utc>) {
+fn apply_defaults(
+    kind: Kind,
+    data: &mut Map<String, Value>,
+    upn: &str,
+    display: &str,
+    now: DateTime<Utc>,
+) {
     default(data, "categories", json!([]));
     match kind {
         Kind::Event => {
             default(data, "subject", json!(""));
-            default(data, "body", json!({ "contentType": "text", "content": "" }));
+            default(
+                data,
+                "body",
+                json!({ "contentType": "text", "content": "" }),
+            );
             let preview = body_preview(data.get("body"));
             data.insert("bodyPreview".into(), Value::String(preview));
             let hex = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
-            data.insert("iCalUId".into(), Value::String(format!("040000008200E00074C5B7101A82E00800000000{hex}")));
+            data.insert(
+                "iCalUId".into(),
+                Value::String(format!("040000008200E00074C5B7101A82E00800000000{hex}")),
+            );
             let is_series = data.get("recurrence").is_some_and(|r| !r.is_null());
-            data.insert("type".into(), json!(if is_series { "seriesMaster" } else { "singleInstance" }));
+            data.insert(
+                "type".into(),
+                json!(if is_series {
+                    "seriesMaster"
+                } else {
+                    "singleInstance"
+                }),
+            );
             data.insert("seriesMasterId".into(), Value::Null);
             default(data, "isAllDay", json!(false));
             default(data, "isCancelled", json!(false));
             default(data, "isDraft", json!(false));
             default(data, "isOrganizer", json!(true));
-            default(data, "organizer", json!({ "emailAddress": { "name": display, "address": upn } }));
+            default(
+                data,
+                "organizer",
+                json!({ "emailAddress": { "name": display, "address": upn } }),
+            );
             default(data, "showAs", json!("busy"));
             default(data, "sensitivity", json!("normal"));
             default(data, "importance", json!("normal"));
@@ -1085,16 +1359,37 @@ fn apply_defaults(kind: Kind, data: &mut Map<String, Value>, upn: &str, display:
             default(data, "hasAttachments", json!(false));
             default(data, "responseRequested", json!(true));
             default(data, "isOnlineMeeting", json!(false));
-            default(data, "responseStatus", json!({ "response": "organizer", "time": "0001-01-01T00:00:00Z" }));
+            default(
+                data,
+                "responseStatus",
+                json!({ "response": "organizer", "time": "0001-01-01T00:00:00Z" }),
+            );
             default(data, "location", json!({ "displayName": "" }));
             let loc = data.get("location").cloned().unwrap_or(Value::Null);
             let loc_empty = loc.is_null() || loc["displayName"].as_str().is_some_and(str::is_empty);
-            default(data, "locations", if loc_empty { json!([]) } else { json!([loc]) });
-            let start_tz = data.get("start").and_then(|s| s["timeZone"].as_str()).unwrap_or("UTC").to_string();
-            let end_tz = data.get("end").and_then(|s| s["timeZone"].as_str()).unwrap_or("UTC").to_string();
+            default(
+                data,
+                "locations",
+                if loc_empty { json!([]) } else { json!([loc]) },
+            );
+            let start_tz = data
+                .get("start")
+                .and_then(|s| s["timeZone"].as_str())
+                .unwrap_or("UTC")
+                .to_string();
+            let end_tz = data
+                .get("end")
+                .and_then(|s| s["timeZone"].as_str())
+                .unwrap_or("UTC")
+                .to_string();
             default(data, "originalStartTimeZone", Value::String(start_tz));
             default(data, "originalEndTimeZone", Value::String(end_tz));
-            data.insert("webLink".into(), json!("https://outlook.office365.com/owa/?itemid=sim&exvsurl=1&path=/calendar/item"));
+            data.insert(
+                "webLink".into(),
+                json!(
+                    "https://outlook.office365.com/owa/?itemid=sim&exvsurl=1&path=/calendar/item"
+                ),
+            );
         }
         Kind::Contact => {
             default(data, "emailAddresses", json!([]));
@@ -1110,18 +1405,36 @@ fn apply_defaults(kind: Kind, data: &mut Map<String, Value>, upn: &str, display:
             default(data, "importance", json!("normal"));
             default(data, "isReminderOn", json!(false));
             default(data, "hasAttachments", json!(false));
-            default(data, "body", json!({ "content": "", "contentType": "text" }));
-            data.insert("bodyLastModifiedDateTime".into(), Value::String(graph_timestamp(now)));
+            default(
+                data,
+                "body",
+                json!({ "content": "", "contentType": "text" }),
+            );
+            data.insert(
+                "bodyLastModifiedDateTime".into(),
+                Value::String(graph_timestamp(now)),
+            );
         }
         Kind::Message => {
             let ts = graph_timestamp(now);
             default(data, "subject", json!(""));
-            default(data, "body", json!({ "contentType": "html", "content": "" }));
+            default(
+                data,
+                "body",
+                json!({ "contentType": "html", "content": "" }),
+            );
             let preview = body_preview(data.get("body"));
             data.insert("bodyPreview".into(), Value::String(preview));
             default(data, "receivedDateTime", Value::String(ts.clone()));
             default(data, "sentDateTime", Value::String(ts));
-            default(data, "internetMessageId", Value::String(format!("<{}@sim.contoso.test>", uuid::Uuid::new_v4().simple())));
+            default(
+                data,
+                "internetMessageId",
+                Value::String(format!(
+                    "<{}@sim.contoso.test>",
+                    uuid::Uuid::new_v4().simple()
+                )),
+            );
             default(data, "conversationId", Value::String(new_item_id("V")));
             default(data, "isRead", json!(false));
             default(data, "isDraft", json!(false));
@@ -1133,10 +1446,10 @@ fn apply_defaults(kind: Kind, data: &mut Map<String, Value>, upn: &str, display:
             default(data, "bccRecipients", json!([]));
             default(data, "replyTo", json!([]));
             default(data, "flag", json!({ "flagStatus": "notFlagged" }));
-            if !data.contains_key("sender") {
-                if let Some(from) = data.get("from").cloned() {
-                    data.insert("sender".into(), from);
-                }
+            if !data.contains_key("sender")
+                && let Some(from) = data.get("from").cloned()
+            {
+                data.insert("sender".into(), from);
             }
             data.insert("webLink".into(), json!("https://outlook.office365.com/owa/?ItemID=sim&exvsurl=1&viewmodel=ReadMessageItem"));
         }
@@ -1154,8 +1467,13 @@ impl Filter {
     fn matches(&self, item: &Item) -> bool {
         match self {
             Filter::All => true,
-            Filter::ExtProp { id, value } => item.ext.iter().any(|(i, v)| i.eq_ignore_ascii_case(id) && v == value),
-            Filter::Field { name, value } => item.data.get(name).and_then(Value::as_str) == Some(value.as_str()),
+            Filter::ExtProp { id, value } => item
+                .ext
+                .iter()
+                .any(|(i, v)| i.eq_ignore_ascii_case(id) && v == value),
+            Filter::Field { name, value } => {
+                item.data.get(name).and_then(Value::as_str) == Some(value.as_str())
+            }
         }
     }
 }
@@ -1163,26 +1481,46 @@ impl Filter {
 /// Supports `singleValueExtendedProperties/Any(ep: ep/id eq '..' and ep/value eq '..')` and
 /// `<field> eq '..'` (e.g. `iCalUId`, `displayName`).
 pub(crate) fn parse_filter(filter: Option<&str>) -> Result<Filter, ApiError> {
-    let Some(f) = filter.map(str::trim).filter(|f| !f.is_empty()) else { return Ok(Filter::All) };
+    let Some(f) = filter.map(str::trim).filter(|f| !f.is_empty()) else {
+        return Ok(Filter::All);
+    };
     let lits = odata_literals(f);
-    if f.to_ascii_lowercase().starts_with("singlevalueextendedproperties/any(") {
+    if f.to_ascii_lowercase()
+        .starts_with("singlevalueextendedproperties/any(")
+    {
         if lits.len() == 2 && f.contains("/id eq") && f.contains("/value eq") {
-            return Ok(Filter::ExtProp { id: lits[0].clone(), value: lits[1].clone() });
+            return Ok(Filter::ExtProp {
+                id: lits[0].clone(),
+                value: lits[1].clone(),
+            });
         }
-        return Err(ApiError::new(400, "ErrorInvalidUrlQueryFilter", "The extended property filter is not supported."));
+        return Err(ApiError::new(
+            400,
+            "ErrorInvalidUrlQueryFilter",
+            "The extended property filter is not supported.",
+        ));
     }
     if let Some((name, _)) = f.split_once(" eq ") {
         let name = name.trim();
         if lits.len() == 1 && name.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Ok(Filter::Field { name: name.to_string(), value: lits[0].clone() });
+            return Ok(Filter::Field {
+                name: name.to_string(),
+                value: lits[0].clone(),
+            });
         }
     }
-    Err(ApiError::new(400, "ErrorInvalidUrlQueryFilter", format!("The query filter '{f}' is not supported by the simulator.")))
+    Err(ApiError::new(
+        400,
+        "ErrorInvalidUrlQueryFilter",
+        format!("The query filter '{f}' is not supported by the simulator."),
+    ))
 }
 
 /// The id inside `singleValueExtendedProperties($filter=id eq '...')`; `Some(None)` for a bare expand.
 pub(crate) fn parse_expand(expand: Option<&str>) -> (Option<Option<String>>, bool) {
-    let Some(e) = expand else { return (None, false) };
+    let Some(e) = expand else {
+        return (None, false);
+    };
     let lower = e.to_ascii_lowercase();
     let links = lower.contains("linkedresources");
     let ext = if lower.contains("singlevalueextendedproperties") {
@@ -1210,13 +1548,18 @@ mod tests {
             }
             _ => panic!("not parsed"),
         }
-        assert!(matches!(parse_filter(Some("iCalUId eq 'abc'")), Ok(Filter::Field { .. })));
+        assert!(matches!(
+            parse_filter(Some("iCalUId eq 'abc'")),
+            Ok(Filter::Field { .. })
+        ));
         assert!(parse_filter(Some("startswith(subject,'a')")).is_err());
     }
 
     #[test]
     fn expand_extracts_property_id() {
-        let (ext, links) = parse_expand(Some("singleValueExtendedProperties($filter=id eq 'String {x} Name A')"));
+        let (ext, links) = parse_expand(Some(
+            "singleValueExtendedProperties($filter=id eq 'String {x} Name A')",
+        ));
         assert_eq!(ext, Some(Some("String {x} Name A".to_string())));
         assert!(!links);
         assert_eq!(parse_expand(Some("linkedResources")), (None, true));
