@@ -386,7 +386,7 @@ pub async fn run() -> anyhow::Result<()> {
     h.settle().await?;
     let ev = h.graph.events(MAILBOX).into_iter().next().context("event created")?;
     let ev_id = ev["id"].as_str().unwrap_or_default().to_string();
-    println!("   Outlook now has: subject {:?}, location {:?}", ev["subject"], ev["location"]["displayName"]);
+    println!("   Outlook now has: subject {}, location {}", ev["subject"], ev["location"]["displayName"]);
     report("create", &b, cw, gw);
 
     // 2. CRM edit, then the event is merely opened twice in Outlook.
@@ -441,7 +441,7 @@ pub async fn run() -> anyhow::Result<()> {
         .record("Contact", crm_id)
         .and_then(|r| r.fields.get("Subject").cloned())
         .unwrap_or_default();
-    println!("   CRM subject: {crm_subject:?}; Outlook subject: {:?}", ev["subject"]);
+    println!("   CRM subject: {crm_subject:?}; Outlook subject: {}", ev["subject"]);
     report("conflict", &b, cw, gw);
 
     // 5. Delete in Outlook.

@@ -545,7 +545,11 @@ pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
                     &Query {
                         table: entity.crm_table().into(),
                         conditions: conds,
-                        fields: vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into(), "Contact".into()],
+                        fields: if entity == Entity::Appointment {
+                            vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into(), "Contact".into()]
+                        } else {
+                            vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into()]
+                        },
                         max_records: Some(500),
                     },
                     None,
