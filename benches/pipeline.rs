@@ -21,7 +21,14 @@ fn options() -> HarnessOptions {
     o
 }
 
-async fn post_notifications(url: &str, sub_id: &str, client_state: &str, total: usize, batch: usize, concurrency: usize) -> f64 {
+async fn post_notifications(
+    url: &str,
+    sub_id: &str,
+    client_state: &str,
+    total: usize,
+    batch: usize,
+    concurrency: usize,
+) -> f64 {
     let client = reqwest::Client::new();
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -44,8 +51,15 @@ async fn post_notifications(url: &str, sub_id: &str, client_state: &str, total: 
                                                 "@odata.etag": format!("W/\"{}\"", n + i)}})
                     })
                     .collect();
-                let r = client.post(&url).json(&json!({"value": value})).send().await;
-                assert!(r.map(|r| r.status().as_u16() == 202).unwrap_or(false), "receiver accepted");
+                let r = client
+                    .post(&url)
+                    .json(&json!({"value": value}))
+                    .send()
+                    .await;
+                assert!(
+                    r.map(|r| r.status().as_u16() == 202).unwrap_or(false),
+                    "receiver accepted"
+                );
             }
         }));
     }
@@ -70,38 +84,89 @@ async fn main() {
     let (date, time) = crm_slot(2, 10);
     let crm_id = h.crm.user_insert(
         "Contact",
-        &[("Contact", "Visit"), ("Subject", "bench 0"), ("Date", &date), ("Time", &time),
-          ("EndDate", &date), ("EndTime", "11:00"), ("RepID", REP_ID)],
+        &[
+            ("Contact", "Visit"),
+            ("Subject", "bench 0"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "11:00"),
+            ("RepID", REP_ID),
+        ],
     );
-    wait_for("event", Duration::from_secs(20), || async { !h.graph.events(MAILBOX).is_empty() }).await.unwrap();
+    wait_for("event", Duration::from_secs(20), || async {
+        !h.graph.events(MAILBOX).is_empty()
+    })
+    .await
+    .unwrap();
     h.settle().await.unwrap();
-    let ev_id = h.graph.events(MAILBOX)[0]["id"].as_str().unwrap().to_string();
+    let ev_id = h.graph.events(MAILBOX)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut lat = Vec::new();
     for i in 1..=40 {
         let subject = format!("bench {i}");
         let t0 = Instant::now();
-        h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": subject}));
+        h.graph
+            .user_update_event(MAILBOX, &ev_id, json!({"subject": subject}));
         loop {
-            let done = h.crm.record("Contact", crm_id).and_then(|r| r.fields.get("Subject").cloned()) == Some(subject.clone());
-            if done { break; }
-            if t0.elapsed() > Duration::from_secs(20) { panic!("edit {i} did not reach CRM"); }
+            let done = h
+                .crm
+                .record("Contact", crm_id)
+                .and_then(|r| r.fields.get("Subject").cloned())
+                == Some(subject.clone());
+            if done {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                panic!("edit {i} did not reach CRM");
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("end-to-end Graph change -> CRM write: n={} p50={:.1} ms p99={:.1} ms max={:.1} ms",
-        lat.len(), pct(&lat, 0.5), pct(&lat, 0.99), lat[lat.len() - 1]);
+    println!(
+        "end-to-end Graph change -> CRM write: n={} p50={:.1} ms p99={:.1} ms max={:.1} ms",
+        lat.len(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat[lat.len() - 1]
+    );
 
     // 2. Receiver throughput (receiver role only, so workers do not compete for the CPU).
-    let sub = h.app().state.subscriptions().await.unwrap().into_iter()
-        .find(|s| s.resource.ends_with("/events")).unwrap();
-    h.restart(1, Roles { receiver: true, worker: false, scheduler: false, admin: true }).await.unwrap();
+    let sub = h
+        .app()
+        .state
+        .subscriptions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.resource.ends_with("/events"))
+        .unwrap();
+    h.restart(
+        1,
+        Roles {
+            receiver: true,
+            worker: false,
+            scheduler: false,
+            admin: true,
+        },
+    )
+    .await
+    .unwrap();
     let url = format!("{}/notifications", h.receiver_url());
     for (batch, conc) in [(1usize, 8usize), (10, 8)] {
         let rate = post_notifications(&url, &sub.id, &sub.client_state, 4000, batch, conc).await;
-        println!("receiver ({}) batch={batch} concurrency={conc}: {rate:.0} notifications/s",
-            if std::env::var("CGC_BENCH_BACKEND").as_deref() == Ok("rabbitmq") { "RabbitMQ confirms" } else { "embedded queue" });
+        println!(
+            "receiver ({}) batch={batch} concurrency={conc}: {rate:.0} notifications/s",
+            if std::env::var("CGC_BENCH_BACKEND").as_deref() == Ok("rabbitmq") {
+                "RabbitMQ confirms"
+            } else {
+                "embedded queue"
+            }
+        );
     }
     h.stop().await;
 }

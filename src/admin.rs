@@ -75,7 +75,10 @@ async fn metrics(AxState(app): AxState<Arc<App>>) -> Response {
 async fn list_conflicts(AxState(app): AxState<Arc<App>>) -> Response {
     match app.state.conflicts().await {
         Ok(list) => Json(json!({"conflicts": list})).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        ),
     }
 }
 
@@ -97,14 +100,26 @@ async fn resolve(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("body must be {{\"take\": \"crm\"|\"graph\"}} or {{\"values\": {{...}}}}: {e}"),
+                format!(
+                    "body must be {{\"take\": \"crm\"|\"graph\"}} or {{\"values\": {{...}}}}: {e}"
+                ),
             );
         }
     };
     let conflict = match app.state.conflict(&id).await {
         Ok(Some(c)) => c,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no open conflict with id {id}")),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")),
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no open conflict with id {id}"),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store unavailable: {e}"),
+            );
+        }
     };
     let held: Vec<String> = conflict.fields.iter().map(|f| f.field.clone()).collect();
     let resolution = match (body.take.as_deref(), body.values) {
@@ -112,12 +127,18 @@ async fn resolve(
         (Some("graph"), None) => Resolution::TakeGraph,
         (None, Some(values)) => {
             if values.is_empty() {
-                return error(StatusCode::BAD_REQUEST, "values is empty: name at least one field of the conflict");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "values is empty: name at least one field of the conflict",
+                );
             }
             if let Some(f) = values.keys().find(|k| !held.contains(k)) {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("field {f:?} is not part of this conflict; it holds: {}", held.join(", ")),
+                    format!(
+                        "field {f:?} is not part of this conflict; it holds: {}",
+                        held.join(", ")
+                    ),
                 );
             }
             Resolution::Values(values)
@@ -129,10 +150,16 @@ async fn resolve(
             );
         }
         (None, None) => {
-            return error(StatusCode::BAD_REQUEST, "name a side ({\"take\": \"crm\"} or {\"take\": \"graph\"}) or {\"values\": {...}}");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name a side ({\"take\": \"crm\"} or {\"take\": \"graph\"}) or {\"values\": {...}}",
+            );
         }
         (Some(_), Some(_)) => {
-            return error(StatusCode::BAD_REQUEST, "give either take or values, not both");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either take or values, not both",
+            );
         }
     };
     let by = body.by.unwrap_or_else(|| "admin-api".into());
@@ -141,7 +168,9 @@ async fn resolve(
         Err(ResolveFailure::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
         Err(ResolveFailure::Failed(f)) => {
             let msg = match f {
-                Failure::Retry { reason, .. } => format!("could not write the resolution yet ({reason}); try again"),
+                Failure::Retry { reason, .. } => {
+                    format!("could not write the resolution yet ({reason}); try again")
+                }
                 Failure::Dead { reason } => format!("could not write the resolution: {reason}"),
             };
             error(StatusCode::BAD_GATEWAY, msg)
@@ -169,15 +198,24 @@ async fn apply_resolution(
     by: &str,
 ) -> Result<(), ResolveFailure> {
     let Some(t) = app.tenant(&c.tenant) else {
-        return Err(ResolveFailure::BadRequest(format!("tenant {} is no longer configured", c.tenant)));
+        return Err(ResolveFailure::BadRequest(format!(
+            "tenant {} is no longer configured",
+            c.tenant
+        )));
     };
     let crm_id: u64 = c
         .crm_id
         .parse()
         .map_err(|_| ResolveFailure::BadRequest("conflict holds a malformed CRM id".into()))?;
-    let Some(link) = app.state.link_by_crm(&c.tenant, c.entity, &c.mailbox, crm_id).await? else {
+    let Some(link) = app
+        .state
+        .link_by_crm(&c.tenant, c.entity, &c.mailbox, crm_id)
+        .await?
+    else {
         app.state.remove_conflict(&c.id).await?;
-        return Err(ResolveFailure::BadRequest("the pair is no longer linked; conflict dropped".into()));
+        return Err(ResolveFailure::BadRequest(
+            "the pair is no longer linked; conflict dropped".into(),
+        ));
     };
     let item = match c.entity {
         Entity::Appointment => t.graph.get_event(&c.mailbox, &link.graph_id).await?,
@@ -193,10 +231,17 @@ async fn apply_resolution(
     };
     let record = t
         .crm
-        .get(c.entity.crm_table(), crm_id, crm_read_fields(c.entity), Some(&c.mailbox))
+        .get(
+            c.entity.crm_table(),
+            crm_id,
+            crm_read_fields(c.entity),
+            Some(&c.mailbox),
+        )
         .await?;
     let (Some(item), Some(record)) = (item, record) else {
-        return Err(ResolveFailure::BadRequest("one side of the pair no longer exists".into()));
+        return Err(ResolveFailure::BadRequest(
+            "one side of the pair no longer exists".into(),
+        ));
     };
     let ctx = MapContext {
         crm_zone: t.cfg.crm_time_zone,
@@ -206,15 +251,38 @@ async fn apply_resolution(
     let graph_c = cgc_core::from_graph(c.entity, &item, &ctx)?;
     let crm_c = cgc_core::from_crm(c.entity, &record.fields, &ctx)?;
     let fields: Vec<String> = c.fields.iter().map(|f| f.field.clone()).collect();
-    let plan = cgc_core::resolve_conflict(c.entity, shadow.as_ref(), &graph_c, &crm_c, &fields, resolution, &ctx)
-        .map_err(|e| ResolveFailure::BadRequest(e.to_string()))?;
+    let plan = cgc_core::resolve_conflict(
+        c.entity,
+        shadow.as_ref(),
+        &graph_c,
+        &crm_c,
+        &fields,
+        resolution,
+        &ctx,
+    )
+    .map_err(|e| ResolveFailure::BadRequest(e.to_string()))?;
     let event_id = format!("resolve-{}", c.id);
-    let sync = Sync::new(app, t, &c.mailbox, c.entity, Cause::ConflictResolution, &event_id);
+    let sync = Sync::new(
+        app,
+        t,
+        &c.mailbox,
+        c.entity,
+        Cause::ConflictResolution,
+        &event_id,
+    );
     let graph_id = link.graph_id.clone();
     let list_id = link.list_id.clone();
     let audit = plan.audit.clone();
-    sync.apply(plan, Some(link.clone()), Some(item), None, graph_id, list_id.as_deref(), &ctx)
-        .await?;
+    sync.apply(
+        plan,
+        Some(link.clone()),
+        Some(item),
+        None,
+        graph_id,
+        list_id.as_deref(),
+        &ctx,
+    )
+    .await?;
     for entry in audit {
         app.state
             .audit(
@@ -243,14 +311,18 @@ async fn dead_letters(AxState(app): AxState<Arc<App>>) -> Response {
             let items: Vec<Value> = list
                 .into_iter()
                 .map(|d| {
-                    let event: Value = serde_json::from_slice(&d.envelope.payload).unwrap_or(Value::Null);
+                    let event: Value =
+                        serde_json::from_slice(&d.envelope.payload).unwrap_or(Value::Null);
                     json!({"id": d.envelope.id, "reason": d.reason, "at": d.at,
                            "attempt": d.envelope.attempt, "key": d.envelope.key, "event": event})
                 })
                 .collect();
             Json(json!({"dead_letters": items})).into_response()
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("queue unavailable: {e}")),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue unavailable: {e}"),
+        ),
     }
 }
 
@@ -265,18 +337,33 @@ async fn replay(AxState(app): AxState<Arc<App>>, body: axum::body::Bytes) -> Res
     } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{}} or {{\"id\": \"…\"}}: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body must be {{}} or {{\"id\": \"…\"}}: {e}"),
+                );
+            }
         }
     };
     match app.queue.replay(body.id.as_deref()).await {
         Ok(0) if body.id.is_some() => error(StatusCode::NOT_FOUND, "no dead letter with that id"),
         Ok(n) => Json(json!({"replayed": n})).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("queue unavailable: {e}")),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue unavailable: {e}"),
+        ),
     }
 }
 
-async fn audit(AxState(app): AxState<Arc<App>>, Query(q): Query<BTreeMap<String, String>>) -> Response {
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
+async fn audit(
+    AxState(app): AxState<Arc<App>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100usize)
+        .min(10_000);
     let mut out = Vec::new();
     for t in app.tenants.keys() {
         if q.get("tenant").is_some_and(|x| x != t) {
@@ -284,7 +371,12 @@ async fn audit(AxState(app): AxState<Arc<App>>, Query(q): Query<BTreeMap<String,
         }
         match app.state.audit_tail(t, limit).await {
             Ok(v) => out.extend(v),
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("store unavailable: {e}"),
+                );
+            }
         }
     }
     Json(json!({"audit": out})).into_response()
@@ -293,6 +385,9 @@ async fn audit(AxState(app): AxState<Arc<App>>, Query(q): Query<BTreeMap<String,
 async fn queue_depth(AxState(app): AxState<Arc<App>>) -> Response {
     match app.queue.depth().await {
         Ok(d) => Json(json!(d)).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("queue unavailable: {e}")),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue unavailable: {e}"),
+        ),
     }
 }

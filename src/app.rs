@@ -37,6 +37,9 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Timers and tuning that tests shorten.
     pub tuning: Tuning,
+    /// Where Graph reaches the receiver: `[receiver] public_url`, or the bound address when the
+    /// receiver listens on port 0 (tests, demo).
+    pub public_url: std::sync::OnceLock<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -99,7 +102,10 @@ impl App {
         let queue: Arc<dyn Queue> = match config.queue.backend {
             QueueBackend::Embedded => {
                 std::fs::create_dir_all(&config.queue.path).with_context(|| {
-                    format!("queue.path {} cannot be created", config.queue.path.display())
+                    format!(
+                        "queue.path {} cannot be created",
+                        config.queue.path.display()
+                    )
                 })?;
                 Arc::new(
                     EmbeddedQueue::open(&config.queue.path.join("queue.redb"), opts)
@@ -115,7 +121,10 @@ impl App {
         let store: Arc<dyn Store> = match config.store.backend {
             StoreBackend::Embedded => {
                 std::fs::create_dir_all(&config.store.path).with_context(|| {
-                    format!("store.path {} cannot be created", config.store.path.display())
+                    format!(
+                        "store.path {} cannot be created",
+                        config.store.path.display()
+                    )
                 })?;
                 Arc::new(
                     EmbeddedStore::open(&config.store.path.join("state.redb"))
@@ -164,11 +173,19 @@ impl App {
             instance: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
             shutdown: CancellationToken::new(),
             tuning,
+            public_url: std::sync::OnceLock::new(),
         }))
     }
 
     pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
         self.tenants.get(id)
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.config.receiver.public_url.clone())
     }
 }
 
@@ -200,7 +217,9 @@ impl Running {
             .await
             .is_err()
         {
-            tracing::warn!("shutdown: drain deadline passed with work still in flight; it will be redelivered");
+            tracing::warn!(
+                "shutdown: drain deadline passed with work still in flight; it will be redelivered"
+            );
         }
     }
 }
@@ -212,7 +231,12 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
     if roles.receiver {
         let listener = TcpListener::bind(app.config.receiver.listen)
             .await
-            .with_context(|| format!("receiver.listen {} cannot be bound", app.config.receiver.listen))?;
+            .with_context(|| {
+                format!(
+                    "receiver.listen {} cannot be bound",
+                    app.config.receiver.listen
+                )
+            })?;
         bound.receiver = Some(listener.local_addr()?);
         let router = crate::receiver::router(app.clone());
         let token = app.shutdown.clone();
@@ -224,6 +248,12 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
                 tracing::error!(error = %e, "receiver stopped");
             }
         });
+    }
+    if let Some(addr) = bound.receiver {
+        // A receiver bound to port 0 (tests, demo): the public URL follows the real port.
+        if app.config.receiver.listen.port() == 0 {
+            let _ = app.public_url.set(format!("http://{addr}"));
+        }
     }
     if roles.admin {
         if let Some(admin) = &app.config.admin {
@@ -251,12 +281,7 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
     }
     if roles.scheduler {
         let app2 = app.clone();
-        let public_url = match bound.receiver {
-            // In `run` the receiver may have been bound to port 0 (tests): the public URL follows it.
-            Some(addr) if app.config.receiver.listen.port() == 0 => format!("http://{addr}"),
-            _ => app.config.receiver.public_url.clone(),
-        };
-        tracker.spawn(async move { crate::scheduler::run(app2, public_url).await });
+        tracker.spawn(async move { crate::scheduler::run(app2).await });
     }
     Ok(Running {
         app,

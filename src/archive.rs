@@ -39,11 +39,18 @@ pub async fn archive_message(
     let result = store_in_crm(t, mailbox, message_id, &msg).await;
     match result {
         Ok(created) => {
-            let ok = g.ensure_mail_folder(mailbox, &t.cfg.emails.success_folder).await?;
+            let ok = g
+                .ensure_mail_folder(mailbox, &t.cfg.emails.success_folder)
+                .await?;
             g.move_message(mailbox, message_id, &ok).await?;
-            app.metrics.inc("emails_archived_total", &[("tenant", &t.cfg.id)]);
+            app.metrics
+                .inc("emails_archived_total", &[("tenant", &t.cfg.id)]);
             Ok(Processed {
-                kind: if created { PlanKind::Create } else { PlanKind::NoOp },
+                kind: if created {
+                    PlanKind::Create
+                } else {
+                    PlanKind::NoOp
+                },
                 reason: if created {
                     "message archived as a CRM e-mail record".into()
                 } else {
@@ -55,9 +62,12 @@ pub async fn archive_message(
         Err(Failure::Dead { reason }) => {
             tracing::error!(tenant = %t.cfg.id, mailbox, message = message_id, %reason,
                 "message cannot be archived; moved to the failure folder");
-            let bad = g.ensure_mail_folder(mailbox, &t.cfg.emails.failure_folder).await?;
+            let bad = g
+                .ensure_mail_folder(mailbox, &t.cfg.emails.failure_folder)
+                .await?;
             g.move_message(mailbox, message_id, &bad).await?;
-            app.metrics.inc("emails_failed_total", &[("tenant", &t.cfg.id)]);
+            app.metrics
+                .inc("emails_failed_total", &[("tenant", &t.cfg.id)]);
             Ok(Processed {
                 kind: PlanKind::NoOp,
                 reason: format!("archiving failed: {reason}"),
@@ -69,7 +79,12 @@ pub async fn archive_message(
 }
 
 /// Creates the CRM record unless one exists for the `internetMessageId`; true when created.
-async fn store_in_crm(t: &Arc<Tenant>, mailbox: &str, message_id: &str, msg: &Value) -> Result<bool, Failure> {
+async fn store_in_crm(
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    message_id: &str,
+    msg: &Value,
+) -> Result<bool, Failure> {
     let imid = msg
         .get("internetMessageId")
         .and_then(Value::as_str)

@@ -12,7 +12,11 @@ use crate::app::{self, App, Roles, Tuning};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "crm-graph-connector", version, about = "Two-way, content-based sync between Aurea CRM and Microsoft 365")]
+#[command(
+    name = "crm-graph-connector",
+    version,
+    about = "Two-way, content-based sync between Aurea CRM and Microsoft 365"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -92,7 +96,10 @@ pub enum DeadLetterAction {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -170,7 +177,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
             crate::telemetry::init("warn");
             crate::demo::run().await
         }
-        Command::Simulate { which, listen, seed } => {
+        Command::Simulate {
+            which,
+            listen,
+            seed,
+        } => {
             crate::telemetry::init("info");
             let r = match which {
                 Which::Graph => cgc_graph::sim::run_standalone(listen, seed).await,
@@ -182,7 +193,9 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Conflicts { config, action } => {
             let config = load(&config)?;
             match action.unwrap_or(ConflictAction::List) {
-                ConflictAction::List => admin_call(&config, reqwest::Method::GET, "/admin/conflicts", None).await,
+                ConflictAction::List => {
+                    admin_call(&config, reqwest::Method::GET, "/admin/conflicts", None).await
+                }
                 ConflictAction::Resolve { id, take } => {
                     admin_call(
                         &config,
@@ -197,7 +210,9 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::DeadLetters { config, action } => {
             let config = load(&config)?;
             match action.unwrap_or(DeadLetterAction::List) {
-                DeadLetterAction::List => admin_call(&config, reqwest::Method::GET, "/admin/dead-letters", None).await,
+                DeadLetterAction::List => {
+                    admin_call(&config, reqwest::Method::GET, "/admin/dead-letters", None).await
+                }
                 DeadLetterAction::Replay { id } => {
                     admin_call(
                         &config,
@@ -219,7 +234,9 @@ async fn admin_call(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
     let Some(admin) = &config.admin else {
-        bail!("the config file has no [admin] section: add [admin] listen and token, and restart the service");
+        bail!(
+            "the config file has no [admin] section: add [admin] listen and token, and restart the service"
+        );
     };
     let url = format!("http://{}{path}", admin.listen);
     let client = reqwest::Client::new();
@@ -253,7 +270,11 @@ async fn doctor(c: &ConfigArg) -> anyhow::Result<()> {
     println!("queue and store: ok");
     let mut failed = false;
     for t in app.tenants.values() {
-        match t.graph.get_user(&format!("nobody@{}", t.cfg.domains[0])).await {
+        match t
+            .graph
+            .get_user(&format!("nobody@{}", t.cfg.domains[0]))
+            .await
+        {
             Ok(_) => println!("tenant {}: Graph token and API: ok", t.cfg.id),
             Err(e) => {
                 failed = true;

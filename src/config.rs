@@ -317,7 +317,14 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
                 .map(str::trim)
                 .find(|l| l.starts_with('['))
                 .unwrap_or("top level");
-            format!("line {line}, in {section}: {msg}")
+            // The key on the offending line, when the error points at a value.
+            let line_text = text.lines().nth(line - 1).unwrap_or("");
+            match line_text.split_once('=') {
+                Some((k, _)) if !k.trim().starts_with('[') && !msg.contains(k.trim()) => {
+                    format!("line {line}, in {section}: key `{}`: {msg}", k.trim())
+                }
+                _ => format!("line {line}, in {section}: {msg}"),
+            }
         }
         None => msg,
     }
@@ -345,7 +352,9 @@ fn secret(
                 path.display()
             ))
         })?;
-        return Ok(SecretString::from(v.trim_end_matches(['\n', '\r']).to_string()));
+        return Ok(SecretString::from(
+            v.trim_end_matches(['\n', '\r']).to_string(),
+        ));
     }
     if let Some(v) = env(env_name) {
         return Ok(SecretString::from(v));
@@ -469,7 +478,10 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
     };
     let admin = match raw.admin {
         Some(a) => Some(AdminConfig {
-            listen: parse_addr("admin.listen", a.listen.as_deref().unwrap_or("127.0.0.1:9090"))?,
+            listen: parse_addr(
+                "admin.listen",
+                a.listen.as_deref().unwrap_or("127.0.0.1:9090"),
+            )?,
             token: secret(
                 "admin.token",
                 a.token,
@@ -497,7 +509,9 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
             .url
             .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
         let backend = q.backend.unwrap_or_default();
-        if backend == QueueBackend::Rabbitmq && !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        if backend == QueueBackend::Rabbitmq
+            && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+        {
             return Err(err(format!(
                 "queue.url must be an amqp:// or amqps:// URL when queue.backend = \"rabbitmq\" (got a {} URL)",
                 url.split(':').next().unwrap_or("malformed")
@@ -518,7 +532,9 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
         });
         let url = s.url.unwrap_or_else(|| "redis://127.0.0.1:6379".into());
         let backend = s.backend.unwrap_or_default();
-        if backend == StoreBackend::Redis && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if backend == StoreBackend::Redis
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
             return Err(err(
                 "store.url must be a redis:// or rediss:// URL when store.backend = \"redis\"",
             ));
@@ -597,7 +613,10 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
         let seconds = |name: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
             let v = v.unwrap_or(default);
             if v == 0 {
-                return Err(err(format!("{} = 0; expected a number of seconds > 0", k(name))));
+                return Err(err(format!(
+                    "{} = 0; expected a number of seconds > 0",
+                    k(name)
+                )));
             }
             Ok(v)
         };
@@ -652,7 +671,11 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
             client_secret,
             login_url,
             graph_url,
-            domains: t.domains.iter().map(|d| d.trim().to_ascii_lowercase()).collect(),
+            domains: t
+                .domains
+                .iter()
+                .map(|d| d.trim().to_ascii_lowercase())
+                .collect(),
             crm_url: crm_url_raw,
             crm_user,
             crm_password,
@@ -816,7 +839,10 @@ failure_folder = "Sync_Failure"
     fn public_url_must_be_https_unless_loopback() {
         let text = FULL.replace("https://hooks.example.com", "http://hooks.example.com");
         let e = Config::parse(&text, &no_env).unwrap_err().to_string();
-        assert!(e.contains("receiver.public_url") && e.contains("https"), "{e}");
+        assert!(
+            e.contains("receiver.public_url") && e.contains("https"),
+            "{e}"
+        );
         let text = FULL.replace("https://hooks.example.com", "http://127.0.0.1:8080");
         assert!(Config::parse(&text, &no_env).is_ok());
     }
@@ -824,10 +850,22 @@ failure_folder = "Sync_Failure"
     #[test]
     fn bad_values_name_the_key() {
         let cases = [
-            ("crm_time_zone = \"Europe/Berlin\"", "crm_time_zone = \"Mars/Base\"", "crm_time_zone"),
-            ("conflict = \"crm-wins\"\nexclude_fields = []\n\n[tenants.contacts]", "conflict = \"newest\"\nexclude_fields = []\n\n[tenants.contacts]", "conflict"),
+            (
+                "crm_time_zone = \"Europe/Berlin\"",
+                "crm_time_zone = \"Mars/Base\"",
+                "crm_time_zone",
+            ),
+            (
+                "conflict = \"crm-wins\"\nexclude_fields = []\n\n[tenants.contacts]",
+                "conflict = \"newest\"\nexclude_fields = []\n\n[tenants.contacts]",
+                "conflict",
+            ),
             ("partitions = 16", "partitions = 0", "queue.partitions"),
-            ("crm_url = \"https://crm.contoso.com/crm.interface\"", "crm_url = \"not a url\"", "crm_url"),
+            (
+                "crm_url = \"https://crm.contoso.com/crm.interface\"",
+                "crm_url = \"not a url\"",
+                "crm_url",
+            ),
             ("domains = [\"contoso.com\"]", "domains = []", "domains"),
         ];
         for (from, to, key) in cases {
@@ -842,7 +880,10 @@ failure_folder = "Sync_Failure"
     fn manual_conflict_requires_admin() {
         let text = FULL
             .replacen("conflict = \"crm-wins\"", "conflict = \"manual\"", 1)
-            .replace("[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"admintoken\"\n", "");
+            .replace(
+                "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"admintoken\"\n",
+                "",
+            );
         let e = Config::parse(&text, &no_env).unwrap_err().to_string();
         assert!(e.contains("manual") && e.contains("[admin]"), "{e}");
     }
@@ -878,6 +919,9 @@ crm_password = "p"
     fn unknown_exclude_field_is_refused() {
         let text = FULL.replacen("exclude_fields = []", "exclude_fields = [\"colour\"]", 1);
         let e = Config::parse(&text, &no_env).unwrap_err().to_string();
-        assert!(e.contains("appointments.exclude_fields") && e.contains("colour"), "{e}");
+        assert!(
+            e.contains("appointments.exclude_fields") && e.contains("colour"),
+            "{e}"
+        );
     }
 }

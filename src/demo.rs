@@ -125,15 +125,26 @@ impl Harness {
         Ok((graph, crm))
     }
 
-    pub fn config_text(graph: &GraphSim, crm: &CrmSim, dir: &std::path::Path, opts: &HarnessOptions) -> String {
+    pub fn config_text(
+        graph: &GraphSim,
+        crm: &CrmSim,
+        dir: &std::path::Path,
+        opts: &HarnessOptions,
+    ) -> String {
         let gcfg = GraphSimConfig::default();
         let queue = if opts.queue_toml.is_empty() {
-            format!("[queue]\nbackend = \"embedded\"\npath = {:?}\n", dir.join("queue").display().to_string())
+            format!(
+                "[queue]\nbackend = \"embedded\"\npath = {:?}\n",
+                dir.join("queue").display().to_string()
+            )
         } else {
             opts.queue_toml.clone()
         };
         let store = if opts.store_toml.is_empty() {
-            format!("[store]\nbackend = \"embedded\"\npath = {:?}\n", dir.join("state").display().to_string())
+            format!(
+                "[store]\nbackend = \"embedded\"\npath = {:?}\n",
+                dir.join("state").display().to_string()
+            )
         } else {
             opts.store_toml.clone()
         };
@@ -223,26 +234,36 @@ conflict = "{conflict}"
     pub fn admin_url(&self) -> String {
         format!(
             "http://{}",
-            self.running.as_ref().and_then(|r| r.bound.admin).expect("admin bound")
+            self.running
+                .as_ref()
+                .and_then(|r| r.bound.admin)
+                .expect("admin bound")
         )
     }
 
     pub fn receiver_url(&self) -> String {
         format!(
             "http://{}",
-            self.running.as_ref().and_then(|r| r.bound.receiver).expect("receiver bound")
+            self.running
+                .as_ref()
+                .and_then(|r| r.bound.receiver)
+                .expect("receiver bound")
         )
     }
 
     /// Waits until the mailbox has its event subscription.
     pub async fn wait_subscribed(&self) -> anyhow::Result<()> {
-        wait_for("the events subscription", Duration::from_secs(20), || async {
-            self.graph.subscriptions().iter().any(|s| {
-                s.get("resource")
-                    .and_then(Value::as_str)
-                    .is_some_and(|r| r.ends_with("/events"))
-            })
-        })
+        wait_for(
+            "the events subscription",
+            Duration::from_secs(20),
+            || async {
+                self.graph.subscriptions().iter().any(|s| {
+                    s.get("resource")
+                        .and_then(Value::as_str)
+                        .is_some_and(|r| r.ends_with("/events"))
+                })
+            },
+        )
         .await
     }
 
@@ -339,7 +360,9 @@ fn describe(before: &[(&'static str, u64)], after: &[(&'static str, u64)]) -> St
 /// The scripted story.
 pub async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    println!("crm-graph-connector demo: Graph and CRM.interface simulators + the connector, in one process\n");
+    println!(
+        "crm-graph-connector demo: Graph and CRM.interface simulators + the connector, in one process\n"
+    );
     let h = Harness::start(HarnessOptions::default()).await?;
     h.wait_subscribed().await?;
     h.settle().await?;
@@ -362,7 +385,9 @@ pub async fn run() -> anyhow::Result<()> {
     };
 
     // 1. A rep creates an appointment in CRM.
-    println!("1. A rep creates an appointment in CRM: \"Quarterly review\" in 2 days, 10:00-11:00.");
+    println!(
+        "1. A rep creates an appointment in CRM: \"Quarterly review\" in 2 days, 10:00-11:00."
+    );
     let (b, cw, gw) = (counts(&app), crm_writes(), graph_writes());
     let (date, time) = crm_slot(2, 10);
     let crm_id = h.crm.user_insert(
@@ -384,20 +409,39 @@ pub async fn run() -> anyhow::Result<()> {
     })
     .await?;
     h.settle().await?;
-    let ev = h.graph.events(MAILBOX).into_iter().next().context("event created")?;
+    let ev = h
+        .graph
+        .events(MAILBOX)
+        .into_iter()
+        .next()
+        .context("event created")?;
     let ev_id = ev["id"].as_str().unwrap_or_default().to_string();
-    println!("   Outlook now has: subject {}, location {}", ev["subject"], ev["location"]["displayName"]);
+    println!(
+        "   Outlook now has: subject {}, location {}",
+        ev["subject"], ev["location"]["displayName"]
+    );
     report("create", &b, cw, gw);
 
     // 2. CRM edit, then the event is merely opened twice in Outlook.
-    println!("2. The rep edits the text in CRM; right after, the event is merely OPENED twice in Outlook");
-    println!("   (Exchange bumps changeKey and lastModifiedDateTime; the content does not change).");
+    println!(
+        "2. The rep edits the text in CRM; right after, the event is merely OPENED twice in Outlook"
+    );
+    println!(
+        "   (Exchange bumps changeKey and lastModifiedDateTime; the content does not change)."
+    );
     let (b, cw, gw) = (counts(&app), crm_writes(), graph_writes());
-    h.crm.user_update("Contact", crm_id, &[("Text", "Agenda: numbers, hiring plan")]);
+    h.crm.user_update(
+        "Contact",
+        crm_id,
+        &[("Text", "Agenda: numbers, hiring plan")],
+    );
     h.graph.user_touch_event(MAILBOX, &ev_id);
     h.graph.user_touch_event(MAILBOX, &ev_id);
     h.settle().await?;
-    let ev = h.graph.event(MAILBOX, &ev_id).context("event still there")?;
+    let ev = h
+        .graph
+        .event(MAILBOX, &ev_id)
+        .context("event still there")?;
     let crm_text = h
         .crm
         .record("Contact", crm_id)
@@ -408,7 +452,10 @@ pub async fn run() -> anyhow::Result<()> {
         ev["body"]["content"].as_str().unwrap_or_default()
     );
     let kept = crm_text == "Agenda: numbers, hiring plan"
-        && ev["body"]["content"].as_str().unwrap_or_default().contains("hiring plan");
+        && ev["body"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hiring plan");
     println!(
         "   {} the opened-not-edited event did not revert the CRM edit (a timestamp rule would have).",
         if kept { "OK:" } else { "FAILED:" }
@@ -418,7 +465,11 @@ pub async fn run() -> anyhow::Result<()> {
     // 3. Location edited in Outlook.
     println!("3. Someone changes the location in Outlook to \"Room 2\".");
     let (b, cw, gw) = (counts(&app), crm_writes(), graph_writes());
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"location": {"displayName": "Room 2"}}));
+    h.graph.user_update_event(
+        MAILBOX,
+        &ev_id,
+        json!({"location": {"displayName": "Room 2"}}),
+    );
     h.settle().await?;
     let loc = h
         .crm
@@ -429,19 +480,29 @@ pub async fn run() -> anyhow::Result<()> {
     report("location", &b, cw, gw);
 
     // 4. Conflicting subject edits.
-    println!("4. Conflict: CRM sets the subject to \"Review (CRM)\" while Outlook sets \"Review (Outlook)\".");
+    println!(
+        "4. Conflict: CRM sets the subject to \"Review (CRM)\" while Outlook sets \"Review (Outlook)\"."
+    );
     println!("   Tenant policy: conflict = \"crm-wins\".");
     let (b, cw, gw) = (counts(&app), crm_writes(), graph_writes());
-    h.crm.user_update("Contact", crm_id, &[("Subject", "Review (CRM)")]);
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "Review (Outlook)"}));
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "Review (CRM)")]);
+    h.graph
+        .user_update_event(MAILBOX, &ev_id, json!({"subject": "Review (Outlook)"}));
     h.settle().await?;
-    let ev = h.graph.event(MAILBOX, &ev_id).context("event still there")?;
+    let ev = h
+        .graph
+        .event(MAILBOX, &ev_id)
+        .context("event still there")?;
     let crm_subject = h
         .crm
         .record("Contact", crm_id)
         .and_then(|r| r.fields.get("Subject").cloned())
         .unwrap_or_default();
-    println!("   CRM subject: {crm_subject:?}; Outlook subject: {}", ev["subject"]);
+    println!(
+        "   CRM subject: {crm_subject:?}; Outlook subject: {}",
+        ev["subject"]
+    );
     report("conflict", &b, cw, gw);
 
     // 5. Delete in Outlook.
@@ -452,8 +513,11 @@ pub async fn run() -> anyhow::Result<()> {
     let rec = h.crm.record("Contact", crm_id);
     println!(
         "   CRM record still there: {}; ConnectorDeleted = {:?} (never a hard delete)",
-        rec.as_ref().is_some_and(|r| r.fields.get("DelCd").is_none_or(|d| d != "1")),
-        rec.as_ref().and_then(|r| r.fields.get("ConnectorDeleted").cloned()).unwrap_or_default()
+        rec.as_ref()
+            .is_some_and(|r| r.fields.get("DelCd").is_none_or(|d| d != "1")),
+        rec.as_ref()
+            .and_then(|r| r.fields.get("ConnectorDeleted").cloned())
+            .unwrap_or_default()
     );
     report("delete", &b, cw, gw);
 

@@ -11,9 +11,19 @@ mod tests {
     #[test]
     fn docker_compose_wires_every_role_with_healthchecks() {
         let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
-        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("compose file is valid YAML");
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).expect("compose file is valid YAML");
         let services = doc["services"].as_mapping().expect("services");
-        for name in ["rabbitmq", "redis", "scheduler", "receiver-1", "receiver-2", "worker", "graph-sim", "crm-sim"] {
+        for name in [
+            "rabbitmq",
+            "redis",
+            "scheduler",
+            "receiver-1",
+            "receiver-2",
+            "worker",
+            "graph-sim",
+            "crm-sim",
+        ] {
             let s = services
                 .get(serde_yaml_ng::Value::from(name))
                 .unwrap_or_else(|| panic!("service {name} missing"));
@@ -22,12 +32,21 @@ mod tests {
             }
         }
         let worker = &services[&serde_yaml_ng::Value::from("worker")];
-        assert_eq!(worker["deploy"]["replicas"].as_u64(), Some(3), "three workers");
+        assert_eq!(
+            worker["deploy"]["replicas"].as_u64(),
+            Some(3),
+            "three workers"
+        );
         // Every connector role runs the binary with a command this CLI knows.
         let cli = <crate::cli::Cli as clap::CommandFactory>::command();
         for (name, s) in services {
-            let Some(cmd) = s.get("command").and_then(|c| c.as_sequence()) else { continue };
-            let args: Vec<String> = cmd.iter().filter_map(|a| a.as_str().map(String::from)).collect();
+            let Some(cmd) = s.get("command").and_then(|c| c.as_sequence()) else {
+                continue;
+            };
+            let args: Vec<String> = cmd
+                .iter()
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect();
             if name.as_str() == Some("redis") {
                 continue;
             }
@@ -56,7 +75,13 @@ mod tests {
     #[test]
     fn dockerfile_is_multi_stage_and_non_root() {
         let text = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
-        assert!(text.matches("\nFROM ").count() + usize::from(text.starts_with("FROM ")) >= 2 || text.matches("FROM ").count() >= 2);
-        assert!(text.lines().any(|l| l.trim_start().starts_with("USER ") && !l.contains("root")));
+        assert!(
+            text.matches("\nFROM ").count() + usize::from(text.starts_with("FROM ")) >= 2
+                || text.matches("FROM ").count() >= 2
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("USER ") && !l.contains("root"))
+        );
     }
 }

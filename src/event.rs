@@ -63,6 +63,7 @@ pub enum EventKind {
     },
     /// A Graph lifecycle notification for one subscription.
     Lifecycle {
+        #[serde(rename = "lifecycle_subscription_id")]
         subscription_id: String,
         lifecycle_event: String,
     },
@@ -190,6 +191,20 @@ mod tests {
         assert!(text.contains("\"v\":\"1\""), "{text}");
         assert_eq!(decode(&env.payload).unwrap(), e);
         assert_eq!(env.key, "contoso|rep1@contoso.com");
+    }
+
+    #[test]
+    fn lifecycle_event_round_trips() {
+        let e = EventV1 {
+            kind: EventKind::Lifecycle {
+                subscription_id: "sub1".into(),
+                lifecycle_event: "missed".into(),
+            },
+            source: Source::Lifecycle,
+            ..ev()
+        };
+        let env = e.clone().into_envelope(BTreeMap::new());
+        assert_eq!(decode(&env.payload).unwrap(), e);
     }
 
     #[test]

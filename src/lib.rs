@@ -5,10 +5,10 @@
 //! clients and simulators in `cgc-crm` and `cgc-graph`; queue and store back ends in
 //! `cgc-backends`. This crate wires them into the receiver, workers, scheduler and admin API.
 
+pub use cgc_backends as backends;
 pub use cgc_core as core;
 pub use cgc_crm as crm;
 pub use cgc_graph as graph;
-pub use cgc_backends as backends;
 
 pub mod admin;
 pub mod app;
@@ -16,10 +16,10 @@ pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod deploy_check;
 pub mod event;
 pub mod receiver;
 pub mod scheduler;
 pub mod state;
 pub mod telemetry;
 pub mod worker;
-pub mod deploy_check;

@@ -37,7 +37,11 @@ pub fn router(app: Arc<App>) -> Router {
 async fn readyz(AxState(app): AxState<Arc<App>>) -> Response {
     match app.queue.depth().await {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("queue unavailable: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue unavailable: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -78,7 +82,8 @@ async fn lifecycle(
 }
 
 fn bad_request(app: &App, msg: String) -> Response {
-    app.metrics.inc("notification_batches_total", &[("outcome", "malformed")]);
+    app.metrics
+        .inc("notification_batches_total", &[("outcome", "malformed")]);
     tracing::warn!(error = %msg, "notification batch refused");
     (StatusCode::BAD_REQUEST, msg).into_response()
 }
@@ -88,7 +93,10 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8], lifecycle_url:
     let batch: NotificationCollection = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
-            return bad_request(app, format!("body is not a change notification collection: {e}"));
+            return bad_request(
+                app,
+                format!("body is not a change notification collection: {e}"),
+            );
         }
     };
     let mut trace = BTreeMap::new();
@@ -102,8 +110,13 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8], lifecycle_url:
             Ok(None) => {}
             Err(Reject::Store(e)) => {
                 tracing::error!(error = %e, "store unavailable while checking a notification");
-                app.metrics.inc("notification_batches_total", &[("outcome", "unavailable")]);
-                return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later").into_response();
+                app.metrics
+                    .inc("notification_batches_total", &[("outcome", "unavailable")]);
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store unavailable, retry later",
+                )
+                    .into_response();
             }
         }
     }
@@ -111,12 +124,19 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8], lifecycle_url:
     if !envelopes.is_empty() {
         if let Err(e) = app.queue.publish(envelopes).await {
             tracing::error!(error = %e, "queue did not accept the notifications; answering 503 so Graph retries");
-            app.metrics.inc("notification_batches_total", &[("outcome", "unavailable")]);
-            return (StatusCode::SERVICE_UNAVAILABLE, "queue unavailable, retry later").into_response();
+            app.metrics
+                .inc("notification_batches_total", &[("outcome", "unavailable")]);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue unavailable, retry later",
+            )
+                .into_response();
         }
     }
-    app.metrics.add("notifications_total", &[("outcome", "accepted")], n);
-    app.metrics.inc("notification_batches_total", &[("outcome", "accepted")]);
+    app.metrics
+        .add("notifications_total", &[("outcome", "accepted")], n);
+    app.metrics
+        .inc("notification_batches_total", &[("outcome", "accepted")]);
     StatusCode::ACCEPTED.into_response()
 }
 
@@ -137,7 +157,8 @@ fn entity_of_collection(c: &str) -> Option<Entity> {
 /// Checks one notification and turns it into an event; `Ok(None)` means dropped (counted, logged).
 async fn to_event(app: &Arc<App>, n: &ChangeNotification) -> Result<Option<EventV1>, Reject> {
     let drop = |reason: &str| {
-        app.metrics.inc("notifications_total", &[("outcome", reason)]);
+        app.metrics
+            .inc("notifications_total", &[("outcome", reason)]);
         tracing::warn!(subscription = %n.subscription_id, reason, "notification dropped");
         Ok(None)
     };
@@ -181,7 +202,12 @@ async fn to_event(app: &Arc<App>, n: &ChangeNotification) -> Result<Option<Event
             Some(e) => (e, data.unwrap_or_else(|| id.clone())),
             None => return drop("unsupported_resource"),
         },
-        (None, Some(id)) => match sub.resource.rsplit('/').next().and_then(entity_of_collection) {
+        (None, Some(id)) => match sub
+            .resource
+            .rsplit('/')
+            .next()
+            .and_then(entity_of_collection)
+        {
             Some(e) => (e, id),
             None => return drop("unsupported_resource"),
         },

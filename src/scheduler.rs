@@ -29,14 +29,18 @@ struct Due {
     crm_poll: Option<Instant>,
     todo_poll: Option<Instant>,
     safety_delta: Option<Instant>,
+    subscriptions: Option<Instant>,
 }
+
+/// How often missing subscriptions (e.g. a failed recreate) are looked for.
+const SUBSCRIPTION_CHECK_SECS: u64 = 60;
 
 fn is_due(last: Option<Instant>, every_secs: u64) -> bool {
     last.is_none_or(|t| t.elapsed() >= Duration::from_secs(every_secs))
 }
 
-/// The scheduler loop; `public_url` is where Graph reaches the receiver.
-pub async fn run(app: Arc<App>, public_url: String) {
+/// The scheduler loop.
+pub async fn run(app: Arc<App>) {
     let mut due: HashMap<String, Due> = HashMap::new();
     let mut leader = false;
     loop {
@@ -53,7 +57,7 @@ pub async fn run(app: Arc<App>, public_url: String) {
         if leader {
             for tenant in app.tenants.values() {
                 let d = due.entry(tenant.cfg.id.clone()).or_default();
-                if let Err(e) = tick(&app, tenant, d, &public_url).await {
+                if let Err(e) = tick(&app, tenant, d, &app.public_url()).await {
                     tracing::warn!(tenant = %tenant.cfg.id, error = ?e, "scheduler round incomplete; will try again");
                 }
             }
@@ -69,13 +73,29 @@ pub async fn run(app: Arc<App>, public_url: String) {
     let _ = app.state.store().unlease("scheduler", &app.instance).await;
 }
 
-async fn tick(app: &Arc<App>, t: &Arc<Tenant>, d: &mut Due, public_url: &str) -> Result<(), Failure> {
+async fn tick(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    d: &mut Due,
+    public_url: &str,
+) -> Result<(), Failure> {
     let t_cfg = &t.cfg;
     if is_due(d.mailboxes, t_cfg.mailbox_refresh_seconds) {
         refresh_mailboxes(app, t, public_url).await?;
         d.mailboxes = Some(Instant::now());
         // A fresh mailbox list starts with a catch-up.
         d.safety_delta = None;
+    }
+    if is_due(d.subscriptions, SUBSCRIPTION_CHECK_SECS) {
+        let mut created = false;
+        for m in app.state.mailboxes(&t_cfg.id).await? {
+            created |= ensure_subscriptions(app, t, &m.mailbox, public_url).await?;
+        }
+        d.subscriptions = Some(Instant::now());
+        if created {
+            // Changes made while a mailbox had no subscription are found by delta.
+            d.safety_delta = None;
+        }
     }
     if is_due(d.safety_delta, t_cfg.safety_delta_seconds) {
         for m in app.state.mailboxes(&t_cfg.id).await? {
@@ -112,15 +132,25 @@ async fn resources(t: &Tenant, mailbox: &str) -> Result<Vec<(Entity, String)>, F
         out.push((Entity::Contact, format!("users/{mailbox}/contacts")));
     }
     if t.cfg.emails.direction == Direction::GraphToCrm {
-        let folder = t.graph.ensure_mail_folder(mailbox, &t.cfg.emails.folder).await?;
-        out.push((Entity::Email, format!("users/{mailbox}/mailFolders/{folder}/messages")));
+        let folder = t
+            .graph
+            .ensure_mail_folder(mailbox, &t.cfg.emails.folder)
+            .await?;
+        out.push((
+            Entity::Email,
+            format!("users/{mailbox}/mailFolders/{folder}/messages"),
+        ));
     }
     Ok(out)
 }
 
 /// Reads the reps switched on in CRM, keeps mailboxes in the tenant's domains, subscribes new
 /// ones and unsubscribes those switched off.
-pub async fn refresh_mailboxes(app: &Arc<App>, t: &Arc<Tenant>, public_url: &str) -> Result<(), Failure> {
+pub async fn refresh_mailboxes(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    public_url: &str,
+) -> Result<(), Failure> {
     let reps = t
         .crm
         .query_all(
@@ -131,7 +161,12 @@ pub async fn refresh_mailboxes(app: &Arc<App>, t: &Arc<Tenant>, public_url: &str
                     op: CondOp::Eq,
                     value: "true".into(),
                 }],
-                fields: vec!["RepID".into(), "EMail".into(), "ConnectorEnabled".into(), "DelCd".into()],
+                fields: vec![
+                    "RepID".into(),
+                    "EMail".into(),
+                    "ConnectorEnabled".into(),
+                    "DelCd".into(),
+                ],
                 max_records: Some(500),
             },
             None,
@@ -193,14 +228,15 @@ fn client_state() -> String {
     hex::encode(bytes)
 }
 
-/// One subscription per (mailbox, resource).
+/// One subscription per (mailbox, resource); true when one had to be created.
 pub async fn ensure_subscriptions(
     app: &Arc<App>,
     t: &Arc<Tenant>,
     mailbox: &str,
     public_url: &str,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     let existing = app.state.subscriptions().await?;
+    let mut created = false;
     for (_, resource) in resources(t, mailbox).await? {
         if existing
             .iter()
@@ -209,8 +245,9 @@ pub async fn ensure_subscriptions(
             continue;
         }
         create_subscription(app, t, mailbox, &resource, public_url).await?;
+        created = true;
     }
-    Ok(())
+    Ok(created)
 }
 
 async fn create_subscription(
@@ -246,7 +283,8 @@ async fn create_subscription(
         created,
     };
     app.state.put_subscription(&rec).await?;
-    app.metrics.inc("subscriptions_created_total", &[("tenant", &t.cfg.id)]);
+    app.metrics
+        .inc("subscriptions_created_total", &[("tenant", &t.cfg.id)]);
     tracing::info!(tenant = %t.cfg.id, mailbox, resource, subscription = %rec.id, "subscription created");
     Ok(rec)
 }
@@ -259,7 +297,9 @@ pub async fn renew_due(app: &Arc<App>) -> Result<(), Failure> {
         if now < s.created + life * 2 / 3 {
             continue;
         }
-        let Some(t) = app.tenant(&s.tenant) else { continue };
+        let Some(t) = app.tenant(&s.tenant) else {
+            continue;
+        };
         renew(app, t, s).await?;
     }
     Ok(())
@@ -287,7 +327,7 @@ async fn renew(app: &Arc<App>, t: &Arc<Tenant>, mut s: SubscriptionRecord) -> Re
 }
 
 fn public_url_of(app: &App) -> String {
-    app.config.receiver.public_url.clone()
+    app.public_url()
 }
 
 /// Lifecycle notifications (SCENARIOS.md P4).
@@ -301,8 +341,10 @@ pub async fn on_lifecycle(
     let Some(s) = app.state.subscription(subscription_id).await? else {
         return Ok(());
     };
-    app.metrics
-        .inc("lifecycle_notifications_total", &[("event", lifecycle_event)]);
+    app.metrics.inc(
+        "lifecycle_notifications_total",
+        &[("event", lifecycle_event)],
+    );
     match lifecycle_event {
         "reauthorizationRequired" => renew(app, t, s).await,
         "subscriptionRemoved" => {
@@ -333,7 +375,15 @@ async fn publish(app: &App, events: Vec<EventV1>) -> Result<(), Failure> {
     })
 }
 
-fn item_event(t: &Tenant, mailbox: &str, entity: Entity, id: &str, change: Change, etag: Option<String>, list_id: Option<String>) -> EventV1 {
+fn item_event(
+    t: &Tenant,
+    mailbox: &str,
+    entity: Entity,
+    id: &str,
+    change: Change,
+    etag: Option<String>,
+    list_id: Option<String>,
+) -> EventV1 {
     EventV1 {
         tenant: t.cfg.id.clone(),
         mailbox: mailbox.to_string(),
@@ -469,7 +519,15 @@ async fn enqueue_round(
     let mut events = Vec::new();
     for item in &round.changed {
         if let Some(id) = item.get("id").and_then(Value::as_str) {
-            events.push(item_event(t, mailbox, entity, id, Change::Updated, etag_of(item), list_id.clone()));
+            events.push(item_event(
+                t,
+                mailbox,
+                entity,
+                id,
+                Change::Updated,
+                etag_of(item),
+                list_id.clone(),
+            ));
         }
     }
     // Mass-delete guard: a round that would remove most linked items is refused and reported.
@@ -494,13 +552,24 @@ async fn enqueue_round(
         .iter()
         .filter(|l| l.entity == entity && l.mailbox == mailbox)
         .count();
-    if let Err(e) = cgc_core::mass_delete_guard(linked, linked_removed.len(), app.tuning.mass_delete_share) {
-        app.metrics.inc("mass_delete_refused_total", &[("tenant", &t.cfg.id)]);
+    if let Err(e) =
+        cgc_core::mass_delete_guard(linked, linked_removed.len(), app.tuning.mass_delete_share)
+    {
+        app.metrics
+            .inc("mass_delete_refused_total", &[("tenant", &t.cfg.id)]);
         tracing::error!(tenant = %t.cfg.id, mailbox, entity = entity.as_str(), removed = linked_removed.len(), linked, error = %e,
             "delta round removes too many linked items at once: deletes refused; check the mailbox, then resync");
     } else {
         for id in &round.removed {
-            events.push(item_event(t, mailbox, entity, id, Change::Deleted, None, list_id.clone()));
+            events.push(item_event(
+                t,
+                mailbox,
+                entity,
+                id,
+                Change::Deleted,
+                None,
+                list_id.clone(),
+            ));
         }
     }
     publish(app, events).await
@@ -524,10 +593,16 @@ pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
             op: CondOp::Eq,
             value: m.rep_id.clone(),
         };
-        if matches!(t.cfg.appointments.entity.direction, Direction::Both | Direction::CrmToGraph) {
+        if matches!(
+            t.cfg.appointments.entity.direction,
+            Direction::Both | Direction::CrmToGraph
+        ) {
             tables.push((Entity::Appointment, vec![rep.clone()]));
         }
-        if matches!(t.cfg.tasks.direction, Direction::Both | Direction::CrmToGraph) {
+        if matches!(
+            t.cfg.tasks.direction,
+            Direction::Both | Direction::CrmToGraph
+        ) {
             tables.push((Entity::Task, vec![rep.clone()]));
         }
         for (entity, mut conds) in tables {
@@ -546,7 +621,12 @@ pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
                         table: entity.crm_table().into(),
                         conditions: conds,
                         fields: if entity == Entity::Appointment {
-                            vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into(), "Contact".into()]
+                            vec![
+                                "UpdDate".into(),
+                                "UpdTime".into(),
+                                "DelCd".into(),
+                                "Contact".into(),
+                            ]
                         } else {
                             vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into()]
                         },
@@ -563,7 +643,9 @@ pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
                     }
                 }
                 if entity == Entity::Appointment
-                    && r.fields.get("Contact").is_some_and(|c| c.eq_ignore_ascii_case("E-mail"))
+                    && r.fields
+                        .get("Contact")
+                        .is_some_and(|c| c.eq_ignore_ascii_case("E-mail"))
                 {
                     continue;
                 }
@@ -588,7 +670,10 @@ pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
             }
         }
         // Linked CRM persons (contacts) of this mailbox that changed.
-        if matches!(t.cfg.contacts.direction, Direction::Both | Direction::CrmToGraph) {
+        if matches!(
+            t.cfg.contacts.direction,
+            Direction::Both | Direction::CrmToGraph
+        ) {
             events.extend(poll_linked_persons(app, t, &m.mailbox, since).await?);
         }
         publish(app, events).await?;
@@ -639,12 +724,12 @@ async fn poll_linked_persons(
     Ok(records
         .into_iter()
         .filter(|r| linked.contains(&r.id))
-        .filter(|r| {
-            match (since, crate::worker::crm_changed_at(&r.fields, zone)) {
+        .filter(
+            |r| match (since, crate::worker::crm_changed_at(&r.fields, zone)) {
                 (Some(s), Some(c)) => c >= s,
                 _ => true,
-            }
-        })
+            },
+        )
         .map(|r| EventV1 {
             tenant: t.cfg.id.clone(),
             mailbox: mailbox.to_string(),

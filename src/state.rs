@@ -80,8 +80,7 @@ fn ser<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn de<T: DeserializeOwned>(ns: &str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("{ns}/{key}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{ns}/{key}: {e}")))
 }
 
 impl State {
@@ -114,10 +113,18 @@ impl State {
         format!("{tenant}:link")
     }
     fn graph_key(entity: Entity, mailbox: &str, graph_id: &str) -> String {
-        format!("{}:g:{}:{graph_id}", entity.as_str(), mailbox.to_ascii_lowercase())
+        format!(
+            "{}:g:{}:{graph_id}",
+            entity.as_str(),
+            mailbox.to_ascii_lowercase()
+        )
     }
     fn crm_key(entity: Entity, mailbox: &str, crm_id: u64) -> String {
-        format!("{}:c:{}:{crm_id}", entity.as_str(), mailbox.to_ascii_lowercase())
+        format!(
+            "{}:c:{}:{crm_id}",
+            entity.as_str(),
+            mailbox.to_ascii_lowercase()
+        )
     }
 
     pub async fn link_by_graph(
@@ -127,8 +134,11 @@ impl State {
         mailbox: &str,
         graph_id: &str,
     ) -> Result<Option<Link>, StoreError> {
-        self.get(&Self::link_ns(tenant), &Self::graph_key(entity, mailbox, graph_id))
-            .await
+        self.get(
+            &Self::link_ns(tenant),
+            &Self::graph_key(entity, mailbox, graph_id),
+        )
+        .await
     }
 
     pub async fn link_by_crm(
@@ -138,25 +148,39 @@ impl State {
         mailbox: &str,
         crm_id: u64,
     ) -> Result<Option<Link>, StoreError> {
-        self.get(&Self::link_ns(tenant), &Self::crm_key(entity, mailbox, crm_id))
-            .await
+        self.get(
+            &Self::link_ns(tenant),
+            &Self::crm_key(entity, mailbox, crm_id),
+        )
+        .await
     }
 
     pub async fn put_link(&self, tenant: &str, link: &Link) -> Result<(), StoreError> {
         let ns = Self::link_ns(tenant);
         let bytes = ser(link);
         self.store
-            .put(&ns, &Self::graph_key(link.entity, &link.mailbox, &link.graph_id), &bytes)
+            .put(
+                &ns,
+                &Self::graph_key(link.entity, &link.mailbox, &link.graph_id),
+                &bytes,
+            )
             .await?;
         self.store
-            .put(&ns, &Self::crm_key(link.entity, &link.mailbox, link.crm_id), &bytes)
+            .put(
+                &ns,
+                &Self::crm_key(link.entity, &link.mailbox, link.crm_id),
+                &bytes,
+            )
             .await
     }
 
     pub async fn remove_link(&self, tenant: &str, link: &Link) -> Result<(), StoreError> {
         let ns = Self::link_ns(tenant);
         self.store
-            .delete(&ns, &Self::graph_key(link.entity, &link.mailbox, &link.graph_id))
+            .delete(
+                &ns,
+                &Self::graph_key(link.entity, &link.mailbox, &link.graph_id),
+            )
             .await?;
         self.store
             .delete(&ns, &Self::crm_key(link.entity, &link.mailbox, link.crm_id))
@@ -226,7 +250,12 @@ impl State {
     pub async fn delta_link(&self, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
         self.get(&format!("{tenant}:delta"), key).await
     }
-    pub async fn put_delta_link(&self, tenant: &str, key: &str, link: &str) -> Result<(), StoreError> {
+    pub async fn put_delta_link(
+        &self,
+        tenant: &str,
+        key: &str,
+        link: &str,
+    ) -> Result<(), StoreError> {
         self.store
             .put(&format!("{tenant}:delta"), key, &ser(&link))
             .await
@@ -235,7 +264,11 @@ impl State {
         self.store.delete(&format!("{tenant}:delta"), key).await
     }
 
-    pub async fn watermark(&self, tenant: &str, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub async fn watermark(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.get(&format!("{tenant}:watermark"), key).await
     }
     pub async fn put_watermark(
@@ -256,12 +289,19 @@ impl State {
     }
     pub async fn put_mailbox(&self, tenant: &str, m: &MailboxRecord) -> Result<(), StoreError> {
         self.store
-            .put(&format!("{tenant}:mailboxes"), &m.mailbox.to_ascii_lowercase(), &ser(m))
+            .put(
+                &format!("{tenant}:mailboxes"),
+                &m.mailbox.to_ascii_lowercase(),
+                &ser(m),
+            )
             .await
     }
     pub async fn remove_mailbox(&self, tenant: &str, mailbox: &str) -> Result<(), StoreError> {
         self.store
-            .delete(&format!("{tenant}:mailboxes"), &mailbox.to_ascii_lowercase())
+            .delete(
+                &format!("{tenant}:mailboxes"),
+                &mailbox.to_ascii_lowercase(),
+            )
             .await
     }
 
@@ -286,8 +326,12 @@ impl State {
     pub fn conflict_id(tenant: &str, entity: Entity, mailbox: &str, crm_id: u64) -> String {
         use sha2::{Digest, Sha256};
         let h = Sha256::digest(
-            format!("{tenant}|{}|{}|{crm_id}", entity.as_str(), mailbox.to_ascii_lowercase())
-                .as_bytes(),
+            format!(
+                "{tenant}|{}|{}|{crm_id}",
+                entity.as_str(),
+                mailbox.to_ascii_lowercase()
+            )
+            .as_bytes(),
         );
         format!("cf-{}", &hex::encode(h)[..20])
     }
@@ -299,7 +343,11 @@ impl State {
             .append(&format!("{tenant}:audit"), &ser(rec), AUDIT_CAP)
             .await
     }
-    pub async fn audit_tail(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn audit_tail(
+        &self,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let ns = format!("{tenant}:audit");
         let mut out = Vec::new();
         for b in self.store.tail(&ns, limit).await? {

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Installs the tracing subscriber once (`RUST_LOG` filter, default `info`; `CGC_LOG_JSON=1` for JSON).
 pub fn init(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("CGC_LOG_JSON").is_ok_and(|v| v == "1");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -63,7 +64,12 @@ impl Metrics {
     pub fn total(&self, name: &str) -> u64 {
         self.counters
             .lock()
-            .map(|m| m.iter().filter(|((n, _), _)| n == name).map(|(_, v)| *v).sum())
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), _)| n == name)
+                    .map(|(_, v)| *v)
+                    .sum()
+            })
             .unwrap_or(0)
     }
 
@@ -111,6 +117,9 @@ mod tests {
         assert_eq!(m.get("notifications_total", &[("outcome", "accepted")]), 3);
         assert_eq!(m.total("notifications_total"), 4);
         let text = m.render();
-        assert!(text.contains("cgc_notifications_total{outcome=\"accepted\"} 3"), "{text}");
+        assert!(
+            text.contains("cgc_notifications_total{outcome=\"accepted\"} 3"),
+            "{text}"
+        );
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use cgc_backends::{Claim, Delivery};
 use cgc_core::{
-    Canonical, Cause, CrmFields, CrmItem, Entity, GraphItem, Input, MapContext, Op, Plan,
-    PlanKind, Policy, SideState,
+    Canonical, Cause, CrmFields, CrmItem, Entity, GraphItem, Input, MapContext, Op, Plan, PlanKind,
+    Policy, SideState,
 };
 use cgc_crm::{Cond, CondOp, CrmError, ErrorCode, ExtLink, Query};
 use cgc_graph::{CRM_ID_PROPERTY, GraphError};
@@ -28,7 +28,10 @@ use crate::state::{AuditRecord, ConflictRecord, Link, State};
 #[derive(Debug)]
 pub enum Failure {
     /// Transient: try again after the given delay (or the ladder's own).
-    Retry { after: Option<Duration>, reason: String },
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
     /// Permanent: park it for an operator, with the reason.
     Dead { reason: String },
 }
@@ -149,11 +152,10 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
                 return;
             }
             Ok(Claim::InProgress) => {
-                let _ = app
-                    .queue
-                    .retry(d, Duration::from_secs(5), "same event in progress elsewhere")
-                    .await;
-                return;
+                // Events of one mailbox are never in flight twice at once (partitioned queue), so a
+                // claim still in progress was left by a worker that died mid-event: take over.
+                // Processing is safe to repeat: it reconciles by content and creates idempotently.
+                tracing::info!(event = %d.envelope.id, "taking over an event a stopped worker had claimed");
             }
             Err(e) => {
                 let delay = backoff(app, attempt);
@@ -162,7 +164,8 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
             }
         }
     }
-    let span = tracing::info_span!("event", tenant = %ev.tenant, mailbox = %ev.mailbox, event = %event_id);
+    let span =
+        tracing::info_span!("event", tenant = %ev.tenant, mailbox = %ev.mailbox, event = %event_id);
     let result = {
         let _e = span.enter();
         drop(_e);
@@ -175,7 +178,8 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
                     tracing::warn!(error = %e, "could not record the done mark; a duplicate will be a content no-op");
                 }
             }
-            app.metrics.inc("events_total", &[("outcome", outcome_label(&p.kind))]);
+            app.metrics
+                .inc("events_total", &[("outcome", outcome_label(&p.kind))]);
             app.metrics.add("writes_total", &[], p.writes as u64);
             app.metrics
                 .observe_event_latency(started.elapsed().as_millis() as u64);
@@ -238,8 +242,14 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             subscription_id,
             lifecycle_event,
         } => {
-            crate::scheduler::on_lifecycle(app, tenant, &ev.mailbox, subscription_id, lifecycle_event)
-                .await?;
+            crate::scheduler::on_lifecycle(
+                app,
+                tenant,
+                &ev.mailbox,
+                subscription_id,
+                lifecycle_event,
+            )
+            .await?;
             Ok(Processed {
                 kind: PlanKind::NoOp,
                 reason: format!("lifecycle {lifecycle_event} handled"),
@@ -384,7 +394,10 @@ pub fn window(t: &Tenant, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) 
 
 /// Reads the CRM id a Graph item carries (extended property, or a task's linkedResource).
 pub fn crm_id_on_item(item: &Value) -> Option<u64> {
-    if let Some(props) = item.get("singleValueExtendedProperties").and_then(Value::as_array) {
+    if let Some(props) = item
+        .get("singleValueExtendedProperties")
+        .and_then(Value::as_array)
+    {
         for p in props {
             let id = p.get("id").and_then(Value::as_str).unwrap_or("");
             if id.eq_ignore_ascii_case(CRM_ID_PROPERTY) {
@@ -395,7 +408,12 @@ pub fn crm_id_on_item(item: &Value) -> Option<u64> {
     if let Some(lrs) = item.get("linkedResources").and_then(Value::as_array) {
         for l in lrs {
             if l.get("applicationName").and_then(Value::as_str) == Some("crm-graph-connector") {
-                return l.get("externalId").and_then(Value::as_str)?.trim().parse().ok();
+                return l
+                    .get("externalId")
+                    .and_then(Value::as_str)?
+                    .trim()
+                    .parse()
+                    .ok();
             }
         }
     }
@@ -552,7 +570,12 @@ impl<'a> Sync<'a> {
                             value: "GraphApi".into(),
                         },
                     ],
-                    fields: vec!["ExtKey".into(), "ExtUid".into(), "TableShort".into(), "DelCd".into()],
+                    fields: vec![
+                        "ExtKey".into(),
+                        "ExtUid".into(),
+                        "TableShort".into(),
+                        "DelCd".into(),
+                    ],
                     max_records: Some(50),
                 },
                 None,
@@ -570,8 +593,14 @@ impl<'a> Sync<'a> {
         }
         let g = &self.tenant.graph;
         let found = match self.entity {
-            Entity::Appointment => g.find_event_by_crm_id(self.mailbox, &crm_id.to_string()).await?,
-            Entity::Contact => g.find_contact_by_crm_id(self.mailbox, &crm_id.to_string()).await?,
+            Entity::Appointment => {
+                g.find_event_by_crm_id(self.mailbox, &crm_id.to_string())
+                    .await?
+            }
+            Entity::Contact => {
+                g.find_contact_by_crm_id(self.mailbox, &crm_id.to_string())
+                    .await?
+            }
             _ => None,
         };
         Ok(found.and_then(|item| {
@@ -581,7 +610,11 @@ impl<'a> Sync<'a> {
     }
 
     /// Lower-cased attendee addresses that have a CRM person.
-    async fn known_persons(&self, items: &[&Value], shadow: Option<&Canonical>) -> Result<BTreeSet<String>, Failure> {
+    async fn known_persons(
+        &self,
+        items: &[&Value],
+        shadow: Option<&Canonical>,
+    ) -> Result<BTreeSet<String>, Failure> {
         let mut addrs = BTreeSet::new();
         for item in items {
             for key in ["attendees"] {
@@ -634,7 +667,11 @@ impl<'a> Sync<'a> {
         Ok(known)
     }
 
-    async fn ctx(&self, items: &[&Value], shadow: Option<&Canonical>) -> Result<MapContext, Failure> {
+    async fn ctx(
+        &self,
+        items: &[&Value],
+        shadow: Option<&Canonical>,
+    ) -> Result<MapContext, Failure> {
         let known_person_emails = if self.entity == Entity::Appointment {
             self.known_persons(items, shadow).await?
         } else {
@@ -698,7 +735,10 @@ impl<'a> Sync<'a> {
                 item = Some(found);
             }
         }
-        let graph_id = link.as_ref().map(|l| l.graph_id.clone()).unwrap_or_default();
+        let graph_id = link
+            .as_ref()
+            .map(|l| l.graph_id.clone())
+            .unwrap_or_default();
         let list_id = link.as_ref().and_then(|l| l.list_id.clone());
         let mut crm_fields = crm_fields;
         if link.is_none() {
@@ -718,8 +758,14 @@ impl<'a> Sync<'a> {
             mailbox: self.mailbox.to_ascii_lowercase(),
             crm_id,
             graph_id: graph_id.to_string(),
-            ical_uid: item.get("iCalUId").and_then(Value::as_str).map(str::to_string),
-            organizer: item.get("isOrganizer").and_then(Value::as_bool).unwrap_or(true),
+            ical_uid: item
+                .get("iCalUId")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            organizer: item
+                .get("isOrganizer")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
             list_id: list_id.map(str::to_string),
         }
     }
@@ -776,7 +822,10 @@ impl<'a> Sync<'a> {
             None => SideState::Absent,
         };
         let organizer = match &item {
-            Some(v) => v.get("isOrganizer").and_then(Value::as_bool).unwrap_or(true),
+            Some(v) => v
+                .get("isOrganizer")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
             None => link.as_ref().map(|l| l.organizer).unwrap_or(true),
         };
         let policy = policy(tenant, self.entity);
@@ -864,24 +913,31 @@ impl<'a> Sync<'a> {
                     link = Some(l);
                 }
                 Op::CreateGraph { body } => {
-                    let crm_id = link.as_ref().map(|l| l.crm_id).or(new_crm_id).ok_or_else(|| {
-                        Failure::Dead {
-                            reason: "plan creates a Graph item without a CRM record id".into(),
-                        }
-                    })?;
+                    let crm_id =
+                        link.as_ref()
+                            .map(|l| l.crm_id)
+                            .or(new_crm_id)
+                            .ok_or_else(|| Failure::Dead {
+                                reason: "plan creates a Graph item without a CRM record id".into(),
+                            })?;
                     let cid = crm_id.to_string();
                     let (created, list) = match self.entity {
                         Entity::Appointment => {
                             let txn = transaction_id(self.tid(), crm_id);
                             (g.create_event(self.mailbox, body, &txn, &cid).await?, None)
                         }
-                        Entity::Contact => (g.create_contact(self.mailbox, body, &cid).await?, None),
+                        Entity::Contact => {
+                            (g.create_contact(self.mailbox, body, &cid).await?, None)
+                        }
                         Entity::Task => {
                             let list = match list_id {
                                 Some(l) => l.to_string(),
                                 None => g.default_todo_list(self.mailbox).await?,
                             };
-                            (g.create_task(self.mailbox, &list, body, &cid).await?, Some(list))
+                            (
+                                g.create_task(self.mailbox, &list, body, &cid).await?,
+                                Some(list),
+                            )
                         }
                         Entity::Email => {
                             return Err(Failure::Dead {
@@ -926,7 +982,8 @@ impl<'a> Sync<'a> {
                                 Some(x) => x.clone(),
                                 None => g.default_todo_list(self.mailbox).await?,
                             };
-                            g.update_task(self.mailbox, &list, &l.graph_id, patch).await?;
+                            g.update_task(self.mailbox, &list, &l.graph_id, patch)
+                                .await?;
                         }
                         Entity::Email => {}
                     }
@@ -935,7 +992,9 @@ impl<'a> Sync<'a> {
                 Op::DeleteGraph => {
                     if let Some(l) = &link {
                         match self.entity {
-                            Entity::Appointment => g.delete_event(self.mailbox, &l.graph_id).await?,
+                            Entity::Appointment => {
+                                g.delete_event(self.mailbox, &l.graph_id).await?
+                            }
                             Entity::Contact => g.delete_contact(self.mailbox, &l.graph_id).await?,
                             Entity::Task => {
                                 let list = match &l.list_id {
@@ -971,7 +1030,8 @@ impl<'a> Sync<'a> {
                 Op::Unlink => unlinked = true,
                 Op::RaiseConflict { fields } => {
                     if let Some(l) = &link {
-                        let id = State::conflict_id(self.tid(), self.entity, self.mailbox, l.crm_id);
+                        let id =
+                            State::conflict_id(self.tid(), self.entity, self.mailbox, l.crm_id);
                         let opened_at = match self.state().conflict(&id).await? {
                             Some(c) => c.opened_at,
                             None => Utc::now(),

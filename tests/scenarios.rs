@@ -90,7 +90,10 @@ async fn a1_crm_appointment_appears_in_calendar_linked() {
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
     assert_eq!(ev["location"]["displayName"], "Room 1");
     // Linked on both systems: the CRM id on the event, the ExtKey row in CRM.
-    let props = ev["singleValueExtendedProperties"].as_array().cloned().unwrap_or_default();
+    let props = ev["singleValueExtendedProperties"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         props.iter().any(|p| p["value"] == crm_id.to_string()),
         "event carries the CRM id: {props:?}"
@@ -109,7 +112,8 @@ async fn a1_crm_appointment_appears_in_calendar_linked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a2_outlook_event_appears_in_crm_with_resolved_attendees() {
     let h = start().await;
-    h.graph.user_create_event(MAILBOX, outlook_event(4, "A2 kickoff"));
+    h.graph
+        .user_create_event(MAILBOX, outlook_event(4, "A2 kickoff"));
     wait_for("the CRM record", Duration::from_secs(20), || async {
         !crm_records_with_subject(&h, "A2 kickoff").is_empty()
     })
@@ -121,12 +125,20 @@ async fn a2_outlook_event_appears_in_crm_with_resolved_attendees() {
     let f = &recs[0].fields;
     assert_eq!(f.get("Contact").map(String::as_str), Some("Meeting"));
     assert_eq!(f.get("A031Location").map(String::as_str), Some("Room 7"));
-    assert!(f.get("Participants").is_some_and(|p| p.contains("ana@customer.test")), "{f:?}");
     assert!(
-        f.get("MissingParticipants").is_some_and(|p| p.contains("stranger@elsewhere.test")),
+        f.get("Participants")
+            .is_some_and(|p| p.contains("ana@customer.test")),
         "{f:?}"
     );
-    assert_eq!(f.get("ConnectorMissingparticipants").map(String::as_str), Some("true"));
+    assert!(
+        f.get("MissingParticipants")
+            .is_some_and(|p| p.contains("stranger@elsewhere.test")),
+        "{f:?}"
+    );
+    assert_eq!(
+        f.get("ConnectorMissingparticipants").map(String::as_str),
+        Some("true")
+    );
     assert_eq!(f.get("Text").map(String::as_str), Some("Hello team"));
     h.stop().await;
 }
@@ -136,20 +148,32 @@ async fn a3_opened_not_edited_keeps_crm_edit() {
     let h = start().await;
     let (crm_id, ev_id) = crm_appointment(&h, "A3 review", 2).await;
     let crm_writes = h.crm.write_log().len();
-    h.crm.user_update("Contact", crm_id, &[("Text", "edited in CRM")]);
+    h.crm
+        .user_update("Contact", crm_id, &[("Text", "edited in CRM")]);
     // Opened twice in Outlook right after: changeKey and lastModifiedDateTime move, content not.
     h.graph.user_touch_event(MAILBOX, &ev_id);
     h.graph.user_touch_event(MAILBOX, &ev_id);
     h.settle().await.unwrap();
-    assert_eq!(crm_field(&h, crm_id, "Text"), "edited in CRM", "the CRM edit survives");
+    assert_eq!(
+        crm_field(&h, crm_id, "Text"),
+        "edited in CRM",
+        "the CRM edit survives"
+    );
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
-    assert_eq!(ev["body"]["content"].as_str().map(str::trim), Some("edited in CRM"));
+    assert_eq!(
+        ev["body"]["content"].as_str().map(str::trim),
+        Some("edited in CRM")
+    );
     // Repeated touches cause no CRM write at all.
     for _ in 0..5 {
         h.graph.user_touch_event(MAILBOX, &ev_id);
     }
     h.settle().await.unwrap();
-    assert_eq!(h.crm.write_log().len(), crm_writes, "touches wrote nothing to CRM");
+    assert_eq!(
+        h.crm.write_log().len(),
+        crm_writes,
+        "touches wrote nothing to CRM"
+    );
     h.stop().await;
 }
 
@@ -157,8 +181,13 @@ async fn a3_opened_not_edited_keeps_crm_edit() {
 async fn a4_subject_in_crm_and_location_in_outlook_both_survive() {
     let h = start().await;
     let (crm_id, ev_id) = crm_appointment(&h, "A4 review", 2).await;
-    h.crm.user_update("Contact", crm_id, &[("Subject", "A4 review (moved)")]);
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"location": {"displayName": "Room 9"}}));
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "A4 review (moved)")]);
+    h.graph.user_update_event(
+        MAILBOX,
+        &ev_id,
+        json!({"location": {"displayName": "Room 9"}}),
+    );
     h.settle().await.unwrap();
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
     assert_eq!(ev["subject"], "A4 review (moved)");
@@ -176,8 +205,10 @@ async fn conflict_case(policy: &'static str) -> (Harness, u64, String) {
     .await;
     let (crm_id, ev_id) = crm_appointment(&h, "A5 review", 2).await;
     // Stop the CRM poller from seeing the CRM edit before Outlook's: both edits land first.
-    h.crm.user_update("Contact", crm_id, &[("Subject", "A5 from CRM")]);
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "A5 from Outlook"}));
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "A5 from CRM")]);
+    h.graph
+        .user_update_event(MAILBOX, &ev_id, json!({"subject": "A5 from Outlook"}));
     h.settle().await.unwrap();
     (h, crm_id, ev_id)
 }
@@ -186,7 +217,10 @@ async fn conflict_case(policy: &'static str) -> (Harness, u64, String) {
 async fn a5_conflict_crm_wins() {
     let (h, crm_id, ev_id) = conflict_case("crm-wins").await;
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from CRM");
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A5 from CRM");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "A5 from CRM"
+    );
     h.stop().await;
 }
 
@@ -194,7 +228,10 @@ async fn a5_conflict_crm_wins() {
 async fn a5_conflict_graph_wins() {
     let (h, crm_id, ev_id) = conflict_case("graph-wins").await;
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from Outlook");
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A5 from Outlook");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "A5 from Outlook"
+    );
     h.stop().await;
 }
 
@@ -203,10 +240,17 @@ async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api() {
     let (h, crm_id, ev_id) = conflict_case("manual").await;
     // Both sides stay as they are.
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from CRM");
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A5 from Outlook");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "A5 from Outlook"
+    );
     let client = reqwest::Client::new();
     let url = format!("{}/admin/conflicts", h.admin_url());
-    assert_eq!(client.get(&url).send().await.unwrap().status(), 401, "no token → 401");
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        401,
+        "no token → 401"
+    );
     let list: Value = client
         .get(&url)
         .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
@@ -262,7 +306,10 @@ async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api() {
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     h.settle().await.unwrap();
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 agreed");
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A5 agreed");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "A5 agreed"
+    );
     let list: Value = client
         .get(&url)
         .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
@@ -272,7 +319,11 @@ async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list["conflicts"].as_array().unwrap().len(), 0, "conflict left the list");
+    assert_eq!(
+        list["conflicts"].as_array().unwrap().len(),
+        0,
+        "conflict left the list"
+    );
     h.stop().await;
 }
 
@@ -282,10 +333,15 @@ async fn a6_one_user_edit_causes_exactly_one_write() {
     let (_crm_id, ev_id) = crm_appointment(&h, "A6 review", 2).await;
     let crm_before = h.crm.write_log().len();
     let graph_before = h.graph.app_writes(MAILBOX);
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "A6 renamed"}));
+    h.graph
+        .user_update_event(MAILBOX, &ev_id, json!({"subject": "A6 renamed"}));
     h.settle().await.unwrap();
     assert_eq!(h.crm.write_log().len() - crm_before, 1, "one CRM write");
-    assert_eq!(h.graph.app_writes(MAILBOX) - graph_before, 0, "no write back to Outlook");
+    assert_eq!(
+        h.graph.app_writes(MAILBOX) - graph_before,
+        0,
+        "no write back to Outlook"
+    );
     h.stop().await;
 }
 
@@ -296,8 +352,15 @@ async fn a7_organizer_delete_sets_connector_deleted() {
     h.graph.user_delete_event(MAILBOX, &ev_id);
     h.settle().await.unwrap();
     let rec = h.crm.record("Contact", crm_id).expect("record kept");
-    assert_ne!(rec.fields.get("DelCd").map(String::as_str), Some("1"), "no hard delete");
-    assert_eq!(rec.fields.get("ConnectorDeleted").map(String::as_str), Some("true"));
+    assert_ne!(
+        rec.fields.get("DelCd").map(String::as_str),
+        Some("1"),
+        "no hard delete"
+    );
+    assert_eq!(
+        rec.fields.get("ConnectorDeleted").map(String::as_str),
+        Some("true")
+    );
     h.stop().await;
 }
 
@@ -307,7 +370,10 @@ async fn a7_crm_delete_removes_future_event() {
     let (crm_id, ev_id) = crm_appointment(&h, "A7 future", 2).await;
     h.crm.user_delete("Contact", crm_id);
     h.settle().await.unwrap();
-    assert!(h.graph.event(MAILBOX, &ev_id).is_none(), "future event removed");
+    assert!(
+        h.graph.event(MAILBOX, &ev_id).is_none(),
+        "future event removed"
+    );
     h.stop().await;
 }
 
@@ -334,7 +400,8 @@ async fn a7_attendee_delete_only_unlinks() {
     .await
     .unwrap();
     h.settle().await.unwrap();
-    h.graph.user_delete_event(MAILBOX, created["id"].as_str().unwrap());
+    h.graph
+        .user_delete_event(MAILBOX, created["id"].as_str().unwrap());
     h.settle().await.unwrap();
     let recs = crm_records_with_subject(&h, "A7 invite");
     assert_eq!(recs.len(), 1);
@@ -360,12 +427,22 @@ async fn a8_event_moved_outside_window_is_unlinked_not_deleted() {
     h.settle().await.unwrap();
     let rec = h.crm.record("Contact", crm_id).unwrap();
     assert_ne!(rec.fields.get("DelCd").map(String::as_str), Some("1"));
-    assert_ne!(rec.fields.get("ConnectorDeleted").map(String::as_str), Some("true"));
-    assert!(h.graph.event(MAILBOX, &ev_id).is_some(), "event not deleted");
+    assert_ne!(
+        rec.fields.get("ConnectorDeleted").map(String::as_str),
+        Some("true")
+    );
+    assert!(
+        h.graph.event(MAILBOX, &ev_id).is_some(),
+        "event not deleted"
+    );
     // Unlinked: a later CRM edit no longer reaches the event.
-    h.crm.user_update("Contact", crm_id, &[("Subject", "A8 after unlink")]);
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "A8 after unlink")]);
     h.settle().await.unwrap();
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "A8 review");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "A8 review"
+    );
     h.stop().await;
 }
 
@@ -387,10 +464,20 @@ async fn a10_all_day_event_keeps_its_days() {
     .unwrap();
     h.settle().await.unwrap();
     let r = &crm_records_with_subject(&h, "A10 offsite")[0];
-    assert_eq!(r.fields.get("Date").map(String::as_str), Some(d1.to_string().as_str()));
-    assert_eq!(r.fields.get("EndDate").map(String::as_str), Some(d3.to_string().as_str()), "EndDate inclusive");
+    assert_eq!(
+        r.fields.get("Date").map(String::as_str),
+        Some(d1.to_string().as_str())
+    );
+    assert_eq!(
+        r.fields.get("EndDate").map(String::as_str),
+        Some(d3.to_string().as_str()),
+        "EndDate inclusive"
+    );
     assert_eq!(r.fields.get("Time").map(String::as_str).unwrap_or(""), "");
-    assert_eq!(r.fields.get("EndTime").map(String::as_str).unwrap_or(""), "");
+    assert_eq!(
+        r.fields.get("EndTime").map(String::as_str).unwrap_or(""),
+        ""
+    );
     h.stop().await;
 }
 
@@ -405,13 +492,26 @@ async fn a12_excluded_fields_never_travel() {
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
     let loc = ev["location"]["displayName"].as_str().unwrap_or("");
     assert_eq!(loc, "", "CRM location did not travel to Outlook");
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"location": {"displayName": "Room 5"}}));
-    h.crm.user_update("Contact", crm_id, &[("Text", "still synced")]);
+    h.graph.user_update_event(
+        MAILBOX,
+        &ev_id,
+        json!({"location": {"displayName": "Room 5"}}),
+    );
+    h.crm
+        .user_update("Contact", crm_id, &[("Text", "still synced")]);
     h.settle().await.unwrap();
-    assert_eq!(crm_field(&h, crm_id, "A031Location"), "Room 1", "Outlook location did not travel to CRM");
+    assert_eq!(
+        crm_field(&h, crm_id, "A031Location"),
+        "Room 1",
+        "Outlook location did not travel to CRM"
+    );
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
     assert_eq!(ev["location"]["displayName"], "Room 5");
-    assert_eq!(ev["body"]["content"].as_str().map(str::trim), Some("still synced"), "other fields still travel");
+    assert_eq!(
+        ev["body"]["content"].as_str().map(str::trim),
+        Some("still synced"),
+        "other fields still travel"
+    );
     h.stop().await;
 }
 
@@ -419,13 +519,21 @@ async fn a12_excluded_fields_never_travel() {
 async fn p1_validation_handshake_answers_plain_token() {
     let h = start().await;
     let r = reqwest::Client::new()
-        .post(format!("{}/notifications?validationToken=a%20b%3Cc%3E", h.receiver_url()))
+        .post(format!(
+            "{}/notifications?validationToken=a%20b%3Cc%3E",
+            h.receiver_url()
+        ))
         .header("content-type", "text/plain")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert_eq!(r.text().await.unwrap(), "a b<c>");
     h.stop().await;
 }
@@ -433,7 +541,15 @@ async fn p1_validation_handshake_answers_plain_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2_wrong_client_state_is_not_processed() {
     let h = start().await;
-    let sub = h.app().state.subscriptions().await.unwrap().into_iter().next().unwrap();
+    let sub = h
+        .app()
+        .state
+        .subscriptions()
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
     let body = json!({"value": [{
         "subscriptionId": sub.id, "clientState": "wrong-secret", "changeType": "created",
         "resource": format!("Users/{MAILBOX}/Events/AAMkFAKE"), "tenantId": "t",
@@ -447,7 +563,13 @@ async fn p2_wrong_client_state_is_not_processed() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let m = &h.app().metrics;
-    assert_eq!(m.get("notifications_total", &[("outcome", "client_state_mismatch")]), 1);
+    assert_eq!(
+        m.get(
+            "notifications_total",
+            &[("outcome", "client_state_mismatch")]
+        ),
+        1
+    );
     let d = h.app().queue.depth().await.unwrap();
     assert_eq!(d.ready + d.in_flight + d.delayed, 0, "nothing queued");
     // Malformed body → 400, never a panic.
@@ -468,15 +590,28 @@ async fn p3_duplicate_and_created_updated_deliveries_make_one_write() {
     h.graph.duplicate_deliveries(5);
     h.graph.created_plus_updated(true);
     let crm_before = h.crm.write_log().len();
-    h.graph.user_create_event(MAILBOX, outlook_event(3, "P3 once"));
+    h.graph
+        .user_create_event(MAILBOX, outlook_event(3, "P3 once"));
     wait_for("the CRM record", Duration::from_secs(20), || async {
         !crm_records_with_subject(&h, "P3 once").is_empty()
     })
     .await
     .unwrap();
     h.settle().await.unwrap();
-    assert_eq!(crm_records_with_subject(&h, "P3 once").len(), 1, "one record");
-    assert_eq!(h.crm.write_log().len() - crm_before, 1, "one CRM write request");
+    assert_eq!(
+        crm_records_with_subject(&h, "P3 once").len(),
+        1,
+        "one record"
+    );
+    let writes: Vec<_> = h.crm.write_log().into_iter().skip(crm_before).collect();
+    let by_table = |t: &str| writes.iter().filter(|w| w.table == t).count();
+    assert_eq!(by_table("Contact"), 1, "one Contact write: {writes:?}");
+    assert_eq!(
+        by_table("ExtKey"),
+        1,
+        "one link row, in the same request: {writes:?}"
+    );
+    assert_eq!(writes.len(), 2, "nothing else written: {writes:?}");
     h.stop().await;
 }
 
@@ -484,21 +619,45 @@ async fn p3_duplicate_and_created_updated_deliveries_make_one_write() {
 async fn p4_missed_triggers_delta_catch_up() {
     let h = start().await;
     h.graph.drop_notifications(1);
-    h.graph.user_create_event(MAILBOX, outlook_event(3, "P4 missed"));
+    h.graph
+        .user_create_event(MAILBOX, outlook_event(3, "P4 missed"));
     h.settle().await.unwrap();
-    assert!(crm_records_with_subject(&h, "P4 missed").is_empty(), "notification was lost");
+    assert!(
+        crm_records_with_subject(&h, "P4 missed").is_empty(),
+        "notification was lost"
+    );
     let sub = h
         .graph
         .subscriptions()
         .into_iter()
-        .find(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
+        .find(|s| {
+            s["resource"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("/events"))
+        })
         .unwrap();
-    h.graph.send_lifecycle(sub["id"].as_str().unwrap(), "missed");
-    wait_for("the CRM record after catch-up", Duration::from_secs(20), || async {
-        !crm_records_with_subject(&h, "P4 missed").is_empty()
-    })
-    .await
-    .unwrap();
+    h.graph
+        .send_lifecycle(sub["id"].as_str().unwrap(), "missed");
+    let r = wait_for(
+        "the CRM record after catch-up",
+        Duration::from_secs(20),
+        || async { !crm_records_with_subject(&h, "P4 missed").is_empty() },
+    )
+    .await;
+    if r.is_err() {
+        eprintln!(
+            "DEAD {:?}",
+            h.app()
+                .queue
+                .dead_letters()
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.reason.clone())
+                .collect::<Vec<_>>()
+        );
+    }
+    r.unwrap();
     h.settle().await.unwrap();
     assert_eq!(crm_records_with_subject(&h, "P4 missed").len(), 1);
     h.stop().await;
@@ -511,19 +670,46 @@ async fn p4_subscription_removed_is_recreated() {
         .graph
         .subscriptions()
         .into_iter()
-        .find(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
+        .find(|s| {
+            s["resource"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("/events"))
+        })
         .unwrap();
     let old = sub["id"].as_str().unwrap().to_string();
     h.graph.send_lifecycle(&old, "subscriptionRemoved");
-    wait_for("a new events subscription", Duration::from_secs(20), || async {
-        h.graph.subscriptions().iter().any(|s| {
-            s["resource"].as_str().is_some_and(|r| r.ends_with("/events")) && s["id"].as_str() != Some(&old)
-        })
-    })
-    .await
-    .unwrap();
+    let r = wait_for(
+        "a new events subscription",
+        Duration::from_secs(20),
+        || async {
+            h.graph.subscriptions().iter().any(|s| {
+                s["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/events"))
+                    && s["id"].as_str() != Some(&old)
+            })
+        },
+    )
+    .await;
+    if r.is_err() {
+        eprintln!(
+            "DEAD {:?}\n{}\n{:?}",
+            h.app()
+                .queue
+                .dead_letters()
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.reason.clone())
+                .collect::<Vec<_>>(),
+            h.app().metrics.render(),
+            h.graph.deliveries()
+        );
+    }
+    r.unwrap();
     h.settle().await.unwrap();
-    h.graph.user_create_event(MAILBOX, outlook_event(3, "P4 after recreate"));
+    h.graph
+        .user_create_event(MAILBOX, outlook_event(3, "P4 after recreate"));
     wait_for("the CRM record", Duration::from_secs(20), || async {
         !crm_records_with_subject(&h, "P4 after recreate").is_empty()
     })
@@ -536,7 +722,8 @@ async fn p4_subscription_removed_is_recreated() {
 async fn p5_throttling_is_honoured_and_converges() {
     let h = start().await;
     h.graph.throttle_next(3, 1);
-    h.graph.user_create_event(MAILBOX, outlook_event(3, "P5 throttled"));
+    h.graph
+        .user_create_event(MAILBOX, outlook_event(3, "P5 throttled"));
     wait_for("the CRM record", Duration::from_secs(30), || async {
         !crm_records_with_subject(&h, "P5 throttled").is_empty()
     })
@@ -553,15 +740,21 @@ async fn p6_crm_locked_and_down_then_converges() {
     let h = start().await;
     let (crm_id, ev_id) = crm_appointment(&h, "P6 review", 2).await;
     h.crm.lock_record(crm_id, 2);
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "P6 after lock"}));
+    h.graph
+        .user_update_event(MAILBOX, &ev_id, json!({"subject": "P6 after lock"}));
     h.settle().await.unwrap();
     assert_eq!(crm_field(&h, crm_id, "Subject"), "P6 after lock");
     h.crm.set_unavailable(Duration::from_secs(2));
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "P6 after outage"}));
+    h.graph
+        .user_update_event(MAILBOX, &ev_id, json!({"subject": "P6 after outage"}));
     tokio::time::sleep(Duration::from_secs(2)).await;
     h.settle().await.unwrap();
     assert_eq!(crm_field(&h, crm_id, "Subject"), "P6 after outage");
-    assert_eq!(h.app().queue.depth().await.unwrap().dead, 0, "nothing dead-lettered");
+    assert_eq!(
+        h.app().queue.depth().await.unwrap().dead,
+        0,
+        "nothing dead-lettered"
+    );
     h.stop().await;
 }
 
@@ -581,19 +774,31 @@ async fn p7_killed_mid_run_loses_nothing_after_restart() {
     .await
     .unwrap();
     for i in 0..5 {
-        h.graph.user_create_event(MAILBOX, outlook_event(3, &format!("P7 item {i}")));
+        h.graph
+            .user_create_event(MAILBOX, outlook_event(3, &format!("P7 item {i}")));
     }
     h.graph.quiesce().await;
     wait_for("events queued", Duration::from_secs(20), || async {
-        h.app().queue.depth().await.map(|d| d.ready >= 5).unwrap_or(false)
+        h.app()
+            .queue
+            .depth()
+            .await
+            .map(|d| d.ready >= 5)
+            .unwrap_or(false)
     })
     .await
     .unwrap();
     // "Kill": drop the process state without draining, then start again on the same files.
-    h.restart(2, crm_graph_connector::app::Roles::ALL).await.unwrap();
+    h.restart(2, crm_graph_connector::app::Roles::ALL)
+        .await
+        .unwrap();
     h.settle().await.unwrap();
     for i in 0..5 {
-        assert_eq!(crm_records_with_subject(&h, &format!("P7 item {i}")).len(), 1, "item {i}");
+        assert_eq!(
+            crm_records_with_subject(&h, &format!("P7 item {i}")).len(),
+            1,
+            "item {i}"
+        );
     }
     h.stop().await;
 }
@@ -639,16 +844,25 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
             &format!("listen = \"127.0.0.1:{rp}\"\npublic_url = \"http://127.0.0.1:{rp}\""),
             1,
         )
-        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{ap}\""), 1);
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{ap}\""),
+            1,
+        );
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, text).unwrap();
     let mut child = spawn_connector(&cfg);
-    wait_for("the events subscription", Duration::from_secs(30), || async {
-        graph
-            .subscriptions()
-            .iter()
-            .any(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
-    })
+    wait_for(
+        "the events subscription",
+        Duration::from_secs(30),
+        || async {
+            graph.subscriptions().iter().any(|s| {
+                s["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/events"))
+            })
+        },
+    )
     .await
     .unwrap();
     const N: usize = 12;
@@ -658,7 +872,9 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
     let count = |crm: &cgc_crm::sim::CrmSim, i: usize| {
         crm.records("Contact")
             .into_iter()
-            .filter(|r| r.fields.get("Subject").map(String::as_str) == Some(format!("P7 kill {i}").as_str()))
+            .filter(|r| {
+                r.fields.get("Subject").map(String::as_str) == Some(format!("P7 kill {i}").as_str())
+            })
             .count()
     };
     // Kill as soon as the first records appear: the rest are queued or in flight.
@@ -670,9 +886,11 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
     let _ = child.0.kill();
     let _ = child.0.wait();
     child = spawn_connector(&cfg);
-    wait_for("all records after restart", Duration::from_secs(60), || async {
-        (0..N).all(|i| count(&crm, i) >= 1)
-    })
+    wait_for(
+        "all records after restart",
+        Duration::from_secs(60),
+        || async { (0..N).all(|i| count(&crm, i) >= 1) },
+    )
     .await
     .unwrap();
     // Idle: nothing queued, nothing dead.
@@ -685,13 +903,29 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
             .await;
         match r {
             Ok(r) => r.json::<Value>().await.is_ok_and(|d| {
+                if d["dead"] != 0 {
+                    eprintln!("queue depth: {d}");
+                    let body = std::process::Command::new("curl")
+                        .args([
+                            "-s",
+                            "-H",
+                            &format!(
+                                "Authorization: Bearer {}",
+                                crm_graph_connector::demo::ADMIN_TOKEN
+                            ),
+                            &format!("http://127.0.0.1:{ap}/admin/dead-letters"),
+                        ])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+                    eprintln!("dead letters: {body:?}");
+                }
                 d["ready"] == 0 && d["in_flight"] == 0 && d["delayed"] == 0 && d["dead"] == 0
             }),
             Err(_) => false,
         }
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}"));
     graph.quiesce().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for i in 0..N {
