@@ -58,6 +58,8 @@ pub struct Tuning {
     pub subscription_lifetime: chrono::Duration,
     /// A plan may delete at most this share of a mailbox's links in one delta round.
     pub mass_delete_share: f64,
+    /// Attempts before an event is parked in the dead letters.
+    pub max_attempts: u32,
 }
 
 impl Default for Tuning {
@@ -70,6 +72,7 @@ impl Default for Tuning {
             drain: Duration::from_secs(20),
             subscription_lifetime: chrono::Duration::minutes(6 * 24 * 60),
             mass_delete_share: 0.5,
+            max_attempts: 8,
         }
     }
 }
@@ -97,6 +100,7 @@ impl App {
     pub async fn build(config: Config, tuning: Tuning, prefix: &str) -> anyhow::Result<Arc<App>> {
         let opts = QueueOptions {
             partitions: config.queue.partitions,
+            max_attempts: tuning.max_attempts,
             ..QueueOptions::default()
         };
         let queue: Arc<dyn Queue> = match config.queue.backend {

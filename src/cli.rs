@@ -115,6 +115,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prefix of RabbitMQ queue names and Redis keys: `CGC_PREFIX`, default `cgc`. Lets several
+/// deployments (or test runs) share one broker and one Redis.
+fn prefix() -> String {
+    std::env::var("CGC_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "cgc".into())
+}
+
 fn load(c: &ConfigArg) -> anyhow::Result<Config> {
     Ok(Config::load(&c.config)?)
 }
@@ -125,7 +134,7 @@ async fn serve(c: &ConfigArg, roles: Roles) -> anyhow::Result<()> {
     if config.tenants.is_empty() {
         tracing::warn!("no [[tenants]] configured: nothing will be synced");
     }
-    let app = App::build(config, Tuning::default(), "cgc").await?;
+    let app = App::build(config, Tuning::default(), &prefix()).await?;
     let running = app::start(app, roles).await?;
     tracing::info!(receiver = ?running.bound.receiver, admin = ?running.bound.admin, "started; Ctrl-C to stop");
     app::shutdown_signal().await;
@@ -266,7 +275,7 @@ async fn admin_call(
 async fn doctor(c: &ConfigArg) -> anyhow::Result<()> {
     let config = load(c)?;
     println!("config: ok ({} tenant(s))", config.tenants.len());
-    let app = App::build(config, Tuning::default(), "cgc").await?;
+    let app = App::build(config, Tuning::default(), &prefix()).await?;
     println!("queue and store: ok");
     let mut failed = false;
     for t in app.tenants.values() {

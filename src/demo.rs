@@ -25,6 +25,8 @@ pub struct Harness {
     pub running: Option<Running>,
     pub dir: std::path::PathBuf,
     pub config_text: String,
+    /// Names this harness's RabbitMQ queues and Redis keys (unique per harness).
+    pub prefix: String,
 }
 
 /// Options a test can change.
@@ -210,6 +212,7 @@ conflict = "{conflict}"
             running: None,
             dir,
             config_text,
+            prefix: format!("cgc-t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         };
         h.restart(opts.workers, Roles::ALL).await?;
         Ok(h)
@@ -221,8 +224,7 @@ conflict = "{conflict}"
             r.stop().await;
         }
         let config = Config::parse(&self.config_text, &|_| None)?;
-        let prefix = format!("cgc-t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let app = App::build(config, fast_tuning(workers), &prefix).await?;
+        let app = App::build(config, fast_tuning(workers), &self.prefix).await?;
         self.running = Some(app::start(app, roles).await?);
         Ok(())
     }
@@ -292,8 +294,23 @@ conflict = "{conflict}"
     }
 
     pub async fn stop(mut self) {
+        let rabbit = self.running.as_ref().and_then(|r| {
+            (r.app.config.queue.backend == crate::config::QueueBackend::Rabbitmq)
+                .then(|| (r.app.config.queue.url.clone(), r.app.config.queue.partitions))
+        });
         if let Some(r) = self.running.take() {
             r.stop().await;
+        }
+        if let Some((url, partitions)) = rabbit {
+            // Leave the broker as we found it.
+            let opts = cgc_backends::QueueOptions {
+                partitions,
+                ..Default::default()
+            };
+            if let Ok(q) = cgc_backends::RabbitQueue::connect(&url, &self.prefix, opts).await {
+                let _ = q.delete_topology().await;
+                q.close().await;
+            }
         }
         self.graph.shutdown();
         self.crm.shutdown();

@@ -80,7 +80,9 @@ async fn tick(
     public_url: &str,
 ) -> Result<(), Failure> {
     let t_cfg = &t.cfg;
-    if is_due(d.mailboxes, t_cfg.mailbox_refresh_seconds) {
+    // An empty mailbox list in the store (first start, or the store lost its data) is refreshed at once.
+    let lost = d.mailboxes.is_some() && app.state.mailboxes(&t_cfg.id).await?.is_empty();
+    if lost || is_due(d.mailboxes, t_cfg.mailbox_refresh_seconds) {
         refresh_mailboxes(app, t, public_url).await?;
         d.mailboxes = Some(Instant::now());
         // A fresh mailbox list starts with a catch-up.

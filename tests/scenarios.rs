@@ -7,12 +7,35 @@ use std::time::Duration;
 use crm_graph_connector::demo::{Harness, HarnessOptions, MAILBOX, REP_ID, crm_slot, wait_for};
 use serde_json::{Value, json};
 
-async fn start() -> Harness {
-    start_with(HarnessOptions::default()).await
+/// Which queue and store back ends a scenario runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    /// One machine: embedded queue and store.
+    Embedded,
+    /// Scale-out: real RabbitMQ and Redis (127.0.0.1), never skipped.
+    RabbitRedis,
+}
+
+impl Backend {
+    fn options(self) -> HarnessOptions {
+        let mut o = HarnessOptions::default();
+        if let Backend::RabbitRedis = self {
+            o.queue_toml = SCALED_QUEUE.into();
+            o.store_toml = SCALED_STORE.into();
+        }
+        o
+    }
+}
+
+const SCALED_QUEUE: &str = "[queue]\nbackend = \"rabbitmq\"\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\npartitions = 4\n";
+const SCALED_STORE: &str = "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n";
+
+async fn start(b: Backend) -> Harness {
+    start_with(b.options()).await
 }
 
 async fn start_with(opts: HarnessOptions) -> Harness {
-    let h = Harness::start(opts).await.expect("harness starts");
+    let h = Harness::start(opts).await.expect("harness starts (RabbitMQ and Redis must be up for the scale-out runs: bash scripts/services.sh)");
     h.wait_subscribed().await.expect("subscribed");
     h.settle().await.expect("idle after start");
     h
@@ -83,9 +106,8 @@ fn crm_records_with_subject(h: &Harness, subject: &str) -> Vec<cgc_crm::Record> 
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a1_crm_appointment_appears_in_calendar_linked() {
-    let h = start().await;
+async fn a1_crm_appointment_appears_in_calendar_linked(b: Backend) {
+    let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A1 review", 3).await;
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
     assert_eq!(ev["location"]["displayName"], "Room 1");
@@ -109,9 +131,8 @@ async fn a1_crm_appointment_appears_in_calendar_linked() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a2_outlook_event_appears_in_crm_with_resolved_attendees() {
-    let h = start().await;
+async fn a2_outlook_event_appears_in_crm_with_resolved_attendees(b: Backend) {
+    let h = start(b).await;
     h.graph
         .user_create_event(MAILBOX, outlook_event(4, "A2 kickoff"));
     wait_for("the CRM record", Duration::from_secs(20), || async {
@@ -143,9 +164,8 @@ async fn a2_outlook_event_appears_in_crm_with_resolved_attendees() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a3_opened_not_edited_keeps_crm_edit() {
-    let h = start().await;
+async fn a3_opened_not_edited_keeps_crm_edit(b: Backend) {
+    let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A3 review", 2).await;
     let crm_writes = h.crm.write_log().len();
     h.crm
@@ -177,9 +197,8 @@ async fn a3_opened_not_edited_keeps_crm_edit() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a4_subject_in_crm_and_location_in_outlook_both_survive() {
-    let h = start().await;
+async fn a4_subject_in_crm_and_location_in_outlook_both_survive(b: Backend) {
+    let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A4 review", 2).await;
     h.crm
         .user_update("Contact", crm_id, &[("Subject", "A4 review (moved)")]);
@@ -197,10 +216,10 @@ async fn a4_subject_in_crm_and_location_in_outlook_both_survive() {
     h.stop().await;
 }
 
-async fn conflict_case(policy: &'static str) -> (Harness, u64, String) {
+async fn conflict_case(b: Backend, policy: &'static str) -> (Harness, u64, String) {
     let h = start_with(HarnessOptions {
         conflict: policy,
-        ..HarnessOptions::default()
+        ..b.options()
     })
     .await;
     let (crm_id, ev_id) = crm_appointment(&h, "A5 review", 2).await;
@@ -213,9 +232,8 @@ async fn conflict_case(policy: &'static str) -> (Harness, u64, String) {
     (h, crm_id, ev_id)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a5_conflict_crm_wins() {
-    let (h, crm_id, ev_id) = conflict_case("crm-wins").await;
+async fn a5_conflict_crm_wins(b: Backend) {
+    let (h, crm_id, ev_id) = conflict_case(b, "crm-wins").await;
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from CRM");
     assert_eq!(
         h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
@@ -224,9 +242,8 @@ async fn a5_conflict_crm_wins() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a5_conflict_graph_wins() {
-    let (h, crm_id, ev_id) = conflict_case("graph-wins").await;
+async fn a5_conflict_graph_wins(b: Backend) {
+    let (h, crm_id, ev_id) = conflict_case(b, "graph-wins").await;
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from Outlook");
     assert_eq!(
         h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
@@ -235,9 +252,8 @@ async fn a5_conflict_graph_wins() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api() {
-    let (h, crm_id, ev_id) = conflict_case("manual").await;
+async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api(b: Backend) {
+    let (h, crm_id, ev_id) = conflict_case(b, "manual").await;
     // Both sides stay as they are.
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from CRM");
     assert_eq!(
@@ -327,9 +343,8 @@ async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a6_one_user_edit_causes_exactly_one_write() {
-    let h = start().await;
+async fn a6_one_user_edit_causes_exactly_one_write(b: Backend) {
+    let h = start(b).await;
     let (_crm_id, ev_id) = crm_appointment(&h, "A6 review", 2).await;
     let crm_before = h.crm.write_log().len();
     let graph_before = h.graph.app_writes(MAILBOX);
@@ -345,9 +360,8 @@ async fn a6_one_user_edit_causes_exactly_one_write() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a7_organizer_delete_sets_connector_deleted() {
-    let h = start().await;
+async fn a7_organizer_delete_sets_connector_deleted(b: Backend) {
+    let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A7 review", 2).await;
     h.graph.user_delete_event(MAILBOX, &ev_id);
     h.settle().await.unwrap();
@@ -364,9 +378,8 @@ async fn a7_organizer_delete_sets_connector_deleted() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a7_crm_delete_removes_future_event() {
-    let h = start().await;
+async fn a7_crm_delete_removes_future_event(b: Backend) {
+    let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A7 future", 2).await;
     h.crm.user_delete("Contact", crm_id);
     h.settle().await.unwrap();
@@ -377,9 +390,8 @@ async fn a7_crm_delete_removes_future_event() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a7_crm_delete_leaves_past_event() {
-    let h = start().await;
+async fn a7_crm_delete_leaves_past_event(b: Backend) {
+    let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A7 past", -2).await;
     h.crm.user_delete("Contact", crm_id);
     h.settle().await.unwrap();
@@ -387,9 +399,8 @@ async fn a7_crm_delete_leaves_past_event() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a7_attendee_delete_only_unlinks() {
-    let h = start().await;
+async fn a7_attendee_delete_only_unlinks(b: Backend) {
+    let h = start(b).await;
     let mut ev = outlook_event(3, "A7 invite");
     ev["isOrganizer"] = json!(false);
     ev["organizer"] = json!({"emailAddress": {"address": "boss@partner.test", "name": "Boss"}});
@@ -413,9 +424,8 @@ async fn a7_attendee_delete_only_unlinks() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a8_event_moved_outside_window_is_unlinked_not_deleted() {
-    let h = start().await;
+async fn a8_event_moved_outside_window_is_unlinked_not_deleted(b: Backend) {
+    let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A8 review", 2).await;
     let far = (chrono::Utc::now() + chrono::Duration::days(400)).date_naive();
     h.graph.user_update_event(
@@ -446,9 +456,8 @@ async fn a8_event_moved_outside_window_is_unlinked_not_deleted() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a10_all_day_event_keeps_its_days() {
-    let h = start().await;
+async fn a10_all_day_event_keeps_its_days(b: Backend) {
+    let h = start(b).await;
     let d1 = (chrono::Utc::now() + chrono::Duration::days(5)).date_naive();
     let d3 = d1 + chrono::Duration::days(2);
     h.graph.user_create_event(
@@ -481,11 +490,10 @@ async fn a10_all_day_event_keeps_its_days() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a12_excluded_fields_never_travel() {
+async fn a12_excluded_fields_never_travel(b: Backend) {
     let h = start_with(HarnessOptions {
         appointments_toml: "exclude_fields = [\"location\"]".into(),
-        ..HarnessOptions::default()
+        ..b.options()
     })
     .await;
     let (crm_id, ev_id) = crm_appointment(&h, "A12 review", 2).await;
@@ -515,9 +523,8 @@ async fn a12_excluded_fields_never_travel() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p1_validation_handshake_answers_plain_token() {
-    let h = start().await;
+async fn p1_validation_handshake_answers_plain_token(b: Backend) {
+    let h = start(b).await;
     let r = reqwest::Client::new()
         .post(format!(
             "{}/notifications?validationToken=a%20b%3Cc%3E",
@@ -538,9 +545,8 @@ async fn p1_validation_handshake_answers_plain_token() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p2_wrong_client_state_is_not_processed() {
-    let h = start().await;
+async fn p2_wrong_client_state_is_not_processed(b: Backend) {
+    let h = start(b).await;
     let sub = h
         .app()
         .state
@@ -584,9 +590,8 @@ async fn p2_wrong_client_state_is_not_processed() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p3_duplicate_and_created_updated_deliveries_make_one_write() {
-    let h = start().await;
+async fn p3_duplicate_and_created_updated_deliveries_make_one_write(b: Backend) {
+    let h = start(b).await;
     h.graph.duplicate_deliveries(5);
     h.graph.created_plus_updated(true);
     let crm_before = h.crm.write_log().len();
@@ -615,9 +620,8 @@ async fn p3_duplicate_and_created_updated_deliveries_make_one_write() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4_missed_triggers_delta_catch_up() {
-    let h = start().await;
+async fn p4_missed_triggers_delta_catch_up(b: Backend) {
+    let h = start(b).await;
     h.graph.drop_notifications(1);
     h.graph
         .user_create_event(MAILBOX, outlook_event(3, "P4 missed"));
@@ -663,9 +667,8 @@ async fn p4_missed_triggers_delta_catch_up() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4_subscription_removed_is_recreated() {
-    let h = start().await;
+async fn p4_subscription_removed_is_recreated(b: Backend) {
+    let h = start(b).await;
     let sub = h
         .graph
         .subscriptions()
@@ -718,9 +721,8 @@ async fn p4_subscription_removed_is_recreated() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p5_throttling_is_honoured_and_converges() {
-    let h = start().await;
+async fn p5_throttling_is_honoured_and_converges(b: Backend) {
+    let h = start(b).await;
     h.graph.throttle_next(3, 1);
     h.graph
         .user_create_event(MAILBOX, outlook_event(3, "P5 throttled"));
@@ -735,9 +737,8 @@ async fn p5_throttling_is_honoured_and_converges() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p6_crm_locked_and_down_then_converges() {
-    let h = start().await;
+async fn p6_crm_locked_and_down_then_converges(b: Backend) {
+    let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "P6 review", 2).await;
     h.crm.lock_record(crm_id, 2);
     h.graph
@@ -758,9 +759,8 @@ async fn p6_crm_locked_and_down_then_converges() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p7_killed_mid_run_loses_nothing_after_restart() {
-    let mut h = start().await;
+async fn p7_killed_mid_run_loses_nothing_after_restart(b: Backend) {
+    let mut h = start(b).await;
     // Stop the workers only: notifications keep arriving and are queued durably.
     h.restart(
         2,
@@ -819,21 +819,21 @@ impl Drop for Child {
     }
 }
 
-fn spawn_connector(config: &std::path::Path) -> Child {
+fn spawn_connector(config: &std::path::Path, prefix: &str) -> Child {
     Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_crm-graph-connector"))
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
+            .env("CGC_PREFIX", prefix)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("connector binary starts"),
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
-    let opts = HarnessOptions::default();
+async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate(b: Backend) {
+    let opts = b.options();
     let (graph, crm) = Harness::simulators(&opts).await.unwrap();
     let dir = std::env::temp_dir().join(format!("cgc-kill-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -851,7 +851,8 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
         );
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, text).unwrap();
-    let mut child = spawn_connector(&cfg);
+    let prefix = format!("cgc-k{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut child = spawn_connector(&cfg, &prefix);
     wait_for(
         "the events subscription",
         Duration::from_secs(30),
@@ -885,7 +886,7 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
     .unwrap();
     let _ = child.0.kill();
     let _ = child.0.wait();
-    child = spawn_connector(&cfg);
+    child = spawn_connector(&cfg, &prefix);
     wait_for(
         "all records after restart",
         Duration::from_secs(60),
@@ -935,4 +936,283 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate() {
     graph.shutdown();
     crm.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        /// The scenarios on the embedded queue and store (one machine).
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Embedded).await
+                }
+            )*
+        }
+        /// The same scenarios on real RabbitMQ and Redis (scale-out).
+        mod rabbitmq_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::RabbitRedis).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a1_crm_appointment_appears_in_calendar_linked,
+    a2_outlook_event_appears_in_crm_with_resolved_attendees,
+    a3_opened_not_edited_keeps_crm_edit,
+    a4_subject_in_crm_and_location_in_outlook_both_survive,
+    a5_conflict_crm_wins,
+    a5_conflict_graph_wins,
+    a5_conflict_manual_is_listed_and_resolved_through_admin_api,
+    a6_one_user_edit_causes_exactly_one_write,
+    a7_organizer_delete_sets_connector_deleted,
+    a7_crm_delete_removes_future_event,
+    a7_crm_delete_leaves_past_event,
+    a7_attendee_delete_only_unlinks,
+    a8_event_moved_outside_window_is_unlinked_not_deleted,
+    a10_all_day_event_keeps_its_days,
+    a12_excluded_fields_never_travel,
+    p1_validation_handshake_answers_plain_token,
+    p2_wrong_client_state_is_not_processed,
+    p3_duplicate_and_created_updated_deliveries_make_one_write,
+    p4_missed_triggers_delta_catch_up,
+    p4_subscription_removed_is_recreated,
+    p5_throttling_is_honoured_and_converges,
+    p6_crm_locked_and_down_then_converges,
+    p7_killed_mid_run_loses_nothing_after_restart,
+    p7_process_killed_mid_run_converges_without_loss_or_duplicate
+);
+
+// ---------------------------------------------------------------------------------------------
+// Scale-out only: several processes' worth of roles on real RabbitMQ and Redis, and their faults.
+
+fn scaled() -> HarnessOptions {
+    Backend::RabbitRedis.options()
+}
+
+/// A second connector (receiver + workers) on the same broker, Redis and prefix.
+async fn second_instance(h: &Harness) -> crm_graph_connector::app::Running {
+    let config = crm_graph_connector::config::Config::parse(&h.config_text, &|_| None).unwrap();
+    let app = crm_graph_connector::app::App::build(config, crm_graph_connector::demo::fast_tuning(2), &h.prefix)
+        .await
+        .unwrap();
+    crm_graph_connector::app::start(
+        app,
+        crm_graph_connector::app::Roles {
+            receiver: true,
+            worker: true,
+            scheduler: false,
+            admin: false,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_two_receivers_two_workers_converge_without_duplicate_write() {
+    let h = start_with(scaled()).await;
+    let second = second_instance(&h).await;
+    let r2 = format!("http://{}", second.bound.receiver.unwrap());
+    let before = h.crm.write_log().len();
+    for i in 0..6 {
+        h.graph.user_create_event(MAILBOX, outlook_event(3, &format!("S1 item {i}")));
+    }
+    h.graph.quiesce().await;
+    // Graph delivers at least once, through any receiver behind the load balancer: the same
+    // notifications arrive a second time at the other receiver.
+    let client = reqwest::Client::new();
+    for d in h.graph.deliveries() {
+        if d.url.ends_with("/notifications") {
+            let r = client.post(format!("{r2}/notifications")).json(&d.body).send().await.unwrap();
+            assert_eq!(r.status(), 202);
+        }
+    }
+    h.settle().await.unwrap();
+    for i in 0..6 {
+        assert_eq!(crm_records_with_subject(&h, &format!("S1 item {i}")).len(), 1, "item {i}");
+    }
+    let contact_writes = h.crm.write_log().into_iter().skip(before).filter(|w| w.table == "Contact").count();
+    assert_eq!(contact_writes, 6, "one CRM write per created event");
+    second.stop().await;
+    h.stop().await;
+}
+
+/// A loopback TCP proxy that can cut every connection and refuse new ones (chaos proxy).
+struct ChaosProxy {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+use std::sync::Arc;
+
+impl ChaosProxy {
+    async fn start(target: &'static str) -> ChaosProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { break };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let cut3 = cut2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {},
+                        _ = cut3.notified() => {},
+                    }
+                });
+            }
+        });
+        ChaosProxy { port, up, cut }
+    }
+
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_rabbitmq_cut_and_restored_answers_503_meanwhile_and_loses_nothing() {
+    let proxy = ChaosProxy::start("127.0.0.1:5672").await;
+    let mut opts = scaled();
+    opts.queue_toml = format!(
+        "[queue]\nbackend = \"rabbitmq\"\nurl = \"amqp://guest:guest@127.0.0.1:{}/%2f\"\npartitions = 4\n",
+        proxy.port
+    );
+    let h = start_with(opts).await;
+    // Graph keeps retrying failed deliveries (for hours in reality).
+    h.graph.set_delivery_retry(Duration::from_millis(500), 40);
+    proxy.down();
+    h.graph.user_create_event(MAILBOX, outlook_event(3, "S2 during outage"));
+    wait_for("a 503 from the receiver", Duration::from_secs(20), || async {
+        h.graph.deliveries().iter().any(|d| d.status == Some(503))
+    })
+    .await
+    .unwrap();
+    assert!(crm_records_with_subject(&h, "S2 during outage").is_empty());
+    proxy.restore();
+    wait_for("the CRM record after the outage", Duration::from_secs(40), || async {
+        !crm_records_with_subject(&h, "S2 during outage").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(crm_records_with_subject(&h, "S2 during outage").len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_redis_data_lost_mid_run_converges_without_duplicates() {
+    let mut opts = scaled();
+    // A Redis database of its own, so flushing it cannot disturb tests running beside this one.
+    opts.store_toml = "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/14\"\n".into();
+    let h = start_with(opts).await;
+    let (crm_id, ev_id) = crm_appointment(&h, "S3 from CRM", 2).await;
+    h.graph.user_create_event(MAILBOX, outlook_event(3, "S3 from Outlook"));
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "S3 from Outlook").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let client = redis::Client::open("redis://127.0.0.1:6379/14").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.expect("Redis reachable");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
+    // Both sides keep changing while the connector has forgotten everything.
+    h.crm.user_update("Contact", crm_id, &[("Text", "after the flush")]);
+    wait_for("the mailbox re-read and re-subscribed", Duration::from_secs(30), || async {
+        h.app().state.subscriptions().await.map(|s| !s.is_empty()).unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(crm_records_with_subject(&h, "S3 from CRM").len(), 1, "no duplicate CRM record");
+    assert_eq!(crm_records_with_subject(&h, "S3 from Outlook").len(), 1, "no duplicate CRM record");
+    let events = h.graph.events(MAILBOX);
+    for s in ["S3 from CRM", "S3 from Outlook"] {
+        assert_eq!(events.iter().filter(|e| e["subject"] == s).count(), 1, "one event {s}");
+    }
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["body"]["content"].as_str().map(str::trim),
+        Some("after the flush"),
+        "the CRM edit made after the loss still reaches Outlook"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_poison_event_parks_after_the_ladder_and_replays() {
+    let mut h = start_with(scaled()).await;
+    // Fewer attempts so the ladder ends within the test.
+    let config = crm_graph_connector::config::Config::parse(&h.config_text, &|_| None).unwrap();
+    let tuning = crm_graph_connector::app::Tuning {
+        max_attempts: 3,
+        ..crm_graph_connector::demo::fast_tuning(2)
+    };
+    if let Some(r) = h.running.take() {
+        r.stop().await;
+    }
+    let app = crm_graph_connector::app::App::build(config, tuning, &h.prefix).await.unwrap();
+    h.running = Some(crm_graph_connector::app::start(app, crm_graph_connector::app::Roles::ALL).await.unwrap());
+    h.wait_subscribed().await.unwrap();
+    let (crm_id, ev_id) = crm_appointment(&h, "S4 review", 2).await;
+    h.crm.lock_record(crm_id, 1_000_000);
+    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "S4 renamed"}));
+    let client = reqwest::Client::new();
+    let token = crm_graph_connector::demo::ADMIN_TOKEN;
+    let admin = h.admin_url();
+    wait_for("a dead letter", Duration::from_secs(60), || async {
+        let v: Value = client
+            .get(format!("{admin}/admin/dead-letters"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["dead_letters"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await
+    .unwrap();
+    let v: Value = client.get(format!("{admin}/admin/dead-letters")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let dl = &v["dead_letters"][0];
+    assert!(dl["reason"].as_str().unwrap().contains("locked"), "{dl}");
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "S4 review");
+    // The operator clears the lock, then replays.
+    h.crm.lock_record(crm_id, 0);
+    let r = client
+        .post(format!("{admin}/admin/dead-letters/replay"))
+        .bearer_auth(token)
+        .json(&json!({"id": dl["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_for("the replayed edit in CRM", Duration::from_secs(30), || async {
+        crm_field(&h, crm_id, "Subject") == "S4 renamed"
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.app().queue.dead_letters().await.unwrap().len(), 0);
+    h.stop().await;
 }
