@@ -220,11 +220,24 @@ conflict = "{conflict}"
 
     /// (Re)starts the connector on the same data directory.
     pub async fn restart(&mut self, workers: usize, roles: Roles) -> anyhow::Result<()> {
+        self.restart_with(fast_tuning(workers), roles).await
+    }
+
+    /// (Re)starts the connector with the given tuning. The receiver keeps its port across
+    /// restarts, as a real deployment keeps its public URL.
+    pub async fn restart_with(&mut self, tuning: Tuning, roles: Roles) -> anyhow::Result<()> {
         if let Some(r) = self.running.take() {
+            if let Some(addr) = r.bound.receiver {
+                self.config_text = self.config_text.replacen(
+                    "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"",
+                    &format!("listen = \"{addr}\"\npublic_url = \"http://{addr}\""),
+                    1,
+                );
+            }
             r.stop().await;
         }
         let config = Config::parse(&self.config_text, &|_| None)?;
-        let app = App::build(config, fast_tuning(workers), &self.prefix).await?;
+        let app = App::build(config, tuning, &self.prefix).await?;
         self.running = Some(app::start(app, roles).await?);
         Ok(())
     }
@@ -295,8 +308,12 @@ conflict = "{conflict}"
 
     pub async fn stop(mut self) {
         let rabbit = self.running.as_ref().and_then(|r| {
-            (r.app.config.queue.backend == crate::config::QueueBackend::Rabbitmq)
-                .then(|| (r.app.config.queue.url.clone(), r.app.config.queue.partitions))
+            (r.app.config.queue.backend == crate::config::QueueBackend::Rabbitmq).then(|| {
+                (
+                    r.app.config.queue.url.clone(),
+                    r.app.config.queue.partitions,
+                )
+            })
         });
         if let Some(r) = self.running.take() {
             r.stop().await;

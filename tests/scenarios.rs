@@ -998,9 +998,13 @@ fn scaled() -> HarnessOptions {
 /// A second connector (receiver + workers) on the same broker, Redis and prefix.
 async fn second_instance(h: &Harness) -> crm_graph_connector::app::Running {
     let config = crm_graph_connector::config::Config::parse(&h.config_text, &|_| None).unwrap();
-    let app = crm_graph_connector::app::App::build(config, crm_graph_connector::demo::fast_tuning(2), &h.prefix)
-        .await
-        .unwrap();
+    let app = crm_graph_connector::app::App::build(
+        config,
+        crm_graph_connector::demo::fast_tuning(2),
+        &h.prefix,
+    )
+    .await
+    .unwrap();
     crm_graph_connector::app::start(
         app,
         crm_graph_connector::app::Roles {
@@ -1021,7 +1025,8 @@ async fn scale_two_receivers_two_workers_converge_without_duplicate_write() {
     let r2 = format!("http://{}", second.bound.receiver.unwrap());
     let before = h.crm.write_log().len();
     for i in 0..6 {
-        h.graph.user_create_event(MAILBOX, outlook_event(3, &format!("S1 item {i}")));
+        h.graph
+            .user_create_event(MAILBOX, outlook_event(3, &format!("S1 item {i}")));
     }
     h.graph.quiesce().await;
     // Graph delivers at least once, through any receiver behind the load balancer: the same
@@ -1029,15 +1034,30 @@ async fn scale_two_receivers_two_workers_converge_without_duplicate_write() {
     let client = reqwest::Client::new();
     for d in h.graph.deliveries() {
         if d.url.ends_with("/notifications") {
-            let r = client.post(format!("{r2}/notifications")).json(&d.body).send().await.unwrap();
+            let r = client
+                .post(format!("{r2}/notifications"))
+                .json(&d.body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 202);
         }
     }
     h.settle().await.unwrap();
     for i in 0..6 {
-        assert_eq!(crm_records_with_subject(&h, &format!("S1 item {i}")).len(), 1, "item {i}");
+        assert_eq!(
+            crm_records_with_subject(&h, &format!("S1 item {i}")).len(),
+            1,
+            "item {i}"
+        );
     }
-    let contact_writes = h.crm.write_log().into_iter().skip(before).filter(|w| w.table == "Contact").count();
+    let contact_writes = h
+        .crm
+        .write_log()
+        .into_iter()
+        .skip(before)
+        .filter(|w| w.table == "Contact")
+        .count();
     assert_eq!(contact_writes, 6, "one CRM write per created event");
     second.stop().await;
     h.stop().await;
@@ -1061,14 +1081,18 @@ impl ChaosProxy {
         let (up2, cut2) = (up.clone(), cut.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { break };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    break;
+                };
                 if !up2.load(std::sync::atomic::Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 let cut3 = cut2.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {},
                         _ = cut3.notified() => {},
@@ -1101,17 +1125,22 @@ async fn scale_rabbitmq_cut_and_restored_answers_503_meanwhile_and_loses_nothing
     // Graph keeps retrying failed deliveries (for hours in reality).
     h.graph.set_delivery_retry(Duration::from_millis(500), 40);
     proxy.down();
-    h.graph.user_create_event(MAILBOX, outlook_event(3, "S2 during outage"));
-    wait_for("a 503 from the receiver", Duration::from_secs(20), || async {
-        h.graph.deliveries().iter().any(|d| d.status == Some(503))
-    })
+    h.graph
+        .user_create_event(MAILBOX, outlook_event(3, "S2 during outage"));
+    wait_for(
+        "a 503 from the receiver",
+        Duration::from_secs(20),
+        || async { h.graph.deliveries().iter().any(|d| d.status == Some(503)) },
+    )
     .await
     .unwrap();
     assert!(crm_records_with_subject(&h, "S2 during outage").is_empty());
     proxy.restore();
-    wait_for("the CRM record after the outage", Duration::from_secs(40), || async {
-        !crm_records_with_subject(&h, "S2 during outage").is_empty()
-    })
+    wait_for(
+        "the CRM record after the outage",
+        Duration::from_secs(40),
+        || async { !crm_records_with_subject(&h, "S2 during outage").is_empty() },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
@@ -1126,7 +1155,8 @@ async fn scale_redis_data_lost_mid_run_converges_without_duplicates() {
     opts.store_toml = "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/14\"\n".into();
     let h = start_with(opts).await;
     let (crm_id, ev_id) = crm_appointment(&h, "S3 from CRM", 2).await;
-    h.graph.user_create_event(MAILBOX, outlook_event(3, "S3 from Outlook"));
+    h.graph
+        .user_create_event(MAILBOX, outlook_event(3, "S3 from Outlook"));
     wait_for("the CRM record", Duration::from_secs(20), || async {
         !crm_records_with_subject(&h, "S3 from Outlook").is_empty()
     })
@@ -1134,48 +1164,84 @@ async fn scale_redis_data_lost_mid_run_converges_without_duplicates() {
     .unwrap();
     h.settle().await.unwrap();
     let client = redis::Client::open("redis://127.0.0.1:6379/14").unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.expect("Redis reachable");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis reachable");
     let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
     // Both sides keep changing while the connector has forgotten everything.
-    h.crm.user_update("Contact", crm_id, &[("Text", "after the flush")]);
-    wait_for("the mailbox re-read and re-subscribed", Duration::from_secs(30), || async {
-        h.app().state.subscriptions().await.map(|s| !s.is_empty()).unwrap_or(false)
-    })
+    h.crm
+        .user_update("Contact", crm_id, &[("Text", "after the flush")]);
+    wait_for(
+        "the mailbox re-read and re-subscribed",
+        Duration::from_secs(30),
+        || async {
+            h.app()
+                .state
+                .subscriptions()
+                .await
+                .map(|s| !s.is_empty())
+                .unwrap_or(false)
+        },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
-    assert_eq!(crm_records_with_subject(&h, "S3 from CRM").len(), 1, "no duplicate CRM record");
-    assert_eq!(crm_records_with_subject(&h, "S3 from Outlook").len(), 1, "no duplicate CRM record");
+    assert_eq!(
+        crm_records_with_subject(&h, "S3 from CRM").len(),
+        1,
+        "no duplicate CRM record"
+    );
+    assert_eq!(
+        crm_records_with_subject(&h, "S3 from Outlook").len(),
+        1,
+        "no duplicate CRM record"
+    );
     let events = h.graph.events(MAILBOX);
     for s in ["S3 from CRM", "S3 from Outlook"] {
-        assert_eq!(events.iter().filter(|e| e["subject"] == s).count(), 1, "one event {s}");
+        assert_eq!(
+            events.iter().filter(|e| e["subject"] == s).count(),
+            1,
+            "one event {s}"
+        );
     }
     assert_eq!(
-        h.graph.event(MAILBOX, &ev_id).unwrap()["body"]["content"].as_str().map(str::trim),
+        h.graph.event(MAILBOX, &ev_id).unwrap()["body"]["content"]
+            .as_str()
+            .map(str::trim),
         Some("after the flush"),
         "the CRM edit made after the loss still reaches Outlook"
     );
     h.stop().await;
 }
 
+fn futures_depth(h: &Harness) -> String {
+    let app = h.app().clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { format!("{:?}", app.queue.depth().await) })
+    })
+    .join()
+    .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_poison_event_parks_after_the_ladder_and_replays() {
     let mut h = start_with(scaled()).await;
     // Fewer attempts so the ladder ends within the test.
-    let config = crm_graph_connector::config::Config::parse(&h.config_text, &|_| None).unwrap();
     let tuning = crm_graph_connector::app::Tuning {
         max_attempts: 3,
         ..crm_graph_connector::demo::fast_tuning(2)
     };
-    if let Some(r) = h.running.take() {
-        r.stop().await;
-    }
-    let app = crm_graph_connector::app::App::build(config, tuning, &h.prefix).await.unwrap();
-    h.running = Some(crm_graph_connector::app::start(app, crm_graph_connector::app::Roles::ALL).await.unwrap());
+    h.restart_with(tuning, crm_graph_connector::app::Roles::ALL)
+        .await
+        .unwrap();
     h.wait_subscribed().await.unwrap();
     let (crm_id, ev_id) = crm_appointment(&h, "S4 review", 2).await;
     h.crm.lock_record(crm_id, 1_000_000);
-    h.graph.user_update_event(MAILBOX, &ev_id, json!({"subject": "S4 renamed"}));
+    h.graph
+        .user_update_event(MAILBOX, &ev_id, json!({"subject": "S4 renamed"}));
     let client = reqwest::Client::new();
     let token = crm_graph_connector::demo::ADMIN_TOKEN;
     let admin = h.admin_url();
@@ -1192,8 +1258,22 @@ async fn scale_poison_event_parks_after_the_ladder_and_replays() {
         v["dead_letters"].as_array().is_some_and(|a| !a.is_empty())
     })
     .await
-    .unwrap();
-    let v: Value = client.get(format!("{admin}/admin/dead-letters")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; depth {:?}; metrics:\n{}",
+            futures_depth(&h),
+            h.app().metrics.render()
+        )
+    });
+    let v: Value = client
+        .get(format!("{admin}/admin/dead-letters"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let dl = &v["dead_letters"][0];
     assert!(dl["reason"].as_str().unwrap().contains("locked"), "{dl}");
     assert_eq!(crm_field(&h, crm_id, "Subject"), "S4 review");
@@ -1207,9 +1287,11 @@ async fn scale_poison_event_parks_after_the_ladder_and_replays() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    wait_for("the replayed edit in CRM", Duration::from_secs(30), || async {
-        crm_field(&h, crm_id, "Subject") == "S4 renamed"
-    })
+    wait_for(
+        "the replayed edit in CRM",
+        Duration::from_secs(30),
+        || async { crm_field(&h, crm_id, "Subject") == "S4 renamed" },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
