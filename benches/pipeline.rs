@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cgc_backends::{Claim, DeadLetter, Delivery, Envelope, Queue, QueueDepth, QueueError, Store, StoreError};
+use cgc_backends::{
+    Claim, DeadLetter, Delivery, Envelope, Queue, QueueDepth, QueueError, Store, StoreError,
+};
 use crm_graph_connector::app::{App, Roles, Running};
-use crm_graph_connector::state::State;
 use crm_graph_connector::demo::{Harness, HarnessOptions, MAILBOX, REP_ID, crm_slot, wait_for};
+use crm_graph_connector::state::State;
 use serde_json::json;
 
 fn options() -> HarnessOptions {
@@ -71,7 +73,6 @@ async fn post_notifications(
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-
 /// Counts round trips to the store and the queue (bench only).
 #[derive(Default)]
 struct Trips {
@@ -86,56 +87,121 @@ struct NullQueue;
 
 macro_rules! counted {
     ($self:ident, $field:ident, $call:expr) => {{
-        $self.1.$field.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        $self
+            .1
+            .$field
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         $call
     }};
 }
 
 #[async_trait::async_trait]
 impl Store for CountingStore {
-    async fn claim(&self, k: &str, l: Duration) -> Result<Claim, StoreError> { counted!(self, store, self.0.claim(k, l).await) }
-    async fn complete(&self, k: &str, r: Duration) -> Result<(), StoreError> { counted!(self, store, self.0.complete(k, r).await) }
-    async fn release(&self, k: &str) -> Result<(), StoreError> { counted!(self, store, self.0.release(k).await) }
-    async fn lease(&self, n: &str, h: &str, t: Duration) -> Result<bool, StoreError> { counted!(self, store, self.0.lease(n, h, t).await) }
-    async fn unlease(&self, n: &str, h: &str) -> Result<(), StoreError> { counted!(self, store, self.0.unlease(n, h).await) }
-    async fn get(&self, ns: &str, k: &str) -> Result<Option<Vec<u8>>, StoreError> { counted!(self, store, self.0.get(ns, k).await) }
-    async fn put(&self, ns: &str, k: &str, v: &[u8]) -> Result<(), StoreError> { counted!(self, store, self.0.put(ns, k, v).await) }
-    async fn delete(&self, ns: &str, k: &str) -> Result<(), StoreError> { counted!(self, store, self.0.delete(ns, k).await) }
-    async fn list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> { counted!(self, store, self.0.list(ns).await) }
-    async fn append(&self, ns: &str, e: &[u8], c: usize) -> Result<(), StoreError> { counted!(self, store, self.0.append(ns, e, c).await) }
-    async fn tail(&self, ns: &str, l: usize) -> Result<Vec<Vec<u8>>, StoreError> { counted!(self, store, self.0.tail(ns, l).await) }
+    async fn claim(&self, k: &str, l: Duration) -> Result<Claim, StoreError> {
+        counted!(self, store, self.0.claim(k, l).await)
+    }
+    async fn complete(&self, k: &str, r: Duration) -> Result<(), StoreError> {
+        counted!(self, store, self.0.complete(k, r).await)
+    }
+    async fn release(&self, k: &str) -> Result<(), StoreError> {
+        counted!(self, store, self.0.release(k).await)
+    }
+    async fn lease(&self, n: &str, h: &str, t: Duration) -> Result<bool, StoreError> {
+        counted!(self, store, self.0.lease(n, h, t).await)
+    }
+    async fn unlease(&self, n: &str, h: &str) -> Result<(), StoreError> {
+        counted!(self, store, self.0.unlease(n, h).await)
+    }
+    async fn get(&self, ns: &str, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        counted!(self, store, self.0.get(ns, k).await)
+    }
+    async fn put(&self, ns: &str, k: &str, v: &[u8]) -> Result<(), StoreError> {
+        counted!(self, store, self.0.put(ns, k, v).await)
+    }
+    async fn delete(&self, ns: &str, k: &str) -> Result<(), StoreError> {
+        counted!(self, store, self.0.delete(ns, k).await)
+    }
+    async fn list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        counted!(self, store, self.0.list(ns).await)
+    }
+    async fn append(&self, ns: &str, e: &[u8], c: usize) -> Result<(), StoreError> {
+        counted!(self, store, self.0.append(ns, e, c).await)
+    }
+    async fn tail(&self, ns: &str, l: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        counted!(self, store, self.0.tail(ns, l).await)
+    }
 }
 
 #[async_trait::async_trait]
 impl Queue for CountingQueue {
-    async fn publish(&self, b: Vec<Envelope>) -> Result<(), QueueError> { counted!(self, queue, self.0.publish(b).await) }
+    async fn publish(&self, b: Vec<Envelope>) -> Result<(), QueueError> {
+        counted!(self, queue, self.0.publish(b).await)
+    }
     async fn receive(&self, w: Duration) -> Result<Option<Delivery>, QueueError> {
         let r = self.0.receive(w).await;
-        if matches!(r, Ok(Some(_))) { self.1.queue.fetch_add(1, std::sync::atomic::Ordering::Relaxed); }
+        if matches!(r, Ok(Some(_))) {
+            self.1
+                .queue
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         r
     }
-    async fn ack(&self, d: Delivery) -> Result<(), QueueError> { counted!(self, queue, self.0.ack(d).await) }
-    async fn retry(&self, d: Delivery, w: Duration, r: &str) -> Result<(), QueueError> { counted!(self, queue, self.0.retry(d, w, r).await) }
-    async fn dead_letter(&self, d: Delivery, r: &str) -> Result<(), QueueError> { counted!(self, queue, self.0.dead_letter(d, r).await) }
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> { self.0.dead_letters().await }
-    async fn replay(&self, id: Option<&str>) -> Result<usize, QueueError> { self.0.replay(id).await }
-    async fn depth(&self) -> Result<QueueDepth, QueueError> { self.0.depth().await }
+    async fn ack(&self, d: Delivery) -> Result<(), QueueError> {
+        counted!(self, queue, self.0.ack(d).await)
+    }
+    async fn retry(&self, d: Delivery, w: Duration, r: &str) -> Result<(), QueueError> {
+        counted!(self, queue, self.0.retry(d, w, r).await)
+    }
+    async fn dead_letter(&self, d: Delivery, r: &str) -> Result<(), QueueError> {
+        counted!(self, queue, self.0.dead_letter(d, r).await)
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.0.dead_letters().await
+    }
+    async fn replay(&self, id: Option<&str>) -> Result<usize, QueueError> {
+        self.0.replay(id).await
+    }
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        self.0.depth().await
+    }
 }
 
 #[async_trait::async_trait]
 impl Queue for NullQueue {
-    async fn publish(&self, _: Vec<Envelope>) -> Result<(), QueueError> { Ok(()) }
-    async fn receive(&self, w: Duration) -> Result<Option<Delivery>, QueueError> { tokio::time::sleep(w).await; Ok(None) }
-    async fn ack(&self, _: Delivery) -> Result<(), QueueError> { Ok(()) }
-    async fn retry(&self, _: Delivery, _: Duration, _: &str) -> Result<(), QueueError> { Ok(()) }
-    async fn dead_letter(&self, _: Delivery, _: &str) -> Result<(), QueueError> { Ok(()) }
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> { Ok(vec![]) }
-    async fn replay(&self, _: Option<&str>) -> Result<usize, QueueError> { Ok(0) }
-    async fn depth(&self) -> Result<QueueDepth, QueueError> { Ok(QueueDepth::default()) }
+    async fn publish(&self, _: Vec<Envelope>) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn receive(&self, w: Duration) -> Result<Option<Delivery>, QueueError> {
+        tokio::time::sleep(w).await;
+        Ok(None)
+    }
+    async fn ack(&self, _: Delivery) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn retry(&self, _: Delivery, _: Duration, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn dead_letter(&self, _: Delivery, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        Ok(vec![])
+    }
+    async fn replay(&self, _: Option<&str>) -> Result<usize, QueueError> {
+        Ok(0)
+    }
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        Ok(QueueDepth::default())
+    }
 }
 
 /// The same app with another queue (and a counting store), roles started on fresh ports.
-async fn with_queue(app: &Arc<App>, queue: Arc<dyn Queue>, trips: &Arc<Trips>, roles: Roles) -> Running {
+async fn with_queue(
+    app: &Arc<App>,
+    queue: Arc<dyn Queue>,
+    trips: &Arc<Trips>,
+    roles: Roles,
+) -> Running {
     let mut config = app.config.clone();
     config.receiver.listen = "127.0.0.1:0".parse().unwrap();
     config.admin = None;
@@ -143,7 +209,10 @@ async fn with_queue(app: &Arc<App>, queue: Arc<dyn Queue>, trips: &Arc<Trips>, r
         config,
         tenants: app.tenants.clone(),
         queue,
-        state: State::new(Arc::new(CountingStore(app.state.store().clone(), trips.clone()))),
+        state: State::new(Arc::new(CountingStore(
+            app.state.store().clone(),
+            trips.clone(),
+        ))),
         metrics: app.metrics.clone(),
         instance: format!("{}-bench", app.instance),
         shutdown: tokio_util::sync::CancellationToken::new(),
@@ -220,11 +289,27 @@ async fn main() {
     );
 
     // 2. Receiver throughput: the configured queue vs a no-op queue, same run, receiver role only.
-    let backend = if std::env::var("CGC_BENCH_BACKEND").as_deref() == Ok("rabbitmq") { "RabbitMQ confirms" } else { "embedded queue" };
-    let sub = h.app().state.subscriptions().await.unwrap().into_iter()
-        .find(|s| s.resource.ends_with("/events")).unwrap();
+    let backend = if std::env::var("CGC_BENCH_BACKEND").as_deref() == Ok("rabbitmq") {
+        "RabbitMQ confirms"
+    } else {
+        "embedded queue"
+    };
+    let sub = h
+        .app()
+        .state
+        .subscriptions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.resource.ends_with("/events"))
+        .unwrap();
     let trips = Arc::new(Trips::default());
-    let receiver_only = Roles { receiver: true, worker: false, scheduler: false, admin: false };
+    let receiver_only = Roles {
+        receiver: true,
+        worker: false,
+        scheduler: false,
+        admin: false,
+    };
     for (batch, conc) in [(1usize, 8usize), (10, 8)] {
         let real = with_queue(h.app(), h.app().queue.clone(), &trips, receiver_only).await;
         let url = format!("http://{}/notifications", real.bound.receiver.unwrap());
@@ -234,7 +319,10 @@ async fn main() {
         let url = format!("http://{}/notifications", null.bound.receiver.unwrap());
         let base = post_notifications(&url, &sub.id, &sub.client_state, 3000, batch, conc).await;
         null.stop().await;
-        println!("receiver batch={batch} concurrency={conc}: {rate:.0}/s with {backend}, {base:.0}/s with a no-op queue (ratio {:.2})", rate / base);
+        println!(
+            "receiver batch={batch} concurrency={conc}: {rate:.0}/s with {backend}, {base:.0}/s with a no-op queue (ratio {:.2})",
+            rate / base
+        );
     }
     // Drain the fake notifications (their items do not exist: each is one GET and a no-op).
     h.settle().await.unwrap();
@@ -243,38 +331,62 @@ async fn main() {
     //    no worker runs, then one worker process (4 consumers) drains them.
     h.restart(4, receiver_only).await.unwrap();
     let n = 100;
-    let mut ids = Vec::new();
+    let day = (chrono::Utc::now() + chrono::Duration::days(3)).date_naive();
     for i in 0..n {
-        let (date, time) = crm_slot(3, 9);
-        let _ = (date, time);
-        ids.push(h.graph.user_create_event(MAILBOX, json!({"subject": format!("w{i}"),
-            "start": {"dateTime": "2030-01-01T09:00:00", "timeZone": "UTC"},
-            "end": {"dateTime": "2030-01-01T10:00:00", "timeZone": "UTC"}}))["id"].as_str().unwrap().to_string());
+        h.graph.user_create_event(
+            MAILBOX,
+            json!({"subject": format!("w{i}"),
+            "start": {"dateTime": format!("{day}T09:00:00"), "timeZone": "UTC"},
+            "end": {"dateTime": format!("{day}T10:00:00"), "timeZone": "UTC"}}),
+        );
     }
     h.graph.quiesce().await;
-    let _ = ids;
-    h.restart(4, Roles { receiver: true, worker: false, scheduler: false, admin: false }).await.unwrap();
     let trips = Arc::new(Trips::default());
-    let counted_queue: Arc<dyn Queue> = Arc::new(CountingQueue(h.app().queue.clone(), trips.clone()));
+    let counted_queue: Arc<dyn Queue> =
+        Arc::new(CountingQueue(h.app().queue.clone(), trips.clone()));
     let writes_before = h.crm.write_log().len();
     let t0 = Instant::now();
-    let workers = with_queue(h.app(), counted_queue, &trips, Roles { receiver: false, worker: true, scheduler: false, admin: false }).await;
+    let workers = with_queue(
+        h.app(),
+        counted_queue,
+        &trips,
+        Roles {
+            receiver: false,
+            worker: true,
+            scheduler: false,
+            admin: false,
+        },
+    )
+    .await;
     wait_for("all edits in CRM", Duration::from_secs(300), || async {
-        h.crm.records("Contact").iter().filter(|r| r.fields.get("Subject").is_some_and(|s| s.starts_with('w'))).count() >= n
-    }).await.unwrap();
+        h.crm
+            .records("Contact")
+            .iter()
+            .filter(|r| r.fields.get("Subject").is_some_and(|s| s.starts_with('w')))
+            .count()
+            >= n
+    })
+    .await
+    .unwrap();
     loop {
         let d = h.app().queue.depth().await.unwrap();
-        if d.ready + d.delayed == 0 { break; }
+        if d.ready + d.delayed == 0 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
     workers.stop().await;
     let events = trips.queue.load(std::sync::atomic::Ordering::Relaxed) as f64 / 2.0; // receive + ack
     let changes = (h.crm.write_log().len() - writes_before) as f64 / 2.0; // Contact insert + ExtKey import
-    println!("worker process (4 consumers, {backend}): {events:.0} events in {secs:.2} s = {:.0} events/s; {changes:.0} synced changes",
-        events / secs);
-    println!("round trips per synced change: store {:.1}, queue {:.1} (receive + ack + any retry)",
+    println!(
+        "worker process (4 consumers, {backend}): {events:.0} events in {secs:.2} s = {:.0} events/s; {changes:.0} synced changes",
+        events / secs
+    );
+    println!(
+        "round trips per synced change: store {:.1}, queue {:.1} (receive + ack + any retry)",
         trips.store.load(std::sync::atomic::Ordering::Relaxed) as f64 / changes,
-        trips.queue.load(std::sync::atomic::Ordering::Relaxed) as f64 / changes);
+        trips.queue.load(std::sync::atomic::Ordering::Relaxed) as f64 / changes
+    );
     h.stop().await;
 }

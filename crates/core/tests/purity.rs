@@ -2,7 +2,8 @@
 
 #[test]
 fn core_depends_on_no_io_crate() {
-    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
     let deps = manifest
         .split("[dependencies]")
         .nth(1)
@@ -15,7 +16,19 @@ fn core_depends_on_no_io_crate() {
         .filter(|n| !n.is_empty() && !n.starts_with('#'))
         .collect();
     assert!(names.contains(&"chrono"), "parsed the section: {names:?}");
-    for forbidden in ["tokio", "reqwest", "quick-xml", "redis", "lapin", "axum", "hyper", "redb"] {
-        assert!(!names.contains(&forbidden), "cgc-core must not depend on {forbidden}");
+    for forbidden in [
+        "tokio",
+        "reqwest",
+        "quick-xml",
+        "redis",
+        "lapin",
+        "axum",
+        "hyper",
+        "redb",
+    ] {
+        assert!(
+            !names.contains(&forbidden),
+            "cgc-core must not depend on {forbidden}"
+        );
     }
 }
