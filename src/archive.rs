@@ -4,6 +4,7 @@
 //! the failure folder with the reason logged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cgc_core::{Entity, MapContext, PlanKind};
 use cgc_crm::ExtLink;
@@ -36,7 +37,7 @@ pub async fn archive_message(
             writes: 0,
         });
     }
-    let result = store_in_crm(t, mailbox, message_id, &msg).await;
+    let result = store_in_crm(app, t, mailbox, message_id, &msg).await;
     match result {
         Ok(created) => {
             let ok = g
@@ -79,7 +80,10 @@ pub async fn archive_message(
 }
 
 /// Creates the CRM record unless one exists for the `internetMessageId`; true when created.
+/// A store lease on the `internetMessageId` makes the check-then-create atomic across workers
+/// (the same message archived from two mailboxes is handled in two partitions at once).
 async fn store_in_crm(
+    app: &Arc<App>,
     t: &Arc<Tenant>,
     mailbox: &str,
     message_id: &str,
@@ -94,7 +98,32 @@ async fn store_in_crm(
             reason: "message has no internetMessageId".into(),
         })?
         .to_string();
-    if t.crm.find_link_by_uid(&imid).await?.is_some() {
+    let lease = format!("{}:archive:{imid}", t.cfg.id);
+    let holder = format!("{}:{mailbox}:{message_id}", app.instance);
+    if !app
+        .state
+        .store()
+        .lease(&lease, &holder, Duration::from_secs(60))
+        .await?
+    {
+        return Err(Failure::Retry {
+            after: Some(Duration::from_secs(1)),
+            reason: "the same message is being archived from another mailbox".into(),
+        });
+    }
+    let result = create_once(t, mailbox, message_id, &imid, msg).await;
+    let _ = app.state.store().unlease(&lease, &holder).await;
+    result
+}
+
+async fn create_once(
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    message_id: &str,
+    imid: &str,
+    msg: &Value,
+) -> Result<bool, Failure> {
+    if t.crm.find_link_by_uid(imid).await?.is_some() {
         return Ok(false);
     }
     let ctx = MapContext {
@@ -109,7 +138,7 @@ async fn store_in_crm(
             &fields,
             &ExtLink {
                 ext_key: message_id.to_string(),
-                ext_uid: Some(imid),
+                ext_uid: Some(imid.to_string()),
                 table_short: "MA".into(),
             },
             Some(mailbox),

@@ -752,6 +752,54 @@ impl<'a> Sync<'a> {
             .await
     }
 
+    /// Creates the CRM record of a Graph item. One meeting seen by several synced reps (same
+    /// `iCalUId`, different mailboxes, so different partitions) must become one record: a store
+    /// lease on the iCalUId makes check-then-create atomic; whoever comes second links instead.
+    async fn create_crm_once(
+        &self,
+        table: &str,
+        fields: &CrmFields,
+        ext: &ExtLink,
+    ) -> Result<u64, Failure> {
+        let crm = &self.tenant.crm;
+        let Some(uid) = ext
+            .ext_uid
+            .as_deref()
+            .filter(|_| self.entity == Entity::Appointment)
+        else {
+            return Ok(crm
+                .create_linked(table, fields, ext, Some(self.mailbox))
+                .await?);
+        };
+        let lease = format!("{}:ical:{uid}", self.tid());
+        let holder = format!("{}:{}", self.app.instance, self.event_id);
+        let store = self.app.state.store();
+        if !store
+            .lease(&lease, &holder, Duration::from_secs(60))
+            .await?
+        {
+            return Err(Failure::Retry {
+                after: Some(Duration::from_millis(500)),
+                reason: "the same meeting is being created from another mailbox".into(),
+            });
+        }
+        let result = async {
+            if crm.find_link_by_uid(uid).await?.is_some() {
+                // Created meanwhile from another rep's mailbox: process again, it will link.
+                return Err(Failure::Retry {
+                    after: Some(Duration::from_millis(100)),
+                    reason: "meeting was created from another mailbox meanwhile; linking".into(),
+                });
+            }
+            Ok(crm
+                .create_linked(table, fields, ext, Some(self.mailbox))
+                .await?)
+        }
+        .await;
+        let _ = store.unlease(&lease, &holder).await;
+        result
+    }
+
     fn new_link(&self, crm_id: u64, graph_id: &str, item: &Value, list_id: Option<&str>) -> Link {
         Link {
             entity: self.entity,
@@ -887,9 +935,7 @@ impl<'a> Sync<'a> {
                             .map(str::to_string),
                         table_short: self.entity.crm_short().into(),
                     };
-                    let crm_id = crm
-                        .create_linked(table, fields, &ext, Some(self.mailbox))
-                        .await?;
+                    let crm_id = self.create_crm_once(table, fields, &ext).await?;
                     writes += 1;
                     let l = self.new_link(crm_id, &graph_id, item, list_id);
                     // Stamp the CRM id on the Graph item too, so a lost store is rebuilt by matching.

@@ -939,6 +939,222 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate(b: Backen
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+async fn c1_graph_contact_links_to_existing_person_and_edits_flow_both_ways(b: Backend) {
+    let h = start(b).await;
+    let persons_before = h.crm.records("Person").len();
+    let c = h.graph.user_create_contact(
+        MAILBOX,
+        json!({"givenName": "Ana", "surname": "Lopez", "jobTitle": "Buyer",
+               "emailAddresses": [{"address": "Ana@Customer.test", "name": "Ana Lopez"}]}),
+    );
+    let cid = c["id"].as_str().unwrap().to_string();
+    let person = || {
+        h.crm
+            .records("Person")
+            .into_iter()
+            .find(|r| {
+                r.fields
+                    .get("EMail")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("ana@customer.test"))
+            })
+            .unwrap()
+    };
+    wait_for("the job title in CRM", Duration::from_secs(20), || async {
+        person().fields.get("JobTitle").map(String::as_str) == Some("Buyer")
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(
+        h.crm.records("Person").len(),
+        persons_before,
+        "no second person"
+    );
+    // Edits flow both ways, field by field.
+    h.graph
+        .user_update_contact(MAILBOX, &cid, json!({"jobTitle": "Head of buying"}));
+    h.settle().await.unwrap();
+    assert_eq!(
+        person().fields.get("JobTitle").map(String::as_str),
+        Some("Head of buying")
+    );
+    h.crm
+        .user_update("Person", person().id, &[("PhoneMobile", "+49 170 1234567")]);
+    wait_for(
+        "the mobile phone in Outlook",
+        Duration::from_secs(20),
+        || async {
+            h.graph
+                .contacts(MAILBOX)
+                .iter()
+                .any(|c| c["mobilePhone"] == "+49 170 1234567")
+        },
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.contacts(MAILBOX).len(), 1, "one Outlook contact");
+    h.stop().await;
+}
+
+async fn t1_cancelled_crm_task_is_not_turned_completed(b: Backend) {
+    let h = start(b).await;
+    let today = chrono::Utc::now().date_naive().to_string();
+    let id = h.crm.user_insert(
+        "Task",
+        &[
+            ("Subject", "T1 call back"),
+            ("RepID", REP_ID),
+            ("Status", "Cancelled"),
+            ("DueDate", &today),
+        ],
+    );
+    wait_for("the To Do task", Duration::from_secs(20), || async {
+        h.graph
+            .tasks(MAILBOX)
+            .iter()
+            .any(|t| t["title"] == "T1 call back")
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let tasks = h.graph.tasks(MAILBOX);
+    let task = tasks.iter().find(|t| t["title"] == "T1 call back").unwrap();
+    assert_eq!(
+        task["status"], "completed",
+        "To Do cannot show Cancelled: completed"
+    );
+    let status = h
+        .crm
+        .record("Task", id)
+        .and_then(|r| r.fields.get("Status").cloned());
+    assert_eq!(
+        status.as_deref(),
+        Some("Cancelled"),
+        "the round trip keeps Cancelled"
+    );
+    assert_eq!(
+        tasks
+            .iter()
+            .filter(|t| t["title"] == "T1 call back")
+            .count(),
+        1
+    );
+    h.stop().await;
+}
+
+async fn e1_archived_message_becomes_one_crm_record_and_moves(b: Backend) {
+    let mut opts = b.options();
+    opts.reps = vec![(REP_ID, MAILBOX), ("5", "rep2@contoso.com")];
+    let h = start_with(opts).await;
+    let msg = json!({"subject": "E1 offer", "internetMessageId": "<e1-offer@customer.test>",
+        "body": {"contentType": "html", "content": "<p>Our offer</p>"},
+        "receivedDateTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "from": {"emailAddress": {"address": "ana@customer.test", "name": "Ana"}},
+        "toRecipients": [{"emailAddress": {"address": MAILBOX, "name": "Rep"}}]});
+    wait_for("the archive folders", Duration::from_secs(20), || async {
+        h.graph
+            .subscriptions()
+            .iter()
+            .filter(|s| {
+                s["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/messages"))
+            })
+            .count()
+            >= 2
+    })
+    .await
+    .unwrap();
+    h.graph.deliver_message(MAILBOX, "Inbox/CRM", msg.clone());
+    h.graph
+        .deliver_message("rep2@contoso.com", "Inbox/CRM", msg);
+    let records = || {
+        h.crm
+            .records("Contact")
+            .into_iter()
+            .filter(|r| r.fields.get("Subject").map(String::as_str) == Some("E1 offer"))
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        "both messages in the success folder",
+        Duration::from_secs(30),
+        || async {
+            h.graph.messages_in(MAILBOX, "Sync_Success").len() == 1
+                && h.graph
+                    .messages_in("rep2@contoso.com", "Sync_Success")
+                    .len()
+                    == 1
+        },
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let recs = records();
+    assert_eq!(
+        recs.len(),
+        1,
+        "one CRM record for one message archived from two mailboxes"
+    );
+    assert_eq!(
+        recs[0].fields.get("Contact").map(String::as_str),
+        Some("E-mail")
+    );
+    assert!(h.graph.messages_in(MAILBOX, "Inbox/CRM").is_empty());
+    h.stop().await;
+}
+
+async fn a11_one_meeting_of_several_reps_is_one_crm_record(b: Backend) {
+    let mut opts = b.options();
+    opts.reps = vec![(REP_ID, MAILBOX), ("5", "rep2@contoso.com")];
+    let h = start_with(opts).await;
+    wait_for(
+        "both event subscriptions",
+        Duration::from_secs(20),
+        || async {
+            h.graph
+                .subscriptions()
+                .iter()
+                .filter(|s| {
+                    s["resource"]
+                        .as_str()
+                        .is_some_and(|r| r.ends_with("/events"))
+                })
+                .count()
+                >= 2
+        },
+    )
+    .await
+    .unwrap();
+    let mut ev = outlook_event(3, "A11 steering");
+    ev["iCalUId"] = json!("040000008200E00074C5B7101A82E00800000000A11A11A11");
+    h.graph.user_create_event(MAILBOX, ev.clone());
+    ev["isOrganizer"] = json!(false);
+    h.graph.user_create_event("rep2@contoso.com", ev);
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "A11 steering").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(
+        crm_records_with_subject(&h, "A11 steering").len(),
+        1,
+        "one CRM record for one meeting"
+    );
+    let links: Vec<_> = h.app().state.links("contoso").await.unwrap();
+    assert_eq!(
+        links
+            .iter()
+            .filter(|l| l.ical_uid.as_deref()
+                == Some("040000008200E00074C5B7101A82E00800000000A11A11A11"))
+            .count(),
+        2,
+        "both reps' events are linked to it: {links:?}"
+    );
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -986,7 +1202,11 @@ on_both_backends!(
     p5_throttling_is_honoured_and_converges,
     p6_crm_locked_and_down_then_converges,
     p7_killed_mid_run_loses_nothing_after_restart,
-    p7_process_killed_mid_run_converges_without_loss_or_duplicate
+    p7_process_killed_mid_run_converges_without_loss_or_duplicate,
+    c1_graph_contact_links_to_existing_person_and_edits_flow_both_ways,
+    t1_cancelled_crm_task_is_not_turned_completed,
+    e1_archived_message_becomes_one_crm_record_and_moves,
+    a11_one_meeting_of_several_reps_is_one_crm_record
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -1326,11 +1326,15 @@ fn apply_defaults(
             );
             let preview = body_preview(data.get("body"));
             data.insert("bodyPreview".into(), Value::String(preview));
-            let hex = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
-            data.insert(
-                "iCalUId".into(),
-                Value::String(format!("040000008200E00074C5B7101A82E00800000000{hex}")),
-            );
+            // A meeting that lands in several calendars keeps its iCalUId (the control API
+            // passes one to model an invitation); otherwise a new one is generated.
+            if !data.get("iCalUId").is_some_and(Value::is_string) {
+                let hex = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+                data.insert(
+                    "iCalUId".into(),
+                    Value::String(format!("040000008200E00074C5B7101A82E00800000000{hex}")),
+                );
+            }
             let is_series = data.get("recurrence").is_some_and(|r| !r.is_null());
             data.insert(
                 "type".into(),
