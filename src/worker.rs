@@ -274,7 +274,8 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             list_id,
             ..
         } => {
-            let sync = Sync::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
+            let mut sync = Sync::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
+            sync.graph_observed_at = Some(ev.observed_at);
             sync.from_graph(item_id, *change, list_id.as_deref()).await
         }
         EventKind::CrmRecord { entity, crm_id, .. } => {
@@ -432,6 +433,8 @@ pub struct Sync<'a> {
     entity: Entity,
     cause: Cause,
     event_id: &'a str,
+    /// When the Graph-side change was observed (notification or delta), for `latest-change-wins`.
+    pub graph_observed_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> Sync<'a> {
@@ -450,6 +453,7 @@ impl<'a> Sync<'a> {
             entity,
             cause,
             event_id,
+            graph_observed_at: None,
         }
     }
 
@@ -855,7 +859,15 @@ impl<'a> Sync<'a> {
         let graph_side = match &item {
             Some(v) => SideState::Present(GraphItem {
                 item: v.clone(),
-                changed_at: Some(now),
+                // The time we observed the Graph change; for a CRM-side event, Graph's own
+                // lastModifiedDateTime. Either only matters when the content really differs
+                // from the shadow, so a mere touch never wins a conflict.
+                changed_at: self.graph_observed_at.or_else(|| {
+                    v.get("lastModifiedDateTime")
+                        .and_then(Value::as_str)
+                        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                        .map(|d| d.with_timezone(&Utc))
+                }),
             }),
             None if link.is_some() => SideState::Deleted,
             None => SideState::Absent,

@@ -223,7 +223,7 @@ async fn conflict_case(b: Backend, policy: &'static str) -> (Harness, u64, Strin
     })
     .await;
     let (crm_id, ev_id) = crm_appointment(&h, "A5 review", 2).await;
-    // Stop the CRM poller from seeing the CRM edit before Outlook's: both edits land first.
+    // Both edits land before the connector sees either (the CRM poller runs once a second).
     h.crm
         .user_update("Contact", crm_id, &[("Subject", "A5 from CRM")]);
     h.graph
@@ -244,6 +244,17 @@ async fn a5_conflict_crm_wins(b: Backend) {
 
 async fn a5_conflict_graph_wins(b: Backend) {
     let (h, crm_id, ev_id) = conflict_case(b, "graph-wins").await;
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from Outlook");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "A5 from Outlook"
+    );
+    h.stop().await;
+}
+
+async fn a5_conflict_latest_change_wins(b: Backend) {
+    // CRM edits first, Outlook a moment later: the later content change wins on both sides.
+    let (h, crm_id, ev_id) = conflict_case(b, "latest-change-wins").await;
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 from Outlook");
     assert_eq!(
         h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
@@ -1186,6 +1197,7 @@ on_both_backends!(
     a5_conflict_crm_wins,
     a5_conflict_graph_wins,
     a5_conflict_manual_is_listed_and_resolved_through_admin_api,
+    a5_conflict_latest_change_wins,
     a6_one_user_edit_causes_exactly_one_write,
     a7_organizer_delete_sets_connector_deleted,
     a7_crm_delete_removes_future_event,
