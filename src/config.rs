@@ -249,42 +249,6 @@ impl TenantConfig {
     }
 }
 
-/// Canonical field names per entity (MAPPING.md), for checking `exclude_fields`.
-const APPOINTMENT_FIELDS: &[&str] = &[
-    "subject",
-    "body",
-    "start",
-    "end",
-    "all_day",
-    "location",
-    "show_as",
-    "private",
-    "importance",
-    "reminder",
-    "attendees",
-    "cancelled",
-    "kind",
-    "recurrence",
-];
-const CONTACT_FIELDS: &[&str] = &[
-    "given_name",
-    "surname",
-    "email",
-    "business_phone",
-    "mobile_phone",
-    "job_title",
-    "company",
-];
-const TASK_FIELDS: &[&str] = &[
-    "title",
-    "body",
-    "start",
-    "due",
-    "status",
-    "completed",
-    "importance",
-];
-
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -435,7 +399,7 @@ fn check_excludes(key: &str, fields: &[String], allowed: &[&str]) -> Result<(), 
 fn entity(
     key: &str,
     raw: Option<RawEntity>,
-    allowed: &[&str],
+    allowed: cgc_core::Entity,
 ) -> Result<EntityConfig, ConfigError> {
     let raw = raw.unwrap_or(RawEntity {
         direction: None,
@@ -443,7 +407,11 @@ fn entity(
         exclude_fields: None,
     });
     let exclude_fields = raw.exclude_fields.unwrap_or_default();
-    check_excludes(&format!("{key}.exclude_fields"), &exclude_fields, allowed)?;
+    check_excludes(
+        &format!("{key}.exclude_fields"),
+        &exclude_fields,
+        allowed.fields(),
+    )?;
     Ok(EntityConfig {
         direction: raw.direction.unwrap_or_default(),
         conflict: raw.conflict.unwrap_or_default(),
@@ -632,7 +600,11 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
             check_excludes(
                 &k("appointments.exclude_fields"),
                 &exclude_fields,
-                APPOINTMENT_FIELDS,
+                &[
+                    cgc_core::Entity::Appointment.fields(),
+                    &["kind", "recurrence"],
+                ]
+                .concat(),
             )?;
             AppointmentsConfig {
                 entity: EntityConfig {
@@ -689,8 +661,8 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
             todo_poll_seconds: seconds("todo_poll_seconds", t.todo_poll_seconds, 60)?,
             safety_delta_seconds: seconds("safety_delta_seconds", t.safety_delta_seconds, 21_600)?,
             appointments,
-            contacts: entity(&k("contacts"), t.contacts, CONTACT_FIELDS)?,
-            tasks: entity(&k("tasks"), t.tasks, TASK_FIELDS)?,
+            contacts: entity(&k("contacts"), t.contacts, cgc_core::Entity::Contact)?,
+            tasks: entity(&k("tasks"), t.tasks, cgc_core::Entity::Task)?,
             emails,
             id,
         };

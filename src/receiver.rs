@@ -27,7 +27,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/notifications", post(notifications))
-        .route("/lifecycle", post(lifecycle))
+        .route("/lifecycle", post(notifications))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -57,6 +57,8 @@ fn handshake(q: &BTreeMap<String, String>) -> Option<Response> {
     })
 }
 
+/// `POST /notifications` and `POST /lifecycle`: the same envelope, the same checks; a lifecycle
+/// notification is told apart by its `lifecycleEvent`.
 async fn notifications(
     AxState(app): AxState<Arc<App>>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -66,19 +68,7 @@ async fn notifications(
     if let Some(r) = handshake(&q) {
         return r;
     }
-    accept(&app, &headers, &body, false).await
-}
-
-async fn lifecycle(
-    AxState(app): AxState<Arc<App>>,
-    Query(q): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(r) = handshake(&q) {
-        return r;
-    }
-    accept(&app, &headers, &body, true).await
+    accept(&app, &headers, &body).await
 }
 
 fn bad_request(app: &App, msg: String) -> Response {
@@ -88,8 +78,7 @@ fn bad_request(app: &App, msg: String) -> Response {
     (StatusCode::BAD_REQUEST, msg).into_response()
 }
 
-async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8], lifecycle_url: bool) -> Response {
-    let _ = lifecycle_url;
+async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
     let batch: NotificationCollection = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {

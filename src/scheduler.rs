@@ -577,6 +577,12 @@ async fn enqueue_round(
     publish(app, events).await
 }
 
+/// What identifies one version of a CRM record: `UpdDate UpdTime DelCd`.
+fn stamp(f: &BTreeMap<String, String>) -> String {
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    format!("{} {} {}", get("UpdDate"), get("UpdTime"), get("DelCd"))
+}
+
 /// CRM → Graph change detection: records changed since the watermark (with overlap), per rep.
 pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
     let started = Utc::now();
@@ -651,12 +657,7 @@ pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
                 {
                     continue;
                 }
-                let stamp = format!(
-                    "{} {} {}",
-                    r.fields.get("UpdDate").map(String::as_str).unwrap_or(""),
-                    r.fields.get("UpdTime").map(String::as_str).unwrap_or(""),
-                    r.fields.get("DelCd").map(String::as_str).unwrap_or("")
-                );
+                let stamp = stamp(&r.fields);
                 events.push(EventV1 {
                     tenant: t.cfg.id.clone(),
                     mailbox: m.mailbox.clone(),
@@ -739,12 +740,7 @@ async fn poll_linked_persons(
             kind: EventKind::CrmRecord {
                 entity: Entity::Contact,
                 crm_id: r.id,
-                stamp: format!(
-                    "{} {} {}",
-                    r.fields.get("UpdDate").map(String::as_str).unwrap_or(""),
-                    r.fields.get("UpdTime").map(String::as_str).unwrap_or(""),
-                    r.fields.get("DelCd").map(String::as_str).unwrap_or("")
-                ),
+                stamp: stamp(&r.fields),
             },
             observed_at: Utc::now(),
             subscription_id: None,
