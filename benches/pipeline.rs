@@ -218,6 +218,7 @@ async fn with_queue(
         shutdown: tokio_util::sync::CancellationToken::new(),
         tuning: app.tuning.clone(),
         public_url: std::sync::OnceLock::new(),
+        person_cache: Default::default(),
     });
     crm_graph_connector::app::start(other, roles).await.unwrap()
 }

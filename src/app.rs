@@ -40,7 +40,13 @@ pub struct App {
     /// Where Graph reaches the receiver: `[receiver] public_url`, or the bound address when the
     /// receiver listens on port 0 (tests, demo).
     pub public_url: std::sync::OnceLock<String>,
+    /// Whether an e-mail address has a CRM person, per tenant, with the time it was looked up.
+    pub person_cache:
+        std::sync::Mutex<std::collections::HashMap<(String, String), (bool, std::time::Instant)>>,
 }
+
+/// How long a person look-up (attendee e-mail → CRM person) is reused.
+pub const PERSON_CACHE_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug)]
 pub struct Tuning {
@@ -178,6 +184,7 @@ impl App {
             shutdown: CancellationToken::new(),
             tuning,
             public_url: std::sync::OnceLock::new(),
+            person_cache: Default::default(),
         }))
     }
 

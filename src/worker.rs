@@ -647,6 +647,18 @@ impl<'a> Sync<'a> {
             if addr.is_empty() {
                 continue;
             }
+            let cache_key = (self.tid().to_string(), addr.clone());
+            let cached = self.app.person_cache.lock().ok().and_then(|c| {
+                c.get(&cache_key)
+                    .filter(|(_, at)| at.elapsed() < crate::app::PERSON_CACHE_TTL)
+                    .map(|(k, _)| *k)
+            });
+            if let Some(is_known) = cached {
+                if is_known {
+                    known.insert(addr);
+                }
+                continue;
+            }
             let found = self
                 .tenant
                 .crm
@@ -664,7 +676,11 @@ impl<'a> Sync<'a> {
                     None,
                 )
                 .await?;
-            if found.records.iter().any(|r| !is_deleted(&r.fields)) {
+            let is_known = found.records.iter().any(|r| !is_deleted(&r.fields));
+            if let Ok(mut c) = self.app.person_cache.lock() {
+                c.insert(cache_key, (is_known, Instant::now()));
+            }
+            if is_known {
                 known.insert(addr);
             }
         }

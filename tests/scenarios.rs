@@ -83,6 +83,36 @@ async fn crm_appointment(h: &Harness, subject: &str, days: i64) -> (u64, String)
     (id, ev["id"].as_str().unwrap().to_string())
 }
 
+/// Writes the connector made on each side since a point in time.
+struct Writes {
+    crm: usize,
+    graph: u64,
+}
+
+impl Writes {
+    fn now(h: &Harness) -> Writes {
+        Writes {
+            crm: h.crm.write_log().len(),
+            graph: h.graph.app_writes(MAILBOX),
+        }
+    }
+
+    /// Asserts how many CRM write commands and Graph item writes happened since `self`.
+    #[track_caller]
+    fn assert(&self, h: &Harness, crm: usize, graph: u64, what: &str) {
+        let log = h.crm.write_log();
+        assert_eq!(
+            (
+                log.len() - self.crm,
+                h.graph.app_writes(MAILBOX) - self.graph
+            ),
+            (crm, graph),
+            "{what}: (CRM writes, Graph writes); CRM log since: {:?}",
+            &log[self.crm..]
+        );
+    }
+}
+
 fn outlook_event(days: i64, subject: &str) -> Value {
     let day = (chrono::Utc::now() + chrono::Duration::days(days)).date_naive();
     json!({
@@ -108,7 +138,14 @@ fn crm_records_with_subject(h: &Harness, subject: &str) -> Vec<cgc_crm::Record> 
 
 async fn a1_crm_appointment_appears_in_calendar_linked(b: Backend) {
     let h = start(b).await;
+    let w = Writes::now(&h);
     let (crm_id, ev_id) = crm_appointment(&h, "A1 review", 3).await;
+    w.assert(
+        &h,
+        1,
+        1,
+        "one event created (CRM id inline), one ExtKey row",
+    );
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
     assert_eq!(ev["location"]["displayName"], "Room 1");
     // Linked on both systems: the CRM id on the event, the ExtKey row in CRM.
@@ -133,6 +170,7 @@ async fn a1_crm_appointment_appears_in_calendar_linked(b: Backend) {
 
 async fn a2_outlook_event_appears_in_crm_with_resolved_attendees(b: Backend) {
     let h = start(b).await;
+    let w = Writes::now(&h);
     h.graph
         .user_create_event(MAILBOX, outlook_event(4, "A2 kickoff"));
     wait_for("the CRM record", Duration::from_secs(20), || async {
@@ -161,6 +199,12 @@ async fn a2_outlook_event_appears_in_crm_with_resolved_attendees(b: Backend) {
         Some("true")
     );
     assert_eq!(f.get("Text").map(String::as_str), Some("Hello team"));
+    w.assert(
+        &h,
+        2,
+        1,
+        "record + ExtKey in one request; the CRM id stamped on the event",
+    );
     h.stop().await;
 }
 
@@ -200,6 +244,7 @@ async fn a3_opened_not_edited_keeps_crm_edit(b: Backend) {
 async fn a4_subject_in_crm_and_location_in_outlook_both_survive(b: Backend) {
     let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A4 review", 2).await;
+    let w = Writes::now(&h);
     h.crm
         .user_update("Contact", crm_id, &[("Subject", "A4 review (moved)")]);
     h.graph.user_update_event(
@@ -213,6 +258,7 @@ async fn a4_subject_in_crm_and_location_in_outlook_both_survive(b: Backend) {
     assert_eq!(ev["location"]["displayName"], "Room 9");
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A4 review (moved)");
     assert_eq!(crm_field(&h, crm_id, "A031Location"), "Room 9");
+    w.assert(&h, 1, 1, "each side written once");
     h.stop().await;
 }
 
@@ -374,8 +420,10 @@ async fn a6_one_user_edit_causes_exactly_one_write(b: Backend) {
 async fn a7_organizer_delete_sets_connector_deleted(b: Backend) {
     let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A7 review", 2).await;
+    let w = Writes::now(&h);
     h.graph.user_delete_event(MAILBOX, &ev_id);
     h.settle().await.unwrap();
+    w.assert(&h, 1, 0, "one update setting ConnectorDeleted");
     let rec = h.crm.record("Contact", crm_id).expect("record kept");
     assert_ne!(
         rec.fields.get("DelCd").map(String::as_str),
@@ -392,8 +440,10 @@ async fn a7_organizer_delete_sets_connector_deleted(b: Backend) {
 async fn a7_crm_delete_removes_future_event(b: Backend) {
     let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A7 future", 2).await;
+    let w = Writes::now(&h);
     h.crm.user_delete("Contact", crm_id);
     h.settle().await.unwrap();
+    w.assert(&h, 0, 1, "one Graph delete");
     assert!(
         h.graph.event(MAILBOX, &ev_id).is_none(),
         "future event removed"
@@ -404,8 +454,10 @@ async fn a7_crm_delete_removes_future_event(b: Backend) {
 async fn a7_crm_delete_leaves_past_event(b: Backend) {
     let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A7 past", -2).await;
+    let w = Writes::now(&h);
     h.crm.user_delete("Contact", crm_id);
     h.settle().await.unwrap();
+    w.assert(&h, 0, 0, "a past event is left alone");
     assert!(h.graph.event(MAILBOX, &ev_id).is_some(), "past event stays");
     h.stop().await;
 }
@@ -438,6 +490,7 @@ async fn a7_attendee_delete_only_unlinks(b: Backend) {
 async fn a8_event_moved_outside_window_is_unlinked_not_deleted(b: Backend) {
     let h = start(b).await;
     let (crm_id, ev_id) = crm_appointment(&h, "A8 review", 2).await;
+    let w = Writes::now(&h);
     let far = (chrono::Utc::now() + chrono::Duration::days(400)).date_naive();
     h.graph.user_update_event(
         MAILBOX,
@@ -464,6 +517,7 @@ async fn a8_event_moved_outside_window_is_unlinked_not_deleted(b: Backend) {
         h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
         "A8 review"
     );
+    w.assert(&h, 0, 0, "unlinking writes nothing");
     h.stop().await;
 }
 
@@ -471,6 +525,7 @@ async fn a10_all_day_event_keeps_its_days(b: Backend) {
     let h = start(b).await;
     let d1 = (chrono::Utc::now() + chrono::Duration::days(5)).date_naive();
     let d3 = d1 + chrono::Duration::days(2);
+    let w = Writes::now(&h);
     h.graph.user_create_event(
         MAILBOX,
         json!({"subject": "A10 offsite", "isAllDay": true,
@@ -498,6 +553,7 @@ async fn a10_all_day_event_keeps_its_days(b: Backend) {
         r.fields.get("EndTime").map(String::as_str).unwrap_or(""),
         ""
     );
+    w.assert(&h, 2, 1, "record + ExtKey; the CRM id stamped on the event");
     h.stop().await;
 }
 
@@ -508,6 +564,7 @@ async fn a12_excluded_fields_never_travel(b: Backend) {
     })
     .await;
     let (crm_id, ev_id) = crm_appointment(&h, "A12 review", 2).await;
+    let w = Writes::now(&h);
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
     let loc = ev["location"]["displayName"].as_str().unwrap_or("");
     assert_eq!(loc, "", "CRM location did not travel to Outlook");
@@ -530,6 +587,12 @@ async fn a12_excluded_fields_never_travel(b: Backend) {
         ev["body"]["content"].as_str().map(str::trim),
         Some("still synced"),
         "other fields still travel"
+    );
+    w.assert(
+        &h,
+        0,
+        1,
+        "only the body reached Outlook; the location edit wrote nothing",
     );
     h.stop().await;
 }
