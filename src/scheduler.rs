@@ -21,7 +21,8 @@ use crate::worker::Failure;
 
 /// How far the CRM poller looks back before its watermark (clock skew, late commits).
 pub const POLL_OVERLAP: chrono::Duration = chrono::Duration::seconds(120);
-const LEADER_LEASE: Duration = Duration::from_secs(30);
+/// The active scheduler renews its lease every tick; a scheduler that died is replaced after this.
+const LEADER_LEASE: Duration = Duration::from_secs(15);
 
 #[derive(Default)]
 struct Due {

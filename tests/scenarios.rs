@@ -941,6 +941,8 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate(b: Backen
     )
     .await
     .unwrap();
+    // Graph keeps retrying deliveries while the connector is down (for hours in reality).
+    graph.set_delivery_retry(Duration::from_millis(500), 120);
     const N: usize = 12;
     for i in 0..N {
         graph.user_create_event(MAILBOX, outlook_event(3, &format!("P7 kill {i}")));
@@ -964,7 +966,7 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate(b: Backen
     child = spawn_connector(&cfg, &prefix);
     wait_for(
         "all records after restart",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         || async { (0..N).all(|i| count(&crm, i) >= 1) },
     )
     .await
