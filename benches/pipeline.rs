@@ -219,6 +219,7 @@ async fn with_queue(
         tuning: app.tuning.clone(),
         public_url: std::sync::OnceLock::new(),
         person_cache: Default::default(),
+        recent: Default::default(),
     });
     crm_graph_connector::app::start(other, roles).await.unwrap()
 }

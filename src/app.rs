@@ -40,6 +40,9 @@ pub struct App {
     /// Where Graph reaches the receiver: `[receiver] public_url`, or the bound address when the
     /// receiver listens on port 0 (tests, demo).
     pub public_url: std::sync::OnceLock<String>,
+    /// The latest reconciliation outcomes (kind, entity, reason), newest last, for the demo and
+    /// operators; bounded.
+    pub recent: std::sync::Mutex<std::collections::VecDeque<(String, String)>>,
     /// Whether an e-mail address has a CRM person, per tenant, with the time it was looked up.
     pub person_cache:
         std::sync::Mutex<std::collections::HashMap<(String, String), (bool, std::time::Instant)>>,
@@ -185,11 +188,22 @@ impl App {
             tuning,
             public_url: std::sync::OnceLock::new(),
             person_cache: Default::default(),
+            recent: Default::default(),
         }))
     }
 
     pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
         self.tenants.get(id)
+    }
+
+    /// Records one reconciliation outcome in the bounded `recent` list.
+    pub fn note_outcome(&self, kind: &str, reason: &str) {
+        if let Ok(mut r) = self.recent.lock() {
+            if r.len() >= 200 {
+                r.pop_front();
+            }
+            r.push_back((kind.to_string(), reason.to_string()));
+        }
     }
 
     pub fn public_url(&self) -> String {

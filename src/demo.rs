@@ -404,9 +404,26 @@ pub async fn run() -> anyhow::Result<()> {
     let crm_writes = || h.crm.write_log().len();
     let graph_writes = || h.graph.app_writes(MAILBOX);
 
-    let mut step = 0;
-    let mut report = |title: &str, before: &[(&'static str, u64)], cw: usize, gw: u64| {
-        step += 1;
+    let seen = std::cell::Cell::new(app.recent.lock().map(|r| r.len()).unwrap_or(0));
+    let report = |title: &str, before: &[(&'static str, u64)], cw: usize, gw: u64| {
+        let _ = title;
+        // Why: the distinct reasons the core gave for this step's plans.
+        let recent: Vec<(String, String)> = app
+            .recent
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut reasons: Vec<String> = Vec::new();
+        for (kind, reason) in recent.iter().skip(seen.get().min(recent.len())) {
+            let line = format!("{}: {reason}", kind.replace('_', "-"));
+            if !reasons.contains(&line) {
+                reasons.push(line);
+            }
+        }
+        seen.set(recent.len());
+        for r in reasons {
+            println!("   why: {r}");
+        }
         let after = counts(&app);
         println!(
             "  -> connector: {}; writes to CRM: {}, writes to Outlook: {}",
@@ -414,7 +431,6 @@ pub async fn run() -> anyhow::Result<()> {
             h.crm.write_log().len() - cw,
             h.graph.app_writes(MAILBOX) - gw
         );
-        let _ = title;
         println!();
     };
 

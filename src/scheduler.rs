@@ -31,6 +31,8 @@ struct Due {
     todo_poll: Option<Instant>,
     safety_delta: Option<Instant>,
     subscriptions: Option<Instant>,
+    /// Mailboxes found by the last refresh.
+    known_mailboxes: usize,
 }
 
 /// How often missing subscriptions (e.g. a failed recreate) are looked for.
@@ -81,11 +83,15 @@ async fn tick(
     public_url: &str,
 ) -> Result<(), Failure> {
     let t_cfg = &t.cfg;
-    // An empty mailbox list in the store (first start, or the store lost its data) is refreshed at once.
-    let lost = d.mailboxes.is_some() && app.state.mailboxes(&t_cfg.id).await?.is_empty();
+    // The store lost its data (e.g. Redis flushed) when the mailboxes we wrote are gone: refresh at once.
+    let lost = d.known_mailboxes > 0 && app.state.mailboxes(&t_cfg.id).await?.is_empty();
     if lost || is_due(d.mailboxes, t_cfg.mailbox_refresh_seconds) {
+        if lost {
+            tracing::warn!(tenant = %t_cfg.id, "store lost its mailbox list: re-reading reps, re-subscribing, catching up");
+        }
         refresh_mailboxes(app, t, public_url).await?;
         d.mailboxes = Some(Instant::now());
+        d.known_mailboxes = app.state.mailboxes(&t_cfg.id).await?.len();
         // A fresh mailbox list starts with a catch-up.
         d.safety_delta = None;
     }

@@ -181,6 +181,7 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
             app.metrics
                 .inc("events_total", &[("outcome", outcome_label(&p.kind))]);
             app.metrics.add("writes_total", &[], p.writes as u64);
+            app.note_outcome(outcome_label(&p.kind), &p.reason);
             app.metrics
                 .observe_event_latency(started.elapsed().as_millis() as u64);
             if let Err(e) = app.queue.ack(d).await {
@@ -435,6 +436,8 @@ pub struct Sync<'a> {
     event_id: &'a str,
     /// When the Graph-side change was observed (notification or delta), for `latest-change-wins`.
     pub graph_observed_at: Option<DateTime<Utc>>,
+    /// The pair was found by matching (not from the store): its link marks are written on both systems.
+    matched: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Sync<'a> {
@@ -454,6 +457,7 @@ impl<'a> Sync<'a> {
             cause,
             event_id,
             graph_observed_at: None,
+            matched: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -553,8 +557,9 @@ impl<'a> Sync<'a> {
         Ok(None)
     }
 
-    /// Looks for the Graph item an unlinked CRM record belongs to (ExtKey row on CRM, then the CRM-id
-    /// property on Graph). Returns the Graph id.
+    /// Looks for the Graph item an unlinked CRM record belongs to: its ExtKey rows on CRM (our own
+    /// GraphApi row by Graph id; an older connector's row, e.g. EWS, by its iCalUId), then the
+    /// CRM-id property on Graph. Returns the Graph id and item.
     async fn match_graph(&self, crm_id: u64) -> Result<Option<(String, Value)>, Failure> {
         let rows = self
             .tenant
@@ -562,19 +567,13 @@ impl<'a> Sync<'a> {
             .query_all(
                 &Query {
                     table: "ExtKey".into(),
-                    conditions: vec![
-                        Cond {
-                            field: "RecordId".into(),
-                            op: CondOp::Eq,
-                            value: crm_id.to_string(),
-                        },
-                        Cond {
-                            field: "ExtSystem".into(),
-                            op: CondOp::Eq,
-                            value: "GraphApi".into(),
-                        },
-                    ],
+                    conditions: vec![Cond {
+                        field: "RecordId".into(),
+                        op: CondOp::Eq,
+                        value: crm_id.to_string(),
+                    }],
                     fields: vec![
+                        "ExtSystem".into(),
                         "ExtKey".into(),
                         "ExtUid".into(),
                         "TableShort".into(),
@@ -585,17 +584,38 @@ impl<'a> Sync<'a> {
                 None,
             )
             .await?;
-        for r in rows {
+        let g = &self.tenant.graph;
+        for r in &rows {
             if is_deleted(&r.fields) {
                 continue;
             }
-            if let Some(gid) = r.fields.get("ExtKey").filter(|s| !s.is_empty()) {
-                if let Some(item) = self.graph_get(gid, None).await? {
-                    return Ok(Some((gid.clone(), item)));
+            let system = r.fields.get("ExtSystem").map(String::as_str).unwrap_or("");
+            if system.eq_ignore_ascii_case("GraphApi") {
+                if let Some(gid) = r.fields.get("ExtKey").filter(|s| !s.is_empty()) {
+                    if let Some(item) = self.graph_get(gid, None).await? {
+                        return Ok(Some((gid.clone(), item)));
+                    }
                 }
             }
         }
-        let g = &self.tenant.graph;
+        if self.entity == Entity::Appointment {
+            // Migration (P9): a row of an older connector carries the iCalUId.
+            for r in &rows {
+                let Some(uid) = r.fields.get("ExtUid").filter(|s| !s.is_empty()) else {
+                    continue;
+                };
+                if let Some(item) = g
+                    .find_events_by_ical_uid(self.mailbox, uid)
+                    .await?
+                    .into_iter()
+                    .next()
+                {
+                    if let Some(id) = item.get("id").and_then(Value::as_str) {
+                        return Ok(Some((id.to_string(), item.clone())));
+                    }
+                }
+            }
+        }
         let found = match self.entity {
             Entity::Appointment => {
                 g.find_event_by_crm_id(self.mailbox, &crm_id.to_string())
@@ -722,6 +742,8 @@ impl<'a> Sync<'a> {
             };
             if let Some(crm_id) = self.match_crm(graph_id, item).await? {
                 link = Some(self.new_link(crm_id, graph_id, item, list_id));
+                self.matched
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
         let crm_fields = match &link {
@@ -753,6 +775,8 @@ impl<'a> Sync<'a> {
             if let Some((gid, found)) = self.match_graph(crm_id).await? {
                 link = Some(self.new_link(crm_id, &gid, &found, None));
                 item = Some(found);
+                self.matched
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
         let graph_id = link
@@ -770,6 +794,43 @@ impl<'a> Sync<'a> {
         }
         self.reconcile(link, item, crm_fields, graph_id, list_id.as_deref())
             .await
+    }
+
+    /// Writes the link on both systems for a pair found by matching (lost store, another rep's
+    /// meeting, an older connector's key): our ExtKey row in CRM and the CRM id on the Graph item,
+    /// unless they are already there.
+    async fn mark_link(&self, l: &Link, item: Option<&Value>) -> Result<(), Failure> {
+        let crm = &self.tenant.crm;
+        let has_row = crm
+            .find_link(&l.graph_id)
+            .await?
+            .is_some_and(|row| row.record_id == l.crm_id);
+        if !has_row {
+            crm.upsert_link(
+                l.crm_id,
+                &ExtLink {
+                    ext_key: l.graph_id.clone(),
+                    ext_uid: l.ical_uid.clone(),
+                    table_short: self.entity.crm_short().into(),
+                },
+                Some(self.mailbox),
+            )
+            .await?;
+        }
+        let carries = item.and_then(crm_id_on_item) == Some(l.crm_id);
+        if !carries {
+            let g = &self.tenant.graph;
+            let cid = l.crm_id.to_string();
+            match self.entity {
+                Entity::Appointment => g.set_event_crm_id(self.mailbox, &l.graph_id, &cid).await?,
+                Entity::Contact => {
+                    g.set_contact_crm_id(self.mailbox, &l.graph_id, &cid)
+                        .await?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Creates the CRM record of a Graph item. One meeting seen by several synced reps (same
@@ -1137,6 +1198,9 @@ impl<'a> Sync<'a> {
             if unlinked || plan.new_shadow.is_none() {
                 self.state().remove_link(self.tid(), l).await?;
             } else if let Some(s) = &plan.new_shadow {
+                if self.matched.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.mark_link(l, item.as_ref()).await?;
+                }
                 self.state().put_link(self.tid(), l).await?;
                 self.state().put_shadow(self.tid(), l, s).await?;
             }

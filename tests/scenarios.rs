@@ -1231,6 +1231,135 @@ async fn a11_one_meeting_of_several_reps_is_one_crm_record(b: Backend) {
     h.stop().await;
 }
 
+async fn p8_rep_switched_on_and_off_in_crm(b: Backend) {
+    let h = start(b).await;
+    let app = h.app().clone();
+    let tenant = app.tenant("contoso").unwrap().clone();
+    let subs_of = |m: &str| {
+        h.graph
+            .subscriptions()
+            .into_iter()
+            .filter(|s| s["resource"].as_str().is_some_and(|r| r.contains(m)))
+            .count()
+    };
+    assert!(subs_of(MAILBOX) > 0);
+    // Switched on: a new rep, and one whose mailbox is outside the tenant's domains.
+    h.crm.user_insert(
+        "Rep",
+        &[
+            ("RepID", "5"),
+            ("EMail", "rep2@contoso.com"),
+            ("ConnectorEnabled", "true"),
+        ],
+    );
+    h.crm.user_insert(
+        "Rep",
+        &[
+            ("RepID", "6"),
+            ("EMail", "rep3@elsewhere.test"),
+            ("ConnectorEnabled", "true"),
+        ],
+    );
+    h.graph.add_mailbox("rep2@contoso.com");
+    crm_graph_connector::scheduler::refresh_mailboxes(&app, &tenant, &app.public_url())
+        .await
+        .unwrap();
+    assert!(
+        subs_of("rep2@contoso.com") > 0,
+        "new rep subscribed after the refresh"
+    );
+    assert_eq!(
+        subs_of("rep3@elsewhere.test"),
+        0,
+        "mailbox outside the tenant's domains is never synced"
+    );
+    // Switched off: its subscriptions are deleted.
+    let rep1 = h
+        .crm
+        .records("Rep")
+        .into_iter()
+        .find(|r| r.fields.get("EMail").map(String::as_str) == Some(MAILBOX))
+        .unwrap();
+    h.crm
+        .user_update("Rep", rep1.id, &[("ConnectorEnabled", "false")]);
+    crm_graph_connector::scheduler::refresh_mailboxes(&app, &tenant, &app.public_url())
+        .await
+        .unwrap();
+    assert_eq!(
+        subs_of(MAILBOX),
+        0,
+        "switched-off rep's subscriptions deleted"
+    );
+    let boxes: Vec<String> = app
+        .state
+        .mailboxes("contoso")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.mailbox)
+        .collect();
+    assert_eq!(boxes, vec!["rep2@contoso.com".to_string()]);
+    h.stop().await;
+}
+
+async fn p9_ews_migration_matches_by_ical_uid_without_duplicates(b: Backend) {
+    let h = start(b).await;
+    let uid = "040000008200E00074C5B7101A82E00800000000E5E5E5E5";
+    let mut ev = outlook_event(4, "P9 migrated");
+    ev["iCalUId"] = json!(uid);
+    let (date, time) = crm_slot(4, 10);
+    // The EWS connector left a CRM record with its own external key and the iCalUId.
+    let crm_id = h.crm.user_insert(
+        "Contact",
+        &[
+            ("Contact", "Meeting"),
+            ("Subject", "P9 migrated"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "11:00"),
+            ("RepID", REP_ID),
+        ],
+    );
+    h.crm.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "EWS"),
+            ("ExtKey", "ews-item-1"),
+            ("ExtUid", uid),
+            ("TableShort", "MA"),
+            ("RecordId", &crm_id.to_string()),
+        ],
+    );
+    let created = h.graph.user_create_event(MAILBOX, ev);
+    h.settle().await.unwrap();
+    let events: Vec<_> = h
+        .graph
+        .events(MAILBOX)
+        .into_iter()
+        .filter(|e| e["subject"] == "P9 migrated")
+        .collect();
+    assert_eq!(events.len(), 1, "no second event");
+    assert_eq!(
+        crm_records_with_subject(&h, "P9 migrated").len(),
+        1,
+        "no second CRM record"
+    );
+    // Linked: a CRM edit reaches the existing event.
+    h.crm
+        .user_update("Contact", crm_id, &[("Text", "after migration")]);
+    h.settle().await.unwrap();
+    let ev = h
+        .graph
+        .event(MAILBOX, created["id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        ev["body"]["content"].as_str().map(str::trim),
+        Some("after migration")
+    );
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -1283,7 +1412,9 @@ on_both_backends!(
     c1_graph_contact_links_to_existing_person_and_edits_flow_both_ways,
     t1_cancelled_crm_task_is_not_turned_completed,
     e1_archived_message_becomes_one_crm_record_and_moves,
-    a11_one_meeting_of_several_reps_is_one_crm_record
+    a11_one_meeting_of_several_reps_is_one_crm_record,
+    p8_rep_switched_on_and_off_in_crm,
+    p9_ews_migration_matches_by_ical_uid_without_duplicates
 );
 
 // ---------------------------------------------------------------------------------------------
