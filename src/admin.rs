@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
-use crate::state::{AuditRecord, ConflictRecord};
+use crate::state::ConflictRecord;
 use crate::worker::{Failure, Sync, crm_read_fields};
 
 pub fn router(app: Arc<App>) -> Router {
@@ -262,7 +262,7 @@ async fn apply_resolution(
     )
     .map_err(|e| ResolveFailure::BadRequest(e.to_string()))?;
     let event_id = format!("resolve-{}", c.id);
-    let sync = Sync::new(
+    let mut sync = Sync::new(
         app,
         t,
         &c.mailbox,
@@ -270,36 +270,18 @@ async fn apply_resolution(
         Cause::ConflictResolution,
         &event_id,
     );
+    sync.resolved_by = Some(by.to_string());
     let graph_id = link.graph_id.clone();
     let list_id = link.list_id.clone();
-    let audit = plan.audit.clone();
     sync.apply(
         plan,
-        Some(link.clone()),
+        Some(link),
         Some(item),
         None,
         graph_id,
         list_id.as_deref(),
-        &ctx,
     )
     .await?;
-    for entry in audit {
-        app.state
-            .audit(
-                &c.tenant,
-                &AuditRecord {
-                    at: chrono::Utc::now(),
-                    tenant: c.tenant.clone(),
-                    mailbox: c.mailbox.clone(),
-                    crm_id: Some(crm_id),
-                    graph_id: Some(link.graph_id.clone()),
-                    event_id: event_id.clone(),
-                    entry,
-                    resolved_by: Some(by.to_string()),
-                },
-            )
-            .await?;
-    }
     app.state.remove_conflict(&c.id).await?;
     tracing::info!(conflict = %c.id, by, "conflict resolved");
     Ok(())

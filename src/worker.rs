@@ -438,6 +438,8 @@ pub struct Sync<'a> {
     pub graph_observed_at: Option<DateTime<Utc>>,
     /// The pair was found by matching (not from the store): its link marks are written on both systems.
     matched: std::sync::atomic::AtomicBool,
+    /// Who resolved the conflict this sync writes (admin API), for the audit trail.
+    pub resolved_by: Option<String>,
 }
 
 impl<'a> Sync<'a> {
@@ -458,6 +460,7 @@ impl<'a> Sync<'a> {
             event_id,
             graph_observed_at: None,
             matched: std::sync::atomic::AtomicBool::new(false),
+            resolved_by: None,
         }
     }
 
@@ -750,8 +753,16 @@ impl<'a> Sync<'a> {
             Some(l) => self.crm_get(l.crm_id).await?,
             None => None,
         };
-        self.reconcile(link, item, crm_fields, graph_id.to_string(), list_id)
-            .await
+        let crm_id = link.as_ref().map(|l| l.crm_id);
+        self.reconcile(
+            link,
+            item,
+            crm_fields,
+            crm_id,
+            graph_id.to_string(),
+            list_id,
+        )
+        .await
     }
 
     /// A CRM record changed.
@@ -784,16 +795,15 @@ impl<'a> Sync<'a> {
             .map(|l| l.graph_id.clone())
             .unwrap_or_default();
         let list_id = link.as_ref().and_then(|l| l.list_id.clone());
-        let mut crm_fields = crm_fields;
-        if link.is_none() {
-            // Creating on Graph needs the record id later; keep it on the link we are about to make.
-            crm_fields = crm_fields.map(|mut f| {
-                f.insert("\u{0}id".into(), crm_id.to_string());
-                f
-            });
-        }
-        self.reconcile(link, item, crm_fields, graph_id, list_id.as_deref())
-            .await
+        self.reconcile(
+            link,
+            item,
+            crm_fields,
+            Some(crm_id),
+            graph_id,
+            list_id.as_deref(),
+        )
+        .await
     }
 
     /// Writes the link on both systems for a pair found by matching (lost store, another rep's
@@ -904,6 +914,7 @@ impl<'a> Sync<'a> {
         link: Option<Link>,
         item: Option<Value>,
         crm_fields: Option<CrmFields>,
+        crm_id: Option<u64>,
         graph_id: String,
         list_id: Option<&str>,
     ) -> Result<Processed, Failure> {
@@ -913,11 +924,6 @@ impl<'a> Sync<'a> {
             Some(l) => self.state().shadow(self.tid(), l).await?,
             None => None,
         };
-        let mut crm_fields = crm_fields;
-        let new_crm_id: Option<u64> = crm_fields
-            .as_mut()
-            .and_then(|f| f.remove("\u{0}id"))
-            .and_then(|s| s.parse().ok());
         // Skip CRM appointments the connector must not sync.
         if self.entity == Entity::Appointment && link.is_none() {
             if let Some(f) = &crm_fields {
@@ -983,7 +989,7 @@ impl<'a> Sync<'a> {
             tenant = %self.tid(), mailbox = %self.mailbox, entity = self.entity.as_str(),
             item = %graph_id, plan = ?plan.kind, reason = %plan.reason, "reconciled"
         );
-        self.apply(plan, link, item, new_crm_id, graph_id, list_id, &ctx)
+        self.apply(plan, link, item, crm_id, graph_id, list_id)
             .await
     }
 
@@ -994,12 +1000,10 @@ impl<'a> Sync<'a> {
         plan: Plan,
         mut link: Option<Link>,
         item: Option<Value>,
-        new_crm_id: Option<u64>,
+        crm_id: Option<u64>,
         graph_id: String,
         list_id: Option<&str>,
-        ctx: &MapContext,
     ) -> Result<Processed, Failure> {
-        let _ = ctx;
         let tenant = self.tenant;
         let g = &tenant.graph;
         let crm = &tenant.crm;
@@ -1048,13 +1052,11 @@ impl<'a> Sync<'a> {
                     link = Some(l);
                 }
                 Op::CreateGraph { body } => {
-                    let crm_id =
-                        link.as_ref()
-                            .map(|l| l.crm_id)
-                            .or(new_crm_id)
-                            .ok_or_else(|| Failure::Dead {
-                                reason: "plan creates a Graph item without a CRM record id".into(),
-                            })?;
+                    let crm_id = link.as_ref().map(|l| l.crm_id).or(crm_id).ok_or_else(|| {
+                        Failure::Dead {
+                            reason: "plan creates a Graph item without a CRM record id".into(),
+                        }
+                    })?;
                     let cid = crm_id.to_string();
                     let (created, list) = match self.entity {
                         Entity::Appointment => {
@@ -1217,7 +1219,7 @@ impl<'a> Sync<'a> {
                         graph_id: link.as_ref().map(|l| l.graph_id.clone()),
                         event_id: self.event_id.to_string(),
                         entry: entry.clone(),
-                        resolved_by: None,
+                        resolved_by: self.resolved_by.clone(),
                     },
                 )
                 .await?;

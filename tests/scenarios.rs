@@ -397,6 +397,26 @@ async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api(b: Backend)
         0,
         "conflict left the list"
     );
+    // The audit trail records who resolved it, and how (one entry per side written).
+    let audit: Value = client
+        .get(format!("{}/admin/audit?tenant=contoso", h.admin_url()))
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resolved: Vec<&Value> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resolved_by"] == "admin-api")
+        .collect();
+    assert_eq!(resolved.len(), 2, "{audit}");
+    assert!(resolved.iter().all(|e| e["field"] == "subject"
+        && e["after"] == "A5 agreed"
+        && e["cause"] == "conflict-resolution"));
     h.stop().await;
 }
 
