@@ -18,6 +18,7 @@ use cgc_crm::{Cond, CondOp, CrmError, ErrorCode, ExtLink, Query};
 use cgc_graph::{CRM_ID_PROPERTY, GraphError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::app::{App, Tenant};
 use crate::config::{Conflict, Direction, EntityConfig};
@@ -166,11 +167,7 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
     }
     let span =
         tracing::info_span!("event", tenant = %ev.tenant, mailbox = %ev.mailbox, event = %event_id);
-    let result = {
-        let _e = span.enter();
-        drop(_e);
-        process(app, &ev, &event_id).await
-    };
+    let result = process(app, &ev, &event_id).instrument(span).await;
     match result {
         Ok(p) => {
             if dedup {
