@@ -585,10 +585,17 @@ impl<'a> Sync<'a> {
             )
             .await?;
         let g = &self.tenant.graph;
+        let short = self.entity.crm_short();
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|r| !is_deleted(&r.fields))
+            .filter(|r| {
+                r.fields
+                    .get("TableShort")
+                    .is_none_or(|t| t.is_empty() || t == short)
+            })
+            .collect();
         for r in &rows {
-            if is_deleted(&r.fields) {
-                continue;
-            }
             let system = r.fields.get("ExtSystem").map(String::as_str).unwrap_or("");
             if system.eq_ignore_ascii_case("GraphApi") {
                 if let Some(gid) = r.fields.get("ExtKey").filter(|s| !s.is_empty()) {
