@@ -20,25 +20,8 @@ fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    #[default]
-    Both,
-    CrmToGraph,
-    GraphToCrm,
-    Off,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Conflict {
-    #[default]
-    CrmWins,
-    GraphWins,
-    LatestChangeWins,
-    Manual,
-}
+/// `direction` and `conflict` take the core's own types: one definition, one spelling.
+pub use cgc_core::{ConflictPolicy as Conflict, Direction};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::app::{App, Tenant};
-use crate::config::{Conflict, Direction, EntityConfig};
+use crate::config::{Conflict, EntityConfig};
 use crate::event::{self, Change, EventKind, EventV1, Source};
 use crate::state::{AuditRecord, ConflictRecord, Link, State};
 
@@ -307,18 +307,8 @@ pub fn entity_config(t: &Tenant, e: Entity) -> EntityConfig {
 pub fn policy(t: &Tenant, e: Entity) -> Policy {
     let c = entity_config(t, e);
     Policy {
-        direction: match c.direction {
-            Direction::Both => cgc_core::Direction::Both,
-            Direction::CrmToGraph => cgc_core::Direction::CrmToGraph,
-            Direction::GraphToCrm => cgc_core::Direction::GraphToCrm,
-            Direction::Off => cgc_core::Direction::Off,
-        },
-        conflict: match c.conflict {
-            Conflict::CrmWins => cgc_core::ConflictPolicy::CrmWins,
-            Conflict::GraphWins => cgc_core::ConflictPolicy::GraphWins,
-            Conflict::LatestChangeWins => cgc_core::ConflictPolicy::LatestChangeWins,
-            Conflict::Manual => cgc_core::ConflictPolicy::Manual,
-        },
+        direction: c.direction,
+        conflict: c.conflict,
         exclude_fields: c.exclude_fields,
     }
 }
