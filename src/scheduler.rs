@@ -33,6 +33,64 @@ struct Due {
     subscriptions: Option<Instant>,
     /// Mailboxes found by the last refresh.
     known_mailboxes: usize,
+    /// Per (job, mailbox): consecutive failures and when the next try is allowed.
+    backoff: HashMap<(Job, String), (u32, Instant)>,
+}
+
+/// The scheduler's per-mailbox jobs; a failure of one never stops another or another mailbox's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Job {
+    Subscriptions,
+    Delta,
+    CrmPoll,
+    TodoPoll,
+}
+
+impl Job {
+    fn as_str(self) -> &'static str {
+        match self {
+            Job::Subscriptions => "subscriptions",
+            Job::Delta => "delta",
+            Job::CrmPoll => "crm_poll",
+            Job::TodoPoll => "todo_poll",
+        }
+    }
+}
+
+/// Longest pause of a failing mailbox's job.
+const MAILBOX_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+impl Due {
+    fn blocked(&self, job: Job, mailbox: &str) -> bool {
+        self.backoff
+            .get(&(job, mailbox.to_string()))
+            .is_some_and(|(_, next)| Instant::now() < *next)
+    }
+
+    /// Records the outcome of one mailbox's job: success clears its backoff; a failure is logged,
+    /// counted and backed off (doubling from 5 s up to 10 min) without touching other mailboxes.
+    fn record(&mut self, app: &App, tenant: &str, job: Job, mailbox: &str, r: Result<(), Failure>) -> bool {
+        let key = (job, mailbox.to_string());
+        match r {
+            Ok(()) => {
+                self.backoff.remove(&key);
+                true
+            }
+            Err(e) => {
+                let n = self.backoff.get(&key).map(|(n, _)| *n).unwrap_or(0) + 1;
+                let pause = Duration::from_secs(5u64.saturating_mul(1u64 << (n - 1).min(8)))
+                    .min(MAILBOX_BACKOFF_MAX);
+                self.backoff.insert(key, (n, Instant::now() + pause));
+                app.metrics.inc(
+                    "scheduler_errors_total",
+                    &[("tenant", tenant), ("job", job.as_str())],
+                );
+                tracing::warn!(tenant, mailbox, job = job.as_str(), failures = n, ?pause, error = ?e,
+                    "scheduler job failed for this mailbox; other mailboxes go on, this one is tried again later");
+                false
+            }
+        }
+    }
 }
 
 /// How often missing subscriptions (e.g. a failed recreate) are looked for.
@@ -83,22 +141,40 @@ async fn tick(
     public_url: &str,
 ) -> Result<(), Failure> {
     let t_cfg = &t.cfg;
+    let tid = t_cfg.id.as_str();
     // The store lost its data (e.g. Redis flushed) when the mailboxes we wrote are gone: refresh at once.
-    let lost = d.known_mailboxes > 0 && app.state.mailboxes(&t_cfg.id).await?.is_empty();
+    let lost = d.known_mailboxes > 0 && app.state.mailboxes(tid).await?.is_empty();
     if lost || is_due(d.mailboxes, t_cfg.mailbox_refresh_seconds) {
         if lost {
-            tracing::warn!(tenant = %t_cfg.id, "store lost its mailbox list: re-reading reps, re-subscribing, catching up");
+            tracing::warn!(tenant = %tid, "store lost its mailbox list: re-reading reps, re-subscribing, catching up");
         }
-        refresh_mailboxes(app, t, public_url).await?;
-        d.mailboxes = Some(Instant::now());
-        d.known_mailboxes = app.state.mailboxes(&t_cfg.id).await?.len();
-        // A fresh mailbox list starts with a catch-up.
-        d.safety_delta = None;
+        match refresh_mailboxes(app, t, public_url).await {
+            Ok(()) => {
+                d.mailboxes = Some(Instant::now());
+                // A fresh mailbox list starts with a catch-up.
+                d.safety_delta = None;
+            }
+            Err(e) => {
+                // The known mailboxes keep syncing; the rep list is read again next tick.
+                app.metrics
+                    .inc("scheduler_errors_total", &[("tenant", tid), ("job", "mailboxes")]);
+                tracing::warn!(tenant = %tid, error = ?e, "rep list could not be read; known mailboxes go on syncing");
+            }
+        }
+        d.known_mailboxes = app.state.mailboxes(tid).await?.len();
     }
+    let mailboxes = app.state.mailboxes(tid).await?;
     if is_due(d.subscriptions, SUBSCRIPTION_CHECK_SECS) {
         let mut created = false;
-        for m in app.state.mailboxes(&t_cfg.id).await? {
-            created |= ensure_subscriptions(app, t, &m.mailbox, public_url).await?;
+        for m in &mailboxes {
+            if d.blocked(Job::Subscriptions, &m.mailbox) {
+                continue;
+            }
+            let r = ensure_subscriptions(app, t, &m.mailbox, public_url).await;
+            if let Ok(true) = r {
+                created = true;
+            }
+            d.record(app, tid, Job::Subscriptions, &m.mailbox, r.map(|_| ()));
         }
         d.subscriptions = Some(Instant::now());
         if created {
@@ -107,19 +183,33 @@ async fn tick(
         }
     }
     if is_due(d.safety_delta, t_cfg.safety_delta_seconds) {
-        for m in app.state.mailboxes(&t_cfg.id).await? {
-            catch_up(app, t, &m.mailbox).await?;
+        for m in &mailboxes {
+            if d.blocked(Job::Delta, &m.mailbox) {
+                continue;
+            }
+            let r = catch_up(app, t, &m.mailbox).await;
+            d.record(app, tid, Job::Delta, &m.mailbox, r);
         }
         d.safety_delta = Some(Instant::now());
     }
     if is_due(d.crm_poll, t_cfg.crm_poll_seconds) {
-        poll_crm(app, t).await?;
+        for m in &mailboxes {
+            if d.blocked(Job::CrmPoll, &m.mailbox) {
+                continue;
+            }
+            let r = poll_crm_mailbox(app, t, m).await;
+            d.record(app, tid, Job::CrmPoll, &m.mailbox, r);
+        }
         d.crm_poll = Some(Instant::now());
     }
     if is_due(d.todo_poll, t_cfg.todo_poll_seconds) {
         if t_cfg.tasks.direction != Direction::Off {
-            for m in app.state.mailboxes(&t_cfg.id).await? {
-                poll_tasks(app, t, &m.mailbox).await?;
+            for m in &mailboxes {
+                if d.blocked(Job::TodoPoll, &m.mailbox) {
+                    continue;
+                }
+                let r = poll_tasks(app, t, &m.mailbox).await;
+                d.record(app, tid, Job::TodoPoll, &m.mailbox, r);
             }
         }
         d.todo_poll = Some(Instant::now());
@@ -210,7 +300,14 @@ pub async fn refresh_mailboxes(
     for m in have.iter().filter(|m| !wanted.contains_key(*m)) {
         for s in app.state.subscriptions().await? {
             if s.tenant == t.cfg.id && s.mailbox == *m {
-                t.graph.delete_subscription(&s.id).await?;
+                match t.graph.delete_subscription(&s.id).await {
+                    Ok(()) | Err(GraphError::NotFound) => {}
+                    Err(e) => {
+                        // It expires by itself; its notifications are dropped as unknown meanwhile.
+                        tracing::warn!(tenant = %t.cfg.id, mailbox = %m, subscription = %s.id, error = %e,
+                            "subscription of a switched-off mailbox could not be deleted; it expires by itself");
+                    }
+                }
                 app.state.remove_subscription(&s.id).await?;
             }
         }
@@ -227,7 +324,15 @@ pub async fn refresh_mailboxes(
                 },
             )
             .await?;
-        ensure_subscriptions(app, t, m, public_url).await?;
+        // One mailbox that cannot be subscribed (e.g. 404: no such mailbox) never stops the others;
+        // the subscription check retries it with a backoff.
+        if let Err(e) = ensure_subscriptions(app, t, m, public_url).await {
+            app.metrics.inc(
+                "scheduler_errors_total",
+                &[("tenant", &t.cfg.id), ("job", "subscriptions")],
+            );
+            tracing::warn!(tenant = %t.cfg.id, mailbox = %m, error = ?e, "mailbox could not be subscribed; other mailboxes go on");
+        }
     }
     Ok(())
 }
@@ -309,7 +414,13 @@ pub async fn renew_due(app: &Arc<App>) -> Result<(), Failure> {
         let Some(t) = app.tenant(&s.tenant) else {
             continue;
         };
-        renew(app, t, s).await?;
+        let (tenant, id) = (s.tenant.clone(), s.id.clone());
+        if let Err(e) = renew(app, t, s).await {
+            // Each subscription on its own: the next round tries again, long before it expires.
+            app.metrics
+                .inc("scheduler_errors_total", &[("tenant", &tenant), ("job", "renew")]);
+            tracing::warn!(tenant = %tenant, subscription = %id, error = ?e, "subscription renewal failed; others go on");
+        }
     }
     Ok(())
 }
@@ -584,111 +695,127 @@ async fn enqueue_round(
     publish(app, events).await
 }
 
-/// What identifies one version of a CRM record: `UpdDate UpdTime DelCd`.
+/// What identifies one version of a CRM record: its content, not `UpdDate`/`UpdTime` (which can
+/// have minute precision, so two edits in one minute share them: expected-behaviour.md 21).
 fn stamp(f: &BTreeMap<String, String>) -> String {
-    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
-    format!("{} {} {}", get("UpdDate"), get("UpdTime"), get("DelCd"))
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in f {
+        if k == "UpdDate" || k == "UpdTime" {
+            continue;
+        }
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..12])
 }
 
-/// CRM → Graph change detection: records changed since the watermark (with overlap), per rep.
+/// CRM → Graph change detection for every mailbox of a tenant; one failing mailbox never stops
+/// the others (the scheduler's tick does the same with a backoff per mailbox).
 pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
+    for m in app.state.mailboxes(&t.cfg.id).await? {
+        if let Err(e) = poll_crm_mailbox(app, t, &m).await {
+            tracing::warn!(tenant = %t.cfg.id, mailbox = %m.mailbox, error = ?e, "CRM poll failed for this mailbox");
+        }
+    }
+    Ok(())
+}
+
+/// CRM → Graph change detection for one mailbox: records changed since the watermark (with
+/// overlap). Each event is keyed by the record's content, so a second edit within the same
+/// `UpdTime` minute is a new event and a re-read unchanged record is a duplicate.
+async fn poll_crm_mailbox(app: &Arc<App>, t: &Arc<Tenant>, m: &MailboxRecord) -> Result<(), Failure> {
     let started = Utc::now();
     let zone = t.cfg.crm_time_zone;
-    for m in app.state.mailboxes(&t.cfg.id).await? {
-        let wm_key = format!("crm:{}", m.mailbox);
-        let since = app
-            .state
-            .watermark(&t.cfg.id, &wm_key)
-            .await?
-            .map(|w| w - POLL_OVERLAP);
-        let mut events = Vec::new();
-        let mut tables: Vec<(Entity, Vec<Cond>)> = Vec::new();
-        let rep = Cond {
-            field: "RepID".into(),
-            op: CondOp::Eq,
-            value: m.rep_id.clone(),
-        };
-        if matches!(
-            t.cfg.appointments.entity.direction,
-            Direction::Both | Direction::CrmToGraph
-        ) {
-            tables.push((Entity::Appointment, vec![rep.clone()]));
+    let wm_key = format!("crm:{}", m.mailbox);
+    let since = app
+        .state
+        .watermark(&t.cfg.id, &wm_key)
+        .await?
+        .map(|w| w - POLL_OVERLAP);
+    let mut events = Vec::new();
+    let mut tables: Vec<(Entity, Vec<Cond>)> = Vec::new();
+    let rep = Cond {
+        field: "RepID".into(),
+        op: CondOp::Eq,
+        value: m.rep_id.clone(),
+    };
+    if matches!(
+        t.cfg.appointments.entity.direction,
+        Direction::Both | Direction::CrmToGraph
+    ) {
+        tables.push((Entity::Appointment, vec![rep.clone()]));
+    }
+    if matches!(
+        t.cfg.tasks.direction,
+        Direction::Both | Direction::CrmToGraph
+    ) {
+        tables.push((Entity::Task, vec![rep.clone()]));
+    }
+    for (entity, mut conds) in tables {
+        if let Some(since) = since {
+            let (d, _) = cgc_crm::time::from_utc(since, zone);
+            conds.push(Cond {
+                field: "UpdDate".into(),
+                op: CondOp::Ge,
+                value: d,
+            });
         }
-        if matches!(
-            t.cfg.tasks.direction,
-            Direction::Both | Direction::CrmToGraph
-        ) {
-            tables.push((Entity::Task, vec![rep.clone()]));
-        }
-        for (entity, mut conds) in tables {
-            if let Some(since) = since {
-                let (d, _) = cgc_crm::time::from_utc(since, zone);
-                conds.push(Cond {
-                    field: "UpdDate".into(),
-                    op: CondOp::Ge,
-                    value: d,
-                });
-            }
-            let records = t
-                .crm
-                .query_all(
-                    &Query {
-                        table: entity.crm_table().into(),
-                        conditions: conds,
-                        fields: if entity == Entity::Appointment {
-                            vec![
-                                "UpdDate".into(),
-                                "UpdTime".into(),
-                                "DelCd".into(),
-                                "Contact".into(),
-                            ]
-                        } else {
-                            vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into()]
-                        },
-                        max_records: Some(500),
-                    },
-                    None,
-                )
-                .await?;
-            for r in records {
-                let changed = crate::worker::crm_changed_at(&r.fields, zone);
-                if let (Some(since), Some(c)) = (since, changed) {
-                    if c < since {
-                        continue;
-                    }
-                }
-                if entity == Entity::Appointment
-                    && r.fields
-                        .get("Contact")
-                        .is_some_and(|c| c.eq_ignore_ascii_case("E-mail"))
-                {
+        let records = t
+            .crm
+            .query_all(
+                &Query {
+                    table: entity.crm_table().into(),
+                    conditions: conds,
+                    fields: crate::worker::crm_read_fields(entity)
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect(),
+                    max_records: Some(500),
+                },
+                None,
+            )
+            .await?;
+        for r in records {
+            let changed = crate::worker::crm_changed_at(&r.fields, zone);
+            if let (Some(since), Some(c)) = (since, changed) {
+                if c < since {
                     continue;
                 }
-                let stamp = stamp(&r.fields);
-                events.push(EventV1 {
-                    tenant: t.cfg.id.clone(),
-                    mailbox: m.mailbox.clone(),
-                    source: Source::CrmPoll,
-                    kind: EventKind::CrmRecord {
-                        entity,
-                        crm_id: r.id,
-                        stamp,
-                    },
-                    observed_at: changed.unwrap_or(started),
-                    subscription_id: None,
-                });
             }
+            if entity == Entity::Appointment
+                && r.fields
+                    .get("Contact")
+                    .is_some_and(|c| c.eq_ignore_ascii_case("E-mail"))
+            {
+                continue;
+            }
+            let stamp = stamp(&r.fields);
+            events.push(EventV1 {
+                tenant: t.cfg.id.clone(),
+                mailbox: m.mailbox.clone(),
+                source: Source::CrmPoll,
+                kind: EventKind::CrmRecord {
+                    entity,
+                    crm_id: r.id,
+                    stamp,
+                },
+                observed_at: changed.unwrap_or(started),
+                subscription_id: None,
+            });
         }
-        // Linked CRM persons (contacts) of this mailbox that changed.
-        if matches!(
-            t.cfg.contacts.direction,
-            Direction::Both | Direction::CrmToGraph
-        ) {
-            events.extend(poll_linked_persons(app, t, &m.mailbox, since).await?);
-        }
-        publish(app, events).await?;
-        app.state.put_watermark(&t.cfg.id, &wm_key, started).await?;
     }
+    // Linked CRM persons (contacts) of this mailbox that changed.
+    if matches!(
+        t.cfg.contacts.direction,
+        Direction::Both | Direction::CrmToGraph
+    ) {
+        events.extend(poll_linked_persons(app, t, &m.mailbox, since).await?);
+    }
+    publish(app, events).await?;
+    app.state.put_watermark(&t.cfg.id, &wm_key, started).await?;
     Ok(())
 }
 
@@ -725,7 +852,10 @@ async fn poll_linked_persons(
             &Query {
                 table: "Person".into(),
                 conditions: conds,
-                fields: vec!["UpdDate".into(), "UpdTime".into(), "DelCd".into()],
+                fields: crate::worker::crm_read_fields(Entity::Contact)
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
                 max_records: Some(500),
             },
             None,
