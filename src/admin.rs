@@ -11,15 +11,13 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cgc_core::{Cause, Entity, MapContext, Resolution};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
-use crate::state::ConflictRecord;
-use crate::worker::{Failure, Sync, crm_read_fields};
+use crate::event::{EventKind, EventV1, Source};
 
 pub fn router(app: Arc<App>) -> Router {
     let admin = Router::new()
@@ -29,6 +27,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/dead-letters/replay", post(replay))
         .route("/admin/audit", get(audit))
         .route("/admin/queue", get(queue_depth))
+        .route("/admin/mailboxes", get(list_mailboxes))
+        .route("/admin/mailboxes/release", post(release_mailbox))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .merge(admin)
@@ -82,26 +82,20 @@ async fn list_conflicts(AxState(app): AxState<Arc<App>>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-struct ResolveBody {
-    take: Option<String>,
-    values: Option<BTreeMap<String, Value>>,
-    /// Who resolved it (recorded in the audit trail).
-    by: Option<String>,
-}
-
+/// Validates an operator's resolution and queues it on the mailbox's partition (202): there it
+/// runs after the pair's pending events and before its echoes, so it writes each side once.
 async fn resolve(
     AxState(app): AxState<Arc<App>>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body: ResolveBody = match serde_json::from_slice(&body) {
+    let body: Value = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "body must be {{\"take\": \"crm\"|\"graph\"}} or {{\"values\": {{...}}}}: {e}"
+                    "body must be {{\"take\": \"crm\"|\"graph\"}}, {{\"values\": {{...}}}} or {{\"link\": \"<crm id>\"}}: {e}"
                 ),
             );
         }
@@ -121,170 +115,121 @@ async fn resolve(
             );
         }
     };
-    let held: Vec<String> = conflict.fields.iter().map(|f| f.field.clone()).collect();
-    let resolution = match (body.take.as_deref(), body.values) {
-        (Some("crm"), None) => Resolution::TakeCrm,
-        (Some("graph"), None) => Resolution::TakeGraph,
-        (None, Some(values)) => {
-            if values.is_empty() {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "values is empty: name at least one field of the conflict",
-                );
-            }
-            if let Some(f) = values.keys().find(|k| !held.contains(k)) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "field {f:?} is not part of this conflict; it holds: {}",
-                        held.join(", ")
-                    ),
-                );
-            }
-            Resolution::Values(values)
-        }
-        (Some(other), None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("take = {other:?}; expected \"crm\" or \"graph\""),
-            );
-        }
-        (None, None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "name a side ({\"take\": \"crm\"} or {\"take\": \"graph\"}) or {\"values\": {...}}",
-            );
-        }
-        (Some(_), Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "give either take or values, not both",
-            );
-        }
-    };
-    let by = body.by.unwrap_or_else(|| "admin-api".into());
-    match apply_resolution(&app, &conflict, &resolution, &by).await {
-        Ok(()) => Json(json!({"resolved": id})).into_response(),
-        Err(ResolveFailure::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
-        Err(ResolveFailure::Failed(f)) => {
-            let msg = match f {
-                Failure::Retry { reason, .. } => {
-                    format!("could not write the resolution yet ({reason}); try again")
-                }
-                Failure::Dead { reason } => format!("could not write the resolution: {reason}"),
-            };
-            error(StatusCode::BAD_GATEWAY, msg)
-        }
+    if let Err(m) = crate::resolution::parse(&conflict, &body) {
+        return error(StatusCode::BAD_REQUEST, m);
     }
-}
-
-enum ResolveFailure {
-    BadRequest(String),
-    Failed(Failure),
-}
-
-impl<E: Into<Failure>> From<E> for ResolveFailure {
-    fn from(e: E) -> Self {
-        ResolveFailure::Failed(e.into())
-    }
-}
-
-/// Writes an admin's choice to both sides: fresh reads, the core's resolution plan, the same
-/// apply path as the worker, then the conflict leaves the list.
-async fn apply_resolution(
-    app: &Arc<App>,
-    c: &ConflictRecord,
-    resolution: &Resolution,
-    by: &str,
-) -> Result<(), ResolveFailure> {
-    let Some(t) = app.tenant(&c.tenant) else {
-        return Err(ResolveFailure::BadRequest(format!(
-            "tenant {} is no longer configured",
-            c.tenant
-        )));
+    let by = body
+        .get("by")
+        .and_then(Value::as_str)
+        .unwrap_or("admin-api")
+        .to_string();
+    let ev = EventV1 {
+        tenant: conflict.tenant.clone(),
+        mailbox: conflict.mailbox.clone(),
+        source: Source::Admin,
+        kind: EventKind::Resolve {
+            conflict_id: conflict.id.clone(),
+            resolution: body,
+            by,
+        },
+        observed_at: chrono::Utc::now(),
+        subscription_id: None,
     };
-    let crm_id: u64 = c
-        .crm_id
-        .parse()
-        .map_err(|_| ResolveFailure::BadRequest("conflict holds a malformed CRM id".into()))?;
-    let Some(link) = app
-        .state
-        .link_by_crm(&c.tenant, c.entity, &c.mailbox, crm_id)
-        .await?
-    else {
-        app.state.remove_conflict(&c.id).await?;
-        return Err(ResolveFailure::BadRequest(
-            "the pair is no longer linked; conflict dropped".into(),
-        ));
-    };
-    let item = match c.entity {
-        Entity::Appointment => t.graph.get_event(&c.mailbox, &link.graph_id).await?,
-        Entity::Contact => t.graph.get_contact(&c.mailbox, &link.graph_id).await?,
-        Entity::Task => {
-            let list = match &link.list_id {
-                Some(l) => l.clone(),
-                None => t.graph.default_todo_list(&c.mailbox).await?,
-            };
-            t.graph.get_task(&c.mailbox, &list, &link.graph_id).await?
-        }
-        Entity::Email => None,
-    };
-    let record = t
-        .crm
-        .get(
-            c.entity.crm_table(),
-            crm_id,
-            crm_read_fields(c.entity),
-            Some(&c.mailbox),
+    match app
+        .queue
+        .publish(vec![ev.into_envelope(BTreeMap::new())])
+        .await
+    {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"resolved": id, "queued": true})),
         )
-        .await?;
-    let (Some(item), Some(record)) = (item, record) else {
-        return Err(ResolveFailure::BadRequest(
-            "one side of the pair no longer exists".into(),
-        ));
+            .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue unavailable, nothing changed; try again: {e}"),
+        ),
+    }
+}
+
+/// Mailboxes of every tenant with the mass-change guard's view of them.
+async fn list_mailboxes(AxState(app): AxState<Arc<App>>) -> Response {
+    let mut out = Vec::new();
+    for t in app.tenants.values() {
+        let tid = &t.cfg.id;
+        let (mailboxes, guards) = match (
+            app.state.mailboxes(tid).await,
+            crate::guard::records(&app.state, tid).await,
+        ) {
+            (Ok(m), Ok(g)) => (m, g),
+            (Err(e), _) | (_, Err(e)) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("store unavailable: {e}"),
+                );
+            }
+        };
+        let mut names: std::collections::BTreeSet<String> =
+            mailboxes.iter().map(|m| m.mailbox.clone()).collect();
+        names.extend(guards.iter().map(|g| g.mailbox.clone()));
+        for name in names {
+            let g = guards.iter().find(|g| g.mailbox == name);
+            let rep = mailboxes.iter().find(|m| m.mailbox == name);
+            out.push(json!({
+                "tenant": tid,
+                "mailbox": name,
+                "rep_id": rep.map(|m| m.rep_id.clone()),
+                "synced": rep.is_some(),
+                "held": g.is_some_and(|g| g.held_since.is_some()),
+                "held_since": g.and_then(|g| g.held_since),
+                "refused_changes": g.map(|g| g.refused).unwrap_or(0),
+                "changes_in_window": g.map(|g| g.changes.len()).unwrap_or(0),
+                "released_until": g.and_then(|g| g.released_until),
+                "mass_change_share": t.cfg.mass_change_share,
+                "mass_change_window_seconds": t.cfg.mass_change_window_seconds,
+            }));
+        }
+    }
+    Json(json!({"mailboxes": out})).into_response()
+}
+
+/// `{"tenant": "…", "mailbox": "…"}`: releases a mailbox the mass-change guard holds.
+async fn release_mailbox(AxState(app): AxState<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"tenant\": \"…\", \"mailbox\": \"…\"}}: {e}"),
+            );
+        }
     };
-    let ctx = MapContext {
-        crm_zone: t.cfg.crm_time_zone,
-        known_person_emails: Default::default(),
+    let (Some(tenant), Some(mailbox)) = (
+        body.get("tenant").and_then(Value::as_str),
+        body.get("mailbox").and_then(Value::as_str),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name the mailbox: {\"tenant\": \"…\", \"mailbox\": \"…\"}",
+        );
     };
-    let shadow = app.state.shadow(&c.tenant, &link).await?;
-    let graph_c = cgc_core::from_graph(c.entity, &item, &ctx)?;
-    let crm_c = cgc_core::from_crm(c.entity, &record.fields, &ctx)?;
-    let fields: Vec<String> = c.fields.iter().map(|f| f.field.clone()).collect();
-    let plan = cgc_core::resolve_conflict(
-        c.entity,
-        shadow.as_ref(),
-        &graph_c,
-        &crm_c,
-        &fields,
-        resolution,
-        &ctx,
-    )
-    .map_err(|e| ResolveFailure::BadRequest(e.to_string()))?;
-    let event_id = format!("resolve-{}", c.id);
-    let mut sync = Sync::new(
-        app,
-        t,
-        &c.mailbox,
-        c.entity,
-        Cause::ConflictResolution,
-        &event_id,
-    );
-    sync.resolved_by = Some(by.to_string());
-    let graph_id = link.graph_id.clone();
-    let list_id = link.list_id.clone();
-    sync.apply(
-        plan,
-        Some(link),
-        Some(item),
-        None,
-        graph_id,
-        list_id.as_deref(),
-    )
-    .await?;
-    app.state.remove_conflict(&c.id).await?;
-    tracing::info!(conflict = %c.id, by, "conflict resolved");
-    Ok(())
+    let Some(t) = app.tenant(tenant) else {
+        return error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
+    };
+    match crate::guard::release(&app.state, tenant, mailbox, t.cfg.mass_change_window_seconds).await {
+        Ok(true) => {
+            tracing::warn!(tenant, mailbox, "mass-change guard released by an operator");
+            Json(json!({"released": mailbox})).into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("mailbox {mailbox} is not held"),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        ),
+    }
 }
 
 async fn dead_letters(AxState(app): AxState<Arc<App>>) -> Response {

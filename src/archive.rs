@@ -100,19 +100,14 @@ async fn store_in_crm(
         .to_string();
     let lease = format!("{}:archive:{imid}", t.cfg.id);
     let holder = format!("{}:{mailbox}:{message_id}", app.instance);
-    if !app
-        .state
-        .store()
-        .lease(&lease, &holder, Duration::from_secs(60))
-        .await?
-    {
-        return Err(Failure::Retry {
-            after: Some(Duration::from_secs(1)),
+    let Some(held) = crate::lease::acquire(app.state.store(), &lease, &holder).await? else {
+        return Err(Failure::Wait {
+            after: Duration::from_secs(1),
             reason: "the same message is being archived from another mailbox".into(),
         });
-    }
+    };
     let result = create_once(t, mailbox, message_id, &imid, msg).await;
-    let _ = app.state.store().unlease(&lease, &holder).await;
+    held.release().await;
     result
 }
 
@@ -123,7 +118,22 @@ async fn create_once(
     imid: &str,
     msg: &Value,
 ) -> Result<bool, Failure> {
-    if t.crm.find_link_by_uid(imid).await?.is_some() {
+    if let Some(row) = t.crm.find_link_by_uid(imid).await? {
+        // Archived before (from this or another mailbox): every message's ExtKey row points to the
+        // one record (expected-behaviour.md 31).
+        if t.crm.find_link(message_id).await?.is_none() {
+            t.crm
+                .upsert_link(
+                    row.record_id,
+                    &ExtLink {
+                        ext_key: message_id.to_string(),
+                        ext_uid: Some(imid.to_string()),
+                        table_short: "MA".into(),
+                    },
+                    Some(mailbox),
+                )
+                .await?;
+        }
         return Ok(false);
     }
     let ctx = MapContext {
@@ -131,18 +141,21 @@ async fn create_once(
         known_person_emails: Default::default(),
     };
     let canonical = cgc_core::from_graph(Entity::Email, msg, &ctx)?;
-    let fields = cgc_core::to_crm(Entity::Email, &canonical, None, &ctx);
-    t.crm
-        .create_linked(
-            "Contact",
-            &fields,
-            &ExtLink {
-                ext_key: message_id.to_string(),
-                ext_uid: Some(imid.to_string()),
-                table_short: "MA".into(),
-            },
-            Some(mailbox),
-        )
-        .await?;
+    let mut fields = cgc_core::to_crm(Entity::Email, &canonical, None, &ctx);
+    fields.insert("F5021".into(), "true".into());
+    let ext = ExtLink {
+        ext_key: message_id.to_string(),
+        ext_uid: Some(imid.to_string()),
+        table_short: "MA".into(),
+    };
+    match t.crm.create_linked("Contact", &fields, &ext, Some(mailbox)).await {
+        Ok(_) => {}
+        Err(cgc_crm::CrmError::LinkNotWritten { record_id, source }) => {
+            // The record exists; only its ExtKey row is missing: finish it, never create again.
+            tracing::warn!(crm_id = record_id, error = %source, "e-mail record created but its link was not written; finishing the link");
+            t.crm.upsert_link(record_id, &ext, Some(mailbox)).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(true)
 }

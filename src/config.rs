@@ -105,6 +105,8 @@ struct RawTenant {
     mailbox_refresh_seconds: Option<u64>,
     todo_poll_seconds: Option<u64>,
     safety_delta_seconds: Option<u64>,
+    mass_change_share: Option<f64>,
+    mass_change_window_seconds: Option<u64>,
     appointments: Option<RawAppointments>,
     contacts: Option<RawEntity>,
     tasks: Option<RawEntity>,
@@ -216,6 +218,10 @@ pub struct TenantConfig {
     pub mailbox_refresh_seconds: u64,
     pub todo_poll_seconds: u64,
     pub safety_delta_seconds: u64,
+    /// Mass-change guard: when a mailbox's deletes and unlinks within the window would exceed this
+    /// share of its pairs, they stop and the mailbox is held until an operator releases it.
+    pub mass_change_share: f64,
+    pub mass_change_window_seconds: u64,
     pub appointments: AppointmentsConfig,
     pub contacts: EntityConfig,
     pub tasks: EntityConfig,
@@ -643,6 +649,21 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
             )?,
             todo_poll_seconds: seconds("todo_poll_seconds", t.todo_poll_seconds, 60)?,
             safety_delta_seconds: seconds("safety_delta_seconds", t.safety_delta_seconds, 21_600)?,
+            mass_change_share: match t.mass_change_share {
+                None => 0.25,
+                Some(x) if x > 0.0 && x <= 1.0 => x,
+                Some(x) => {
+                    return Err(err(format!(
+                        "{} = {x}: expected a share greater than 0 and at most 1 (e.g. 0.25)",
+                        k("mass_change_share")
+                    )));
+                }
+            },
+            mass_change_window_seconds: seconds(
+                "mass_change_window_seconds",
+                t.mass_change_window_seconds,
+                3_600,
+            )?,
             appointments,
             contacts: entity(&k("contacts"), t.contacts, cgc_core::Entity::Contact)?,
             tasks: entity(&k("tasks"), t.tasks, cgc_core::Entity::Task)?,

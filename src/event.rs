@@ -18,6 +18,8 @@ pub enum Source {
     Delta,
     CrmPoll,
     Lifecycle,
+    /// The admin API (conflict resolution).
+    Admin,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +62,14 @@ pub enum EventKind {
         crm_id: u64,
         /// `UpdDate UpdTime DelCd` as read, part of the idempotency key.
         stamp: String,
+    },
+    /// An operator's resolution of a parked conflict (admin API), carried out on the mailbox's
+    /// partition so it never races the worker handling the same pair's echoes.
+    Resolve {
+        conflict_id: String,
+        /// `{"take": "crm"}`, `{"take": "graph"}`, `{"values": {...}}` or `{"link": "<crm id>"}`.
+        resolution: serde_json::Value,
+        by: String,
     },
     /// A Graph lifecycle notification for one subscription.
     Lifecycle {
@@ -129,6 +139,11 @@ impl EventV1 {
                 self.tenant,
                 self.observed_at.timestamp()
             ),
+            EventKind::Resolve { conflict_id, .. } => format!(
+                "{}:r:{conflict_id}:{}",
+                self.tenant,
+                self.observed_at.timestamp_millis()
+            ),
         }
     }
 
@@ -138,7 +153,7 @@ impl EventV1 {
         match &self.kind {
             EventKind::GraphItem { etag, .. } => etag.is_some(),
             EventKind::CrmRecord { .. } => true,
-            EventKind::Lifecycle { .. } => false,
+            EventKind::Lifecycle { .. } | EventKind::Resolve { .. } => false,
         }
     }
 

@@ -53,6 +53,10 @@ pub struct ConflictRecord {
     pub graph_id: String,
     pub fields: Vec<ConflictField>,
     pub opened_at: DateTime<Utc>,
+    /// An ambiguous match (entity `contact`): the CRM records the Graph item could belong to.
+    /// The operator picks one with `{"link": "<id>"}`; until then nothing is created or linked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -328,6 +332,20 @@ impl State {
         let h = Sha256::digest(
             format!(
                 "{tenant}|{}|{}|{crm_id}",
+                entity.as_str(),
+                mailbox.to_ascii_lowercase()
+            )
+            .as_bytes(),
+        );
+        format!("cf-{}", &hex::encode(h)[..20])
+    }
+
+    /// Conflict id for an unlinked Graph item that matches several CRM records.
+    pub fn match_conflict_id(tenant: &str, entity: Entity, mailbox: &str, graph_id: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(
+            format!(
+                "{tenant}|{}|{}|match|{graph_id}",
                 entity.as_str(),
                 mailbox.to_ascii_lowercase()
             )

@@ -33,6 +33,9 @@ pub enum Failure {
         after: Option<Duration>,
         reason: String,
     },
+    /// Waiting for something another worker holds (a create lease): try again after the delay
+    /// without counting an attempt, so the retry ladder never gives up on it.
+    Wait { after: Duration, reason: String },
     /// Permanent: park it for an operator, with the reason.
     Dead { reason: String },
 }
@@ -198,6 +201,13 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
                         tracing::error!(error = %e, "retry could not be scheduled; the event stays in flight and will be redelivered");
                     }
                 }
+                Failure::Wait { after, reason } => {
+                    app.metrics.inc("events_total", &[("outcome", "wait")]);
+                    tracing::info!(tenant = %ev.tenant, mailbox = %ev.mailbox, ?after, %reason, "event waits for a lease");
+                    if let Err(e) = app.queue.defer(d, after, &reason).await {
+                        tracing::error!(error = %e, "event could not be deferred; it stays in flight and will be redelivered");
+                    }
+                }
                 Failure::Dead { reason } => {
                     app.metrics.inc("events_total", &[("outcome", "dead")]);
                     tracing::error!(tenant = %ev.tenant, mailbox = %ev.mailbox, %reason, "event parked in dead letters");
@@ -234,6 +244,7 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
         Source::Notification | Source::Lifecycle => Cause::Notification,
         Source::Delta => Cause::Delta,
         Source::CrmPoll => Cause::CrmPoll,
+        Source::Admin => Cause::ConflictResolution,
     };
     match &ev.kind {
         EventKind::Lifecycle {
@@ -276,6 +287,11 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             sync.graph_observed_at = Some(ev.observed_at);
             sync.from_graph(item_id, *change, list_id.as_deref()).await
         }
+        EventKind::Resolve {
+            conflict_id,
+            resolution,
+            by,
+        } => crate::resolution::carry_out(app, conflict_id, resolution, by, event_id).await,
         EventKind::CrmRecord { entity, crm_id, .. } => {
             let sync = Sync::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
             sync.from_crm(*crm_id).await
@@ -341,6 +357,7 @@ pub fn crm_read_fields(e: Entity) -> &'static [&'static str] {
             "ConnectorPublished",
             "ConnectorDeleted",
             "A031Location",
+            "F5021",
             "UpdDate",
             "UpdTime",
             "DelCd",
@@ -411,6 +428,14 @@ pub fn crm_id_on_item(item: &Value) -> Option<u64> {
 
 fn is_deleted(fields: &BTreeMap<String, String>) -> bool {
     fields.get("DelCd").is_some_and(|v| v.trim() == "1")
+}
+
+/// What matching an unlinked Graph item found on CRM.
+enum Matched {
+    One(u64),
+    /// Several CRM records fit (two persons share the e-mail address): create none, link none.
+    Ambiguous(Vec<u64>),
+    None,
 }
 
 /// One reconciliation of one item in one mailbox.
@@ -492,25 +517,25 @@ impl<'a> Sync<'a> {
     /// Looks for the CRM record an unlinked Graph item belongs to: the CRM id it carries, the ExtKey
     /// row written on CRM, the iCalUId (one meeting for several reps, EWS migration), or the e-mail
     /// address for contacts. Returns the CRM id.
-    async fn match_crm(&self, graph_id: &str, item: &Value) -> Result<Option<u64>, Failure> {
+    async fn match_crm(&self, graph_id: &str, item: &Value) -> Result<Matched, Failure> {
         let crm = &self.tenant.crm;
         if let Some(id) = crm_id_on_item(item) {
             if let Some(f) = self.crm_get(id).await? {
                 if !is_deleted(&f) {
-                    return Ok(Some(id));
+                    return Ok(Matched::One(id));
                 }
             }
         }
         if let Some(row) = crm.find_link(graph_id).await? {
             if row.table_short == self.entity.crm_short() {
-                return Ok(Some(row.record_id));
+                return Ok(Matched::One(row.record_id));
             }
         }
         if self.entity == Entity::Appointment {
             if let Some(uid) = item.get("iCalUId").and_then(Value::as_str) {
                 if let Some(row) = crm.find_link_by_uid(uid).await? {
                     if row.table_short == "MA" {
-                        return Ok(Some(row.record_id));
+                        return Ok(Matched::One(row.record_id));
                     }
                 }
             }
@@ -538,13 +563,19 @@ impl<'a> Sync<'a> {
                         None,
                     )
                     .await?;
-                let live: Vec<_> = found.iter().filter(|r| !is_deleted(&r.fields)).collect();
-                if live.len() == 1 {
-                    return Ok(Some(live[0].id));
+                let live: Vec<u64> = found
+                    .iter()
+                    .filter(|r| !is_deleted(&r.fields))
+                    .map(|r| r.id)
+                    .collect();
+                match live.len() {
+                    0 => {}
+                    1 => return Ok(Matched::One(live[0])),
+                    _ => return Ok(Matched::Ambiguous(live)),
                 }
             }
         }
-        Ok(None)
+        Ok(Matched::None)
     }
 
     /// Looks for the Graph item an unlinked CRM record belongs to: its ExtKey rows on CRM (our own
@@ -704,13 +735,19 @@ impl<'a> Sync<'a> {
         Ok(known)
     }
 
-    async fn ctx(
+    /// The mapping context for these items: the attendee addresses that are CRM persons or
+    /// synced reps of the tenant (a synced rep attending is a participant, expected-behaviour 32).
+    pub async fn context(
         &self,
         items: &[&Value],
         shadow: Option<&Canonical>,
     ) -> Result<MapContext, Failure> {
         let known_person_emails = if self.entity == Entity::Appointment {
-            self.known_persons(items, shadow).await?
+            let mut known = self.known_persons(items, shadow).await?;
+            for m in self.state().mailboxes(self.tid()).await? {
+                known.insert(m.mailbox.to_ascii_lowercase());
+            }
+            known
         } else {
             BTreeSet::new()
         };
@@ -737,10 +774,14 @@ impl<'a> Sync<'a> {
             let Some(item) = &item else {
                 return Ok(noop("item gone and never linked: nothing to do"));
             };
-            if let Some(crm_id) = self.match_crm(graph_id, item).await? {
-                link = Some(self.new_link(crm_id, graph_id, item, list_id));
-                self.matched
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            match self.match_crm(graph_id, item).await? {
+                Matched::One(crm_id) => {
+                    link = Some(self.new_link(crm_id, graph_id, item, list_id));
+                    self.matched
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Matched::Ambiguous(ids) => return self.park_ambiguous(graph_id, item, ids).await,
+                Matched::None => {}
             }
         }
         let crm_fields = match &link {
@@ -757,6 +798,68 @@ impl<'a> Sync<'a> {
             list_id,
         )
         .await
+    }
+
+    /// An unlinked Graph item matches several CRM records: nothing is created or linked; an
+    /// operator picks one through the admin API (`{"link": "<id>"}`).
+    async fn park_ambiguous(
+        &self,
+        graph_id: &str,
+        item: &Value,
+        ids: Vec<u64>,
+    ) -> Result<Processed, Failure> {
+        let id = State::match_conflict_id(self.tid(), self.entity, self.mailbox, graph_id);
+        let existing = self.state().conflict(&id).await?;
+        let email = item
+            .get("emailAddresses")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.get("address"))
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let candidates: Vec<String> = ids.iter().map(u64::to_string).collect();
+        let rec = ConflictRecord {
+            id: id.clone(),
+            tenant: self.tid().to_string(),
+            mailbox: self.mailbox.to_string(),
+            entity: self.entity,
+            crm_id: String::new(),
+            graph_id: graph_id.to_string(),
+            fields: vec![cgc_core::ConflictField {
+                field: "email".into(),
+                crm: Value::String(email.clone()),
+                graph: Value::String(email),
+                base: Value::Null,
+            }],
+            opened_at: existing.map(|c| c.opened_at).unwrap_or_else(Utc::now),
+            candidates: candidates.clone(),
+        };
+        self.state().put_conflict(&rec).await?;
+        self.app.metrics.inc(
+            "conflicts_total",
+            &[("tenant", self.tid()), ("entity", self.entity.as_str())],
+        );
+        tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, conflict = %id, candidates = %candidates.join(","),
+            "several CRM records match this Graph item; nothing created or linked until an operator picks one");
+        Ok(Processed {
+            kind: PlanKind::Conflict,
+            reason: format!(
+                "ambiguous match: CRM records {} fit; parked for an operator",
+                candidates.join(", ")
+            ),
+            writes: 0,
+        })
+    }
+
+    /// Links a Graph item to the CRM record an operator picked, then syncs the pair.
+    pub async fn link_chosen(&self, graph_id: &str, crm_id: u64) -> Result<Processed, Failure> {
+        let Some(item) = self.graph_get(graph_id, None).await? else {
+            return Ok(noop("the Graph item is gone; nothing linked"));
+        };
+        let l = self.new_link(crm_id, graph_id, &item, None);
+        self.mark_link(&l, Some(&item)).await?;
+        self.state().put_link(self.tid(), &l).await?;
+        self.from_graph(graph_id, Change::Updated, None).await
     }
 
     /// A CRM record changed.
@@ -837,9 +940,12 @@ impl<'a> Sync<'a> {
         Ok(())
     }
 
-    /// Creates the CRM record of a Graph item. One meeting seen by several synced reps (same
-    /// `iCalUId`, different mailboxes, so different partitions) must become one record: a store
-    /// lease on the iCalUId makes check-then-create atomic; whoever comes second links instead.
+    /// Creates the CRM record of a Graph item, once. Under a store lease (one meeting seen by
+    /// several synced reps has one `iCalUId` but different mailboxes, so different partitions;
+    /// any other item by its Graph id) it first looks for what a concurrent or an earlier try made
+    /// — an ExtKey row, or a record made from Outlook whose link was never written because the
+    /// answer was lost (expected-behaviour.md 27) — finishes that link and processes the event
+    /// again (it then reconciles as a linked pair); only when nothing is found does it create.
     async fn create_crm_once(
         &self,
         table: &str,
@@ -847,42 +953,191 @@ impl<'a> Sync<'a> {
         ext: &ExtLink,
     ) -> Result<u64, Failure> {
         let crm = &self.tenant.crm;
-        let Some(uid) = ext
+        let uid = ext
             .ext_uid
             .as_deref()
-            .filter(|_| self.entity == Entity::Appointment)
-        else {
-            return Ok(crm
-                .create_linked(table, fields, ext, Some(self.mailbox))
-                .await?);
+            .filter(|_| self.entity == Entity::Appointment);
+        let lease_name = match uid {
+            Some(uid) => format!("{}:create:ical:{uid}", self.tid()),
+            None => format!(
+                "{}:create:{}:g:{}",
+                self.tid(),
+                self.entity.as_str(),
+                ext.ext_key
+            ),
         };
-        let lease = format!("{}:ical:{uid}", self.tid());
         let holder = format!("{}:{}", self.app.instance, self.event_id);
-        let store = self.app.state.store();
-        if !store
-            .lease(&lease, &holder, Duration::from_secs(60))
-            .await?
-        {
-            return Err(Failure::Retry {
-                after: Some(Duration::from_millis(500)),
-                reason: "the same meeting is being created from another mailbox".into(),
+        let Some(held) = crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?
+        else {
+            return Err(Failure::Wait {
+                after: Duration::from_millis(500),
+                reason: "the same item is being created by another worker".into(),
             });
-        }
+        };
         let result = async {
-            if crm.find_link_by_uid(uid).await?.is_some() {
-                // Created meanwhile from another rep's mailbox: process again, it will link.
-                return Err(Failure::Retry {
-                    after: Some(Duration::from_millis(100)),
-                    reason: "meeting was created from another mailbox meanwhile; linking".into(),
+            if crm
+                .find_link(&ext.ext_key)
+                .await?
+                .is_some_and(|r| r.table_short == self.entity.crm_short())
+            {
+                return Err(Failure::Wait {
+                    after: Duration::from_millis(50),
+                    reason: "the CRM record was made meanwhile; processing again links it".into(),
                 });
             }
-            Ok(crm
-                .create_linked(table, fields, ext, Some(self.mailbox))
-                .await?)
+            if let Some(uid) = uid {
+                if crm.find_link_by_uid(uid).await?.is_some() {
+                    return Err(Failure::Wait {
+                        after: Duration::from_millis(50),
+                        reason: "the meeting was created from another mailbox meanwhile; processing again links it".into(),
+                    });
+                }
+            }
+            if let Some(orphan) = self.find_orphan(table, fields).await? {
+                crm.upsert_link(orphan, ext, Some(self.mailbox)).await?;
+                tracing::info!(tenant = %self.tid(), mailbox = %self.mailbox, crm_id = orphan,
+                    "found the record an earlier try made (its answer was lost); link finished");
+                return Err(Failure::Wait {
+                    after: Duration::from_millis(50),
+                    reason: "finished the link of a record an earlier try made; processing again".into(),
+                });
+            }
+            match crm.create_linked(table, fields, ext, Some(self.mailbox)).await {
+                Ok(id) => Ok(id),
+                Err(CrmError::LinkNotWritten { record_id, source }) => {
+                    // The record exists; only its ExtKey row is missing: finish it, never create again.
+                    tracing::warn!(crm_id = record_id, error = %source, "record created but its link was not written; finishing the link");
+                    crm.upsert_link(record_id, ext, Some(self.mailbox)).await?;
+                    Ok(record_id)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         .await;
-        let _ = store.unlease(&lease, &holder).await;
+        held.release().await;
         result
+    }
+
+    /// Creates the Graph item of a CRM record, once: under a store lease on the record, after
+    /// looking for an item a concurrent or earlier try made (the CRM id it carries; for events
+    /// the create's `transactionId` returns the first event anyway, expected-behaviour.md 6).
+    async fn create_graph_once(
+        &self,
+        crm_id: u64,
+        body: &Value,
+        list_id: Option<&str>,
+    ) -> Result<(Value, Option<String>), Failure> {
+        let g = &self.tenant.graph;
+        let cid = crm_id.to_string();
+        let lease_name = format!(
+            "{}:create:{}:c:{crm_id}:{}",
+            self.tid(),
+            self.entity.as_str(),
+            self.mailbox.to_ascii_lowercase()
+        );
+        let holder = format!("{}:{}", self.app.instance, self.event_id);
+        let Some(held) = crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?
+        else {
+            return Err(Failure::Wait {
+                after: Duration::from_millis(500),
+                reason: "the same record is being created in Graph by another worker".into(),
+            });
+        };
+        let result = async {
+            Ok(match self.entity {
+                Entity::Appointment => {
+                    let txn = transaction_id(self.tid(), crm_id);
+                    (g.create_event(self.mailbox, body, &txn, &cid).await?, None)
+                }
+                Entity::Contact => {
+                    if let Some(found) = g.find_contact_by_crm_id(self.mailbox, &cid).await? {
+                        (found, None)
+                    } else {
+                        (g.create_contact(self.mailbox, body, &cid).await?, None)
+                    }
+                }
+                Entity::Task => {
+                    let list = match list_id {
+                        Some(l) => l.to_string(),
+                        None => g.default_todo_list(self.mailbox).await?,
+                    };
+                    // A task made by an earlier try whose ExtKey write failed or whose answer was
+                    // lost carries the linkedResource: find it instead of creating a second one.
+                    if let Some(found) = g.find_task_by_crm_id(self.mailbox, &list, &cid).await? {
+                        (found, Some(list))
+                    } else {
+                        (
+                            g.create_task(self.mailbox, &list, body, &cid).await?,
+                            Some(list),
+                        )
+                    }
+                }
+                Entity::Email => {
+                    return Err(Failure::Dead {
+                        reason: "archived e-mail is one way (Graph to CRM)".into(),
+                    });
+                }
+            })
+        }
+        .await;
+        held.release().await;
+        result
+    }
+
+    /// A record this connector made from Outlook whose link is missing: `F5021` (new from
+    /// connector) set, the same day and subject, no live GraphApi ExtKey row. Only appointments
+    /// carry the mark; exactly one such record is adopted, several are left alone.
+    async fn find_orphan(&self, table: &str, fields: &CrmFields) -> Result<Option<u64>, Failure> {
+        if table != "Contact" {
+            return Ok(None);
+        }
+        let Some(date) = fields.get("Date").filter(|d| !d.is_empty()) else {
+            return Ok(None);
+        };
+        let crm = &self.tenant.crm;
+        let found = crm
+            .query_all(
+                &Query {
+                    table: table.into(),
+                    conditions: vec![
+                        Cond {
+                            field: "F5021".into(),
+                            op: CondOp::Eq,
+                            value: "true".into(),
+                        },
+                        Cond {
+                            field: "Date".into(),
+                            op: CondOp::Eq,
+                            value: date.clone(),
+                        },
+                    ],
+                    fields: vec![
+                        "Subject".into(),
+                        "Time".into(),
+                        "Contact".into(),
+                        "DelCd".into(),
+                    ],
+                    max_records: Some(200),
+                },
+                Some(self.mailbox),
+            )
+            .await?;
+        let same = |k: &str, r: &cgc_crm::Record| {
+            let want = fields.get(k).map(|s| s.trim()).unwrap_or("");
+            let have = r.fields.get(k).map(|s| s.trim()).unwrap_or("");
+            want == have || (k == "Time" && have.get(..5) == want.get(..5))
+        };
+        let mut hits = Vec::new();
+        for r in found.iter().filter(|r| !is_deleted(&r.fields)) {
+            if !(same("Subject", r) && same("Time", r) && same("Contact", r)) {
+                continue;
+            }
+            let rows = crm.link_rows_for_record(r.id).await?;
+            if rows.is_empty() {
+                hits.push(r.id);
+            }
+        }
+        Ok((hits.len() == 1).then(|| hits[0]))
     }
 
     fn new_link(&self, crm_id: u64, graph_id: &str, item: &Value, list_id: Option<&str>) -> Link {
@@ -927,11 +1182,16 @@ impl<'a> Sync<'a> {
                 if kind.eq_ignore_ascii_case("E-mail") || published || deleted {
                     return Ok(noop("CRM record is not an appointment the connector syncs"));
                 }
+                if item.is_none() && f.get("F5021").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+                    // Made by this connector from an Outlook event whose link is not written yet
+                    // (its answer was lost): the Outlook side finishes the link; never mirror it.
+                    return Ok(noop("CRM record was made from an Outlook event and is not linked yet; not mirrored back"));
+                }
             }
         }
         let empty = Value::Null;
         let ctx = self
-            .ctx(&[item.as_ref().unwrap_or(&empty)], shadow.as_ref())
+            .context(&[item.as_ref().unwrap_or(&empty)], shadow.as_ref())
             .await?;
         let graph_side = match &item {
             Some(v) => SideState::Present(GraphItem {
@@ -949,13 +1209,15 @@ impl<'a> Sync<'a> {
             None if link.is_some() => SideState::Deleted,
             None => SideState::Absent,
         };
+        // A CRM record is deleted only when it is read back with DelCd = 1; one missing from an
+        // answer (a restore, a lag, a permission change) is absent, and absence deletes nothing
+        // (expected-behaviour.md 35). A Graph item is deleted when its GET answered 404.
         let crm_side = match &crm_fields {
             Some(f) if is_deleted(f) => SideState::Deleted,
             Some(f) => SideState::Present(CrmItem {
                 fields: f.clone(),
                 changed_at: crm_changed_at(f, tenant.cfg.crm_time_zone),
             }),
-            None if link.is_some() => SideState::Deleted,
             None => SideState::Absent,
         };
         let organizer = match &item {
@@ -983,6 +1245,42 @@ impl<'a> Sync<'a> {
             tenant = %self.tid(), mailbox = %self.mailbox, entity = self.entity.as_str(),
             item = %graph_id, plan = ?plan.kind, reason = %plan.reason, "reconciled"
         );
+        let destructive = plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::DeleteGraph | Op::MarkCrmDeleted | Op::Unlink));
+        if destructive && link.is_some() {
+            let mailbox = self.mailbox.to_ascii_lowercase();
+            let pairs = self
+                .state()
+                .links(self.tid())
+                .await?
+                .iter()
+                .filter(|l| l.mailbox == mailbox)
+                .count();
+            let cfg = &tenant.cfg;
+            let admit = crate::guard::admit(
+                self.state(),
+                self.tid(),
+                &mailbox,
+                cfg.mass_change_share,
+                cfg.mass_change_window_seconds,
+                pairs,
+            )
+            .await?;
+            if admit == crate::guard::Admit::Held {
+                self.app.metrics.inc(
+                    "mass_change_held_total",
+                    &[("tenant", self.tid()), ("mailbox", &mailbox)],
+                );
+                tracing::error!(tenant = %self.tid(), mailbox = %mailbox, pairs, share = cfg.mass_change_share,
+                    plan = ?plan.kind, "mass-change guard: too many deletes/unlinks in this mailbox; held, nothing changed; release it through the admin API once checked");
+                return Err(Failure::Wait {
+                    after: Duration::from_secs(30),
+                    reason: "mailbox held by the mass-change guard".into(),
+                });
+            }
+        }
         self.apply(plan, link, item, crm_id, graph_id, list_id)
             .await
     }
@@ -1022,7 +1320,12 @@ impl<'a> Sync<'a> {
                             .map(str::to_string),
                         table_short: self.entity.crm_short().into(),
                     };
-                    let crm_id = self.create_crm_once(table, fields, &ext).await?;
+                    let mut fields = fields.clone();
+                    if table == "Contact" {
+                        // "new from connector": marks a record made from Outlook (never mirrored back).
+                        fields.insert("F5021".into(), "true".into());
+                    }
+                    let crm_id = self.create_crm_once(table, &fields, &ext).await?;
                     writes += 1;
                     let l = self.new_link(crm_id, &graph_id, item, list_id);
                     // Stamp the CRM id on the Graph item too, so a lost store is rebuilt by matching.
@@ -1051,31 +1354,7 @@ impl<'a> Sync<'a> {
                             reason: "plan creates a Graph item without a CRM record id".into(),
                         }
                     })?;
-                    let cid = crm_id.to_string();
-                    let (created, list) = match self.entity {
-                        Entity::Appointment => {
-                            let txn = transaction_id(self.tid(), crm_id);
-                            (g.create_event(self.mailbox, body, &txn, &cid).await?, None)
-                        }
-                        Entity::Contact => {
-                            (g.create_contact(self.mailbox, body, &cid).await?, None)
-                        }
-                        Entity::Task => {
-                            let list = match list_id {
-                                Some(l) => l.to_string(),
-                                None => g.default_todo_list(self.mailbox).await?,
-                            };
-                            (
-                                g.create_task(self.mailbox, &list, body, &cid).await?,
-                                Some(list),
-                            )
-                        }
-                        Entity::Email => {
-                            return Err(Failure::Dead {
-                                reason: "archived e-mail is one way (Graph to CRM)".into(),
-                            });
-                        }
-                    };
+                    let (created, list) = self.create_graph_once(crm_id, body, list_id).await?;
                     writes += 1;
                     let gid = created
                         .get("id")
@@ -1177,6 +1456,7 @@ impl<'a> Sync<'a> {
                                 graph_id: l.graph_id.clone(),
                                 fields: fields.clone(),
                                 opened_at,
+                                candidates: Vec::new(),
                             })
                             .await?;
                         self.app.metrics.inc(
