@@ -368,7 +368,8 @@ async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api(b: Backend)
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    // A third value reaches both sides.
+    // A third value reaches both sides, with exactly one write on each; the echoes are no-ops.
+    let w = Writes::now(&h);
     let r = client
         .post(&resolve)
         .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
@@ -378,6 +379,7 @@ async fn a5_conflict_manual_is_listed_and_resolved_through_admin_api(b: Backend)
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     h.settle().await.unwrap();
+    w.assert(&h, 1, 1, "manual resolution: one write per side");
     assert_eq!(crm_field(&h, crm_id, "Subject"), "A5 agreed");
     assert_eq!(
         h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
@@ -1224,6 +1226,10 @@ async fn a11_one_meeting_of_several_reps_is_one_crm_record(b: Backend) {
     .unwrap();
     let mut ev = outlook_event(3, "A11 steering");
     ev["iCalUId"] = json!("040000008200E00074C5B7101A82E00800000000A11A11A11");
+    ev["attendees"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "required", "emailAddress": {"address": "Rep2@contoso.com", "name": "Rep Two"}}));
     h.graph.user_create_event(MAILBOX, ev.clone());
     ev["isOrganizer"] = json!(false);
     h.graph.user_create_event("rep2@contoso.com", ev);
@@ -1247,6 +1253,22 @@ async fn a11_one_meeting_of_several_reps_is_one_crm_record(b: Backend) {
             .count(),
         2,
         "both reps' events are linked to it: {links:?}"
+    );
+    // Every synced rep attending is a participant (expected-behaviour.md 32), also when the
+    // attendee list changes later.
+    let rec = &crm_records_with_subject(&h, "A11 steering")[0];
+    let participants = rec.fields.get("Participants").cloned().unwrap_or_default();
+    assert!(
+        participants.to_ascii_lowercase().contains("rep2@contoso.com"),
+        "rep2 is a participant: {:?}",
+        rec.fields
+    );
+    assert!(
+        !rec.fields
+            .get("MissingParticipants")
+            .is_some_and(|m| m.to_ascii_lowercase().contains("rep2@contoso.com")),
+        "a synced rep is never a missing participant: {:?}",
+        rec.fields
     );
     h.stop().await;
 }
@@ -1380,6 +1402,229 @@ async fn p9_ews_migration_matches_by_ical_uid_without_duplicates(b: Backend) {
     h.stop().await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Issue 8: what an independent Graph and CRM.interface implementation showed.
+
+/// Dead letters of the queue (none may be left after a scenario converges).
+async fn dead_letter_count(h: &Harness) -> usize {
+    h.app().queue.dead_letters().await.map(|d| d.len()).unwrap_or(usize::MAX)
+}
+
+async fn x8_html_entities_in_outlook_body_reach_crm_decoded(b: Backend) {
+    let h = start(b).await;
+    let mut ev = outlook_event(4, "X8 entities");
+    ev["body"] = json!({"contentType": "html", "content":
+        "<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=utf-8\"><style>p{margin:0}</style></head>\
+         <body><div>Bitte &amp; danke &ndash; Gr&uuml;&szlig;e&nbsp;aus Wien</div><div>Preis: 5&#8364; / &#x20B9;400&#1;</div></body></html>"});
+    h.graph.user_create_event(MAILBOX, ev);
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "X8 entities").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let recs = crm_records_with_subject(&h, "X8 entities");
+    assert_eq!(recs.len(), 1);
+    let text = recs[0].fields.get("Text").cloned().unwrap_or_default();
+    assert_eq!(
+        text, "Bitte & danke – Grüße aus Wien\nPreis: 5€ / ₹400",
+        "entities decoded, blocks as line breaks, the control character dropped"
+    );
+    assert_eq!(dead_letter_count(&h).await, 0);
+    h.stop().await;
+}
+
+/// ExtKey rows (ExtSystem GraphApi) that point at a record.
+fn extkey_rows(h: &Harness, record_id: u64) -> Vec<cgc_crm::Record> {
+    h.crm
+        .records("ExtKey")
+        .into_iter()
+        .filter(|r| {
+            r.fields.get("RecordId").map(|s| s.trim()) == Some(record_id.to_string().as_str())
+        })
+        .collect()
+}
+
+async fn x8_outlook_created_record_has_extkey_with_ical_uid_and_literal_id(b: Backend) {
+    let h = start(b).await;
+    let mut ev = outlook_event(4, "X8 extkey");
+    ev["iCalUId"] = json!("040000008200E00074C5B7101A82E00800000000X8EXTKEY");
+    let ev = h.graph.user_create_event(MAILBOX, ev);
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "X8 extkey").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let rec = &crm_records_with_subject(&h, "X8 extkey")[0];
+    let rows = extkey_rows(&h, rec.id);
+    assert_eq!(rows.len(), 1, "one ExtKey row with the literal record id: {rows:?}");
+    let f = &rows[0].fields;
+    assert_eq!(f.get("ExtSystem").map(String::as_str), Some("GraphApi"));
+    assert_eq!(f.get("ExtKey").map(String::as_str), ev["id"].as_str());
+    assert_eq!(
+        f.get("ExtUid").map(String::as_str),
+        Some("040000008200E00074C5B7101A82E00800000000X8EXTKEY")
+    );
+    assert_eq!(f.get("TableShort").map(String::as_str), Some("MA"));
+    assert!(
+        h.crm
+            .records("ExtKey")
+            .iter()
+            .all(|r| !r.fields.get("RecordId").is_none_or(|v| v.trim().is_empty())),
+        "no ExtKey row with an empty RecordId"
+    );
+    h.stop().await;
+}
+
+async fn x8_malformed_extkey_row_never_fails_an_unrelated_event(b: Backend) {
+    let h = start(b).await;
+    // A row as a broken client left it: no RecordId, no TableShort.
+    h.crm.user_insert(
+        "ExtKey",
+        &[("ExtSystem", "GraphApi"), ("ExtKey", "AAMkBROKEN"), ("ExtUid", "040000BROKEN")],
+    );
+    let mut ev = outlook_event(4, "X8 after broken row");
+    ev["iCalUId"] = json!("040000BROKEN");
+    h.graph.user_create_event(MAILBOX, ev);
+    let (crm_id, ev_id) = crm_appointment(&h, "X8 from CRM beside broken row", 3).await;
+    wait_for("the CRM record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "X8 after broken row").is_empty()
+    })
+    .await
+    .unwrap();
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "X8 renamed beside broken row")]);
+    h.settle().await.unwrap();
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "X8 renamed beside broken row"
+    );
+    assert_eq!(crm_records_with_subject(&h, "X8 after broken row").len(), 1);
+    assert_eq!(dead_letter_count(&h).await, 0, "nothing dead-lettered");
+    h.stop().await;
+}
+
+async fn x8_ambiguous_contact_creates_none_and_is_parked(b: Backend) {
+    let h = start(b).await;
+    let first = h.crm.user_insert(
+        "Person",
+        &[("FirstName", "Ravi"), ("LastName", "Sharma"), ("EMail", "info@shared.example.in")],
+    );
+    let second = h.crm.user_insert(
+        "Person",
+        &[("FirstName", "Priya"), ("LastName", "Sharma"), ("EMail", "INFO@shared.example.in")],
+    );
+    let persons_before = h.crm.records("Person").len();
+    let c = h.graph.user_create_contact(
+        MAILBOX,
+        json!({"givenName": "Ravi", "surname": "Sharma", "jobTitle": "Owner",
+               "emailAddresses": [{"address": "info@shared.example.in", "name": "Ravi Sharma"}]}),
+    );
+    let cid = c["id"].as_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let url = format!("{}/admin/conflicts", h.admin_url());
+    let list = || async {
+        client
+            .get(&url)
+            .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    wait_for("the parked match", Duration::from_secs(20), || async {
+        !list().await["conflicts"].as_array().unwrap().is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.crm.records("Person").len(), persons_before, "no third person");
+    assert!(
+        h.app().state.links("contoso").await.unwrap().iter().all(|l| l.graph_id != cid),
+        "linked to none"
+    );
+    let l = list().await;
+    let c = &l["conflicts"][0];
+    assert_eq!(c["entity"], "contact");
+    assert_eq!(c["graph_id"], cid.as_str());
+    let mut cands: Vec<String> = c["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    cands.sort();
+    let mut want = vec![first.to_string(), second.to_string()];
+    want.sort();
+    assert_eq!(cands, want, "both candidate person ids");
+    // The operator picks the first: linked, edits flow, still no third person.
+    let r = client
+        .post(format!("{}/admin/conflicts/{}/resolve", h.admin_url(), c["id"].as_str().unwrap()))
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .json(&json!({"link": first.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    h.settle().await.unwrap();
+    assert!(list().await["conflicts"].as_array().unwrap().is_empty());
+    assert_eq!(
+        h.crm.record("Person", first).unwrap().fields.get("JobTitle").map(String::as_str),
+        Some("Owner")
+    );
+    assert_eq!(h.crm.records("Person").len(), persons_before);
+    h.stop().await;
+}
+
+async fn x8_lease_left_by_a_dead_process_blocks_nothing(b: Backend) {
+    let h = start(b).await;
+    let uid = "040000008200E00074C5B7101A82E00800000000DEADLEASE";
+    // A create lease as a killed process leaves it: its owner never renews or releases it.
+    assert!(h
+        .app()
+        .state
+        .store()
+        .lease(&format!("contoso:create:ical:{uid}"), "dead-process:event", crm_graph_connector::lease::LEASE_TTL)
+        .await
+        .unwrap());
+    let mut ev = outlook_event(4, "X8 after a dead lease");
+    ev["iCalUId"] = json!(uid);
+    h.graph.user_create_event(MAILBOX, ev);
+    wait_for("the CRM record once the lease lapsed", Duration::from_secs(40), || async {
+        !crm_records_with_subject(&h, "X8 after a dead lease").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(crm_records_with_subject(&h, "X8 after a dead lease").len(), 1);
+    assert_eq!(dead_letter_count(&h).await, 0, "waiting for a lease never ends in dead letters");
+    h.stop().await;
+}
+
+async fn x8_unknown_mailbox_does_not_stop_the_tenant(b: Backend) {
+    let h = start(b).await;
+    // rep0's mailbox does not exist in Graph (404 on subscribe, delta and To Do); it sorts first.
+    h.crm.user_insert(
+        "Rep",
+        &[("RepID", "9"), ("EMail", "rep0@contoso.com"), ("ConnectorEnabled", "true")],
+    );
+    let app = h.app().clone();
+    let tenant = app.tenant("contoso").unwrap().clone();
+    crm_graph_connector::scheduler::refresh_mailboxes(&app, &tenant, &app.public_url())
+        .await
+        .unwrap();
+    let (crm_id, ev_id) = crm_appointment(&h, "X8 beside a missing mailbox", 2).await;
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "X8 still syncing")]);
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "X8 still syncing");
+    assert!(app.metrics.total("scheduler_errors_total") > 0, "the failing mailbox is counted");
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -1434,7 +1679,13 @@ on_both_backends!(
     e1_archived_message_becomes_one_crm_record_and_moves,
     a11_one_meeting_of_several_reps_is_one_crm_record,
     p8_rep_switched_on_and_off_in_crm,
-    p9_ews_migration_matches_by_ical_uid_without_duplicates
+    p9_ews_migration_matches_by_ical_uid_without_duplicates,
+    x8_html_entities_in_outlook_body_reach_crm_decoded,
+    x8_outlook_created_record_has_extkey_with_ical_uid_and_literal_id,
+    x8_malformed_extkey_row_never_fails_an_unrelated_event,
+    x8_ambiguous_contact_creates_none_and_is_parked,
+    x8_lease_left_by_a_dead_process_blocks_nothing,
+    x8_unknown_mailbox_does_not_stop_the_tenant,
 );
 
 // ---------------------------------------------------------------------------------------------
