@@ -436,6 +436,70 @@ async fn depth_counts_every_stage<Q: Queue>(q: Arc<Q>) {
     q.ack(a).await.expect("ack");
 }
 
+both!(defer_counts_no_attempt_and_never_dead_letters, 2);
+async fn defer_counts_no_attempt_and_never_dead_letters<Q: Queue>(q: Arc<Q>) {
+    let e = env("k", "waits for a lease");
+    q.publish(vec![e.clone()]).await.expect("publish");
+    let d = q.receive(WAIT).await.expect("receive").expect("delivery");
+    q.retry(d, Duration::ZERO, "transient")
+        .await
+        .expect("retry");
+    // Far more deferrals than max_attempts (2) and than the delivery limit allow retries.
+    for n in 0..20 {
+        let d = q.receive(WAIT).await.expect("receive").expect("deferred");
+        assert_eq!(d.envelope.id, e.id);
+        assert_eq!(d.envelope.attempt, 1, "deferral {n} kept the attempt");
+        q.defer(d, Duration::ZERO, "lease held by another worker")
+            .await
+            .expect("defer");
+    }
+    assert!(
+        q.dead_letters().await.expect("dead letters").is_empty(),
+        "deferrals never park the event"
+    );
+    // A retry after the deferrals counts from the old attempt.
+    let d = q.receive(WAIT).await.expect("receive").expect("delivery");
+    assert_eq!(d.envelope.attempt, 1);
+    q.retry(d, Duration::ZERO, "failure").await.expect("retry");
+    let d = q.receive(WAIT).await.expect("receive").expect("retried");
+    assert_eq!(d.envelope.attempt, 2);
+    q.retry(d, Duration::ZERO, "last failure")
+        .await
+        .expect("retry");
+    assert!(
+        q.receive(SHORT).await.expect("receive").is_none(),
+        "the third attempt exceeds max_attempts 2: dead"
+    );
+    let dead = q.dead_letters().await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].envelope.attempt, 3);
+    assert_eq!(dead[0].reason, "last failure");
+}
+
+both!(defer_with_a_delay_waits_and_goes_behind_its_key, 8);
+async fn defer_with_a_delay_waits_and_goes_behind_its_key<Q: Queue>(q: Arc<Q>) {
+    let first = env("k", "1");
+    q.publish(vec![first.clone()]).await.expect("publish");
+    let d = q.receive(WAIT).await.expect("receive").expect("delivery");
+    q.publish(vec![env("k", "2")]).await.expect("publish");
+    q.defer(d, Duration::from_secs(1), "lease held")
+        .await
+        .expect("defer");
+    let depth = q.depth().await.expect("depth");
+    assert_eq!(depth.delayed, 1, "waiting in the delayed stage");
+    let d = q.receive(WAIT).await.expect("receive").expect("delivery");
+    assert_eq!(body(&d), "2", "the key's next event goes meanwhile");
+    q.ack(d).await.expect("ack");
+    let d = q
+        .receive(WAIT)
+        .await
+        .expect("receive")
+        .expect("deferred one");
+    assert_eq!(d.envelope.id, first.id);
+    assert_eq!(d.envelope.attempt, 0);
+    q.ack(d).await.expect("ack");
+}
+
 // ---------- embedded only ----------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,29 +555,70 @@ async fn embedded_reopen_keeps_ready_inflight_delayed_and_dead() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_lease_expiry_hands_the_event_out_again() {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn embedded_delivery_held_past_the_old_lease_is_not_handed_out_again() {
+    // The old lease option, short: a slow consumer must keep its delivery regardless.
     let o = QueueOptions {
-        lease: Duration::from_millis(300),
+        lease: Duration::from_millis(100),
         ..opts(8)
     };
-    let q = EmbeddedQueue::open(&dir.path().join("q.redb"), o).expect("open");
-    let e = env("k", "slow");
-    q.publish(vec![e.clone()]).await.expect("publish");
-    let stuck = q.receive(WAIT).await.expect("receive").expect("delivery");
-    // The consumer hangs (keeps the delivery, never settles it).
+    let e = embedded(o);
+    let ev = env("k", "slow");
+    e.q.publish(vec![ev.clone(), env("k", "next")])
+        .await
+        .expect("publish");
+    let slow = e.q.receive(WAIT).await.expect("receive").expect("delivery");
+    assert_eq!(slow.envelope.id, ev.id);
+    // The consumer keeps processing for many old leases (Retry-After waits, CRM time-outs).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        e.q.receive(SHORT).await.expect("receive").is_none(),
+        "neither the held event nor the next one of its key is handed to a second consumer"
+    );
+    let depth = e.q.depth().await.expect("depth");
+    assert_eq!((depth.in_flight, depth.ready), (1, 1));
+    e.q.ack(slow)
+        .await
+        .expect("the slow consumer can still ack");
+    let next = e.q.receive(WAIT).await.expect("receive").expect("next");
+    assert_eq!(body(&next), "next");
+    e.q.ack(next).await.expect("ack");
+    assert!(e.q.receive(SHORT).await.expect("receive").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_killed_process_delivery_is_ready_at_once_on_reopen_with_its_attempt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.redb");
+    let ev = env("k", "x");
+    let held;
+    {
+        let q = EmbeddedQueue::open(&path, opts(8)).expect("open");
+        q.publish(vec![ev.clone()]).await.expect("publish");
+        let d = q.receive(WAIT).await.expect("receive").expect("delivery");
+        q.retry(d, Duration::ZERO, "transient")
+            .await
+            .expect("retry");
+        let d = q.receive(WAIT).await.expect("receive").expect("retried");
+        assert_eq!(d.envelope.attempt, 1);
+        // SIGKILL: the queue goes away while the delivery is held, never settled.
+        held = d;
+    }
+    let q = EmbeddedQueue::open(&path, opts(8)).expect("reopen");
     let again = q
-        .receive(WAIT)
+        .receive(Duration::ZERO)
         .await
         .expect("receive")
-        .expect("after the lease");
-    assert_eq!(again.envelope.id, e.id);
-    assert!(
-        matches!(q.ack(stuck).await, Err(QueueError::Other(_))),
-        "late ack of a lost lease is refused"
+        .expect("ready at once, without waiting for any lease");
+    assert_eq!(again.envelope.id, ev.id);
+    assert_eq!(again.envelope.attempt, 1, "attempt count kept");
+    drop(held);
+    let depth = q.depth().await.expect("depth");
+    assert_eq!(
+        (depth.ready, depth.in_flight),
+        (0, 1),
+        "dropping the dead instance's delivery does not put the event back a second time"
     );
-    q.ack(again).await.expect("ack by the current holder");
-    assert_eq!(q.depth().await.expect("depth").ready, 0);
+    q.ack(again).await.expect("ack");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,6 +199,159 @@ async fn lease_holder_semantics(s: &dyn Store) {
     );
 }
 
+both!(lease_renewal_expiry_and_holder);
+async fn lease_renewal_expiry_and_holder(s: &dyn Store) {
+    assert_eq!(
+        s.lease_holder("l").await.expect("holder"),
+        None,
+        "never taken"
+    );
+    assert!(
+        s.lease("l", "a", Duration::from_millis(300))
+            .await
+            .expect("lease")
+    );
+    assert_eq!(
+        s.lease_holder("l").await.expect("holder").as_deref(),
+        Some("a")
+    );
+    assert!(
+        !s.lease("l", "b", LONG).await.expect("lease"),
+        "a's lease is live"
+    );
+    assert_eq!(
+        s.lease_holder("l").await.expect("holder").as_deref(),
+        Some("a"),
+        "a refused taker changes nothing"
+    );
+    // Renewal by the holder: true, and it now ends a LONG ttl from now.
+    assert!(
+        s.lease("l", "a", LONG).await.expect("renew"),
+        "the holder renews"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !s.lease("l", "b", LONG).await.expect("lease"),
+        "renewed past its first ttl"
+    );
+    s.unlease("l", "b").await.expect("unlease by a non-holder");
+    assert_eq!(
+        s.lease_holder("l").await.expect("holder").as_deref(),
+        Some("a"),
+        "unlease by a non-holder does nothing"
+    );
+
+    // Not renewed: the lease outlives no owner.
+    assert!(
+        s.lease("m", "a", Duration::from_millis(200))
+            .await
+            .expect("lease")
+    );
+    eventually("lease expires", || async {
+        s.lease_holder("m").await.expect("holder").is_none()
+    })
+    .await;
+    assert!(
+        s.lease("m", "b", LONG).await.expect("lease"),
+        "another holder takes an expired lease"
+    );
+    assert_eq!(
+        s.lease_holder("m").await.expect("holder").as_deref(),
+        Some("b")
+    );
+    s.unlease("m", "a")
+        .await
+        .expect("unlease by the former holder");
+    assert_eq!(
+        s.lease_holder("m").await.expect("holder").as_deref(),
+        Some("b"),
+        "the former holder cannot give up b's lease"
+    );
+    assert!(!s.lease("m", "a", LONG).await.expect("lease"));
+    s.unlease("m", "b").await.expect("unlease");
+    assert_eq!(s.lease_holder("m").await.expect("holder"), None, "given up");
+}
+
+both!(ttl_records_expire);
+async fn ttl_records_expire(s: &dyn Store) {
+    let ns = "contoso:throttle";
+    s.put_ttl(ns, "mailbox", b"until=1", LONG)
+        .await
+        .expect("put_ttl");
+    assert_eq!(
+        s.get(ns, "mailbox").await.expect("get"),
+        Some(b"until=1".to_vec())
+    );
+    assert_eq!(
+        s.get("fabrikam:throttle", "mailbox").await.expect("get"),
+        None
+    );
+    // ns/key pairs that read the same when joined stay apart.
+    s.put_ttl("a:b", "c", b"1", LONG).await.expect("put_ttl");
+    s.put_ttl("a", "b:c", b"2", LONG).await.expect("put_ttl");
+    assert_eq!(s.get("a:b", "c").await.expect("get"), Some(b"1".to_vec()));
+    assert_eq!(s.get("a", "b:c").await.expect("get"), Some(b"2".to_vec()));
+
+    // Expiry.
+    s.put_ttl(ns, "short", &[0, 255], Duration::from_millis(200))
+        .await
+        .expect("put_ttl");
+    assert_eq!(s.get(ns, "short").await.expect("get"), Some(vec![0, 255]));
+    eventually("ttl record expires", || async {
+        s.get(ns, "short").await.expect("get").is_none()
+    })
+    .await;
+
+    // put_ttl over a permanent record replaces it: after expiry nothing comes back.
+    s.put(ns, "was-permanent", b"p").await.expect("put");
+    s.put_ttl(ns, "was-permanent", b"t", Duration::from_millis(200))
+        .await
+        .expect("put_ttl");
+    assert_eq!(
+        s.get(ns, "was-permanent").await.expect("get"),
+        Some(b"t".to_vec())
+    );
+    eventually("replacing ttl record expires", || async {
+        s.get(ns, "was-permanent").await.expect("get").is_none()
+    })
+    .await;
+
+    // put over a ttl record makes it permanent; put_ttl again renews with the new value.
+    s.put_ttl(ns, "made-permanent", b"t", Duration::from_millis(200))
+        .await
+        .expect("put_ttl");
+    s.put(ns, "made-permanent", b"p").await.expect("put");
+    s.put_ttl(ns, "renewed", b"t1", Duration::from_millis(200))
+        .await
+        .expect("put_ttl");
+    s.put_ttl(ns, "renewed", b"t2", LONG)
+        .await
+        .expect("put_ttl");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.get(ns, "made-permanent").await.expect("get"),
+        Some(b"p".to_vec()),
+        "a later put is permanent"
+    );
+    assert_eq!(
+        s.get(ns, "renewed").await.expect("get"),
+        Some(b"t2".to_vec()),
+        "a later put_ttl sets the new value and ttl"
+    );
+    assert_eq!(
+        s.list(ns).await.expect("list"),
+        vec![("made-permanent".to_string(), b"p".to_vec())],
+        "list shows permanent records only"
+    );
+
+    s.delete(ns, "mailbox").await.expect("delete");
+    assert_eq!(
+        s.get(ns, "mailbox").await.expect("get"),
+        None,
+        "delete removes a ttl record"
+    );
+}
+
 both!(records_by_namespace);
 async fn records_by_namespace(s: &dyn Store) {
     assert_eq!(s.get("contoso:shadow", "a").await.expect("get"), None);
@@ -286,6 +439,9 @@ async fn embedded_store_survives_reopen() {
         s.complete("evt", LONG).await.expect("complete");
         assert!(s.lease("leader", "a", LONG).await.expect("lease"));
         s.append("t:audit", b"x", 5).await.expect("append");
+        s.put_ttl("t:throttle", "m", b"w", LONG)
+            .await
+            .expect("put_ttl");
     }
     let s = EmbeddedStore::open(&path).expect("reopen");
     assert_eq!(
@@ -296,6 +452,15 @@ async fn embedded_store_survives_reopen() {
     assert!(
         !s.lease("leader", "b", LONG).await.expect("lease"),
         "lease survives a restart"
+    );
+    assert_eq!(
+        s.lease_holder("leader").await.expect("holder").as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        s.get("t:throttle", "m").await.expect("get"),
+        Some(b"w".to_vec()),
+        "ttl record survives a restart"
     );
     assert_eq!(
         s.tail("t:audit", 5).await.expect("tail"),

@@ -3,9 +3,15 @@
 //! Disk (redb): `ready` (seq -> stored envelope; in-flight events stay here until settled),
 //! `delayed` (seq -> stored envelope with its due time), `dead` (seq -> dead letter).
 //! Memory (rebuilt on open): per-key FIFO of ready seqs, the "heads" (oldest ready seq of
-//! every key with nothing in flight), the in-flight lease per key and the delayed index.
+//! every key with nothing in flight), the in-flight delivery per key and the delayed index.
 //! Every operation holds one mutex across its redb write, so memory always mirrors disk.
-//! An event in flight when the process dies is simply ready again on reopen.
+//!
+//! In flight is memory only: a delivery handed out by this process stays in flight until it
+//! is acked, retried, deferred or dead-lettered, or its `Delivery` is dropped (the consumer
+//! task died) — never because time passed, however long the processing takes. The file is
+//! used by one process at a time, so an event in flight when the process dies (crash,
+//! SIGKILL) is simply ready again, at once and at the front of its key, when the next process
+//! opens the file; its attempt count and its delivery count (the poison safety net) are kept.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -42,7 +48,6 @@ struct Stored {
 struct InFlight {
     seq: u64,
     token: u64,
-    deadline: Instant,
 }
 
 #[derive(Default)]
@@ -67,18 +72,11 @@ impl State {
     }
 
     /// Take the oldest ready event whose key is free.
-    fn start_flight(&mut self, lease: Duration) -> Option<(u64, String, u64)> {
+    fn start_flight(&mut self) -> Option<(u64, String, u64)> {
         let (seq, key) = self.fifo.pop_free()?;
         self.next_token += 1;
         let token = self.next_token;
-        self.inflight.insert(
-            key.clone(),
-            InFlight {
-                seq,
-                token,
-                deadline: Instant::now() + lease,
-            },
-        );
+        self.inflight.insert(key.clone(), InFlight { seq, token });
         Some((seq, key, token))
     }
 
@@ -179,7 +177,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Move due delayed events to ready (behind what is there), expire leases.
+    /// Move due delayed events to ready (behind what is there).
     fn housekeeping(&self, st: &mut State) -> Result<(), QueueError> {
         let now = now_ms();
         let due: Vec<(i64, u64)> = st
@@ -221,31 +219,15 @@ impl Shared {
                 }
             }
         }
-        let now = Instant::now();
-        let expired: Vec<String> = st
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            tracing::warn!(key = %key, "embedded queue: in-flight lease expired, event is ready again");
-            st.end_flight(&key, true);
-        }
         Ok(())
     }
 
-    /// When something may change without a publish/ack: next due delayed event or lease expiry.
-    fn next_wake(&self, st: &State) -> Option<Instant> {
-        let lease = st.inflight.values().map(|f| f.deadline).min();
-        let delayed = st.delayed.first().map(|(due, _)| {
+    /// When something may change without a publish/settle: the next due delayed event.
+    fn next_wake(st: &State) -> Option<Instant> {
+        st.delayed.first().map(|(due, _)| {
             let wait = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
             Instant::now() + Duration::from_millis(wait)
-        });
-        match (lease, delayed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        })
     }
 
     fn try_receive(self: &Arc<Self>) -> Result<(Option<Delivery>, Option<Instant>), QueueError> {
@@ -253,7 +235,7 @@ impl Shared {
         self.housekeeping(&mut st)?;
         loop {
             let Some((seq, key)) = st.fifo.peek_free() else {
-                let wake = self.next_wake(&st);
+                let wake = Self::next_wake(&st);
                 return Ok((None, wake));
             };
             let tx = self.db.begin_write().map_err(db_err)?;
@@ -304,7 +286,7 @@ impl Shared {
                     st.remove_ready(seq, &key);
                 }
                 Some(Some(envelope)) => {
-                    let token = match st.start_flight(self.opts.lease) {
+                    let token = match st.start_flight() {
                         Some((s2, _, token)) if s2 == seq => token,
                         _ => {
                             return Err(QueueError::Other(
@@ -332,26 +314,15 @@ impl Shared {
         }
     }
 
-    /// Whether (seq, key, token) may still be settled: the caller holds the flight, or the
-    /// lease expired but the event was not handed out again.
-    fn check_owner(st: &State, seq: u64, key: &str, token: u64) -> Result<(), QueueError> {
-        if st.owns(key, token) || st.fifo.contains(seq, key) {
+    /// Whether (key, token) may still be settled: the caller holds the flight. (A flight
+    /// only ends by being settled or dropped, so this fails only for a second settle.)
+    fn check_owner(st: &State, key: &str, token: u64) -> Result<(), QueueError> {
+        if st.owns(key, token) {
             Ok(())
         } else {
             Err(QueueError::Other(
-                "delivery lease expired and the event was handed to another consumer (or already settled); \
-                 raise the queue lease if processing takes this long"
-                    .into(),
+                "delivery is no longer in flight (already settled)".into(),
             ))
-        }
-    }
-
-    /// Remove the settled event from memory after its disk change committed.
-    fn forget(st: &mut State, seq: u64, key: &str, token: u64) {
-        if st.owns(key, token) {
-            st.end_flight(key, false);
-        } else {
-            st.remove_ready(seq, key);
         }
     }
 
@@ -361,7 +332,7 @@ impl Shared {
         then: Settle,
     ) -> Result<(), QueueError> {
         let mut st = self.lock();
-        Self::check_owner(&st, seq, &key, token)?;
+        Self::check_owner(&st, &key, token)?;
         let new_seq = st.next_seq;
         let tx = self.db.begin_write().map_err(db_err)?;
         tx.open_table(READY)
@@ -407,7 +378,7 @@ impl Shared {
             }
         }
         tx.commit().map_err(db_err)?;
-        Self::forget(&mut st, seq, &key, token);
+        st.end_flight(&key, false);
         if !matches!(then, Settle::Ack) {
             st.next_seq += 1;
         }
@@ -610,6 +581,19 @@ impl Queue for EmbeddedQueue {
                 Settle::Ready(envelope)
             } else {
                 tracing::debug!(key = %envelope.key, attempt = envelope.attempt, reason = %reason, "event retried");
+                Settle::Delay(envelope, delay)
+            }
+        })
+        .await
+    }
+
+    async fn defer(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError> {
+        let reason = reason.to_owned();
+        self.settle(d, move |envelope| {
+            tracing::debug!(key = %envelope.key, attempt = envelope.attempt, reason = %reason, "event deferred");
+            if delay.is_zero() {
+                Settle::Ready(envelope)
+            } else {
                 Settle::Delay(envelope, delay)
             }
         })

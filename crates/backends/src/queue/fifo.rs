@@ -60,6 +60,7 @@ impl KeyedFifo {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, seq: u64, key: &str) -> bool {
         self.keys.get(key).is_some_and(|s| s.contains(&seq))
     }

@@ -45,7 +45,7 @@ impl Envelope {
 /// Dropping a `Delivery` without settling it gives the event back to the queue: the
 /// embedded queue makes it ready again at once (at the front of its key), RabbitMQ
 /// gets a `nack` with requeue. A process that dies without dropping it is covered by
-/// the embedded lease / on reopen, and by the broker when the channel closes.
+/// the embedded queue on reopen, and by the broker when the channel closes.
 pub struct Delivery {
     pub envelope: Envelope,
     pub(crate) handle: DeliveryHandle,
@@ -116,6 +116,13 @@ pub trait Queue: Send + Sync + 'static {
     /// ladder on RabbitMQ). When attempt+1 > max_attempts -> dead letter with `reason` instead.
     /// A retried event goes behind the events of its key published meanwhile.
     async fn retry(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError>;
+    /// Put the event back for later without counting an attempt: `attempt` stays as it is and
+    /// a deferral never leads to the dead-letter queue, however often it happens (for an event
+    /// that only waits for something another worker holds, e.g. a lease). Otherwise like
+    /// `retry`: redelivered after `delay` (rounded up to a tier of the retry ladder on
+    /// RabbitMQ; zero = at once), behind the events of its key published meanwhile.
+    /// `reason` is for logs only.
+    async fn defer(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError>;
     async fn dead_letter(&self, d: Delivery, reason: &str) -> Result<(), QueueError>;
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;
     /// Re-publish one dead letter (by envelope id) or all (None) with attempt reset to 0;
@@ -130,7 +137,10 @@ pub struct QueueOptions {
     pub max_attempts: u32,
     /// Partition count (RabbitMQ partition queues; default 16).
     pub partitions: u32,
-    /// Embedded in-flight lease: an un-acked delivery comes back after this (default 60s).
+    /// Unused; kept so that existing struct literals keep compiling. (The embedded queue used
+    /// to hand an un-acked delivery out again after this lease; now a delivery stays in flight
+    /// until its consumer settles or drops it, and a dead process's deliveries are ready again
+    /// when the queue file is next opened.)
     pub lease: Duration,
 }
 
@@ -144,8 +154,8 @@ impl Default for QueueOptions {
     }
 }
 
-/// Safety net: an event delivered this many times without being acked, retried or
-/// dead-lettered (consumer crashes, lease expiries) is dead-lettered.
+/// Safety net: an event delivered this many times without being acked, retried, deferred or
+/// dead-lettered (consumer crashes, dropped deliveries) is dead-lettered.
 /// RabbitMQ: `x-delivery-limit` on the partition queues.
 pub const DELIVERY_LIMIT: u32 = 20;
 
@@ -187,6 +197,9 @@ impl Queue for AnyQueue {
     }
     async fn retry(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError> {
         any_queue!(self, q => q.retry(d, delay, reason).await)
+    }
+    async fn defer(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError> {
+        any_queue!(self, q => q.defer(d, delay, reason).await)
     }
     async fn dead_letter(&self, d: Delivery, reason: &str) -> Result<(), QueueError> {
         any_queue!(self, q => q.dead_letter(d, reason).await)

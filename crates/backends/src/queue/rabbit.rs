@@ -10,7 +10,9 @@
 //! * `<prefix>.dead`: classic queue, the parking lot; reason in the `x-cgc-reason` header.
 //!
 //! Message mapping: body = payload, `message_id` = envelope id, headers `x-cgc-key`,
-//! `x-cgc-attempt`, `x-cgc-headers` (the envelope headers as a nested table).
+//! `x-cgc-attempt`, `x-cgc-headers` (the envelope headers as a nested table); informational
+//! `x-cgc-last-error` (retry reason), `x-cgc-deferred` (defer reason), `x-cgc-reason` and
+//! `x-cgc-dead-at` (dead letters).
 //!
 //! Within the process, deliveries of all partitions land in one local buffer that hands
 //! out the oldest event whose key has nothing in flight (per-key exclusivity between the
@@ -52,6 +54,7 @@ const H_HEADERS: &str = "x-cgc-headers";
 const H_REASON: &str = "x-cgc-reason";
 const H_DEAD_AT: &str = "x-cgc-dead-at";
 const H_LAST_ERROR: &str = "x-cgc-last-error";
+const H_DEFERRED: &str = "x-cgc-deferred";
 
 /// The tier a retry delay is rounded up to (None: no wait, straight back).
 pub fn retry_tier(delay: Duration) -> Option<u64> {
@@ -913,6 +916,25 @@ impl Queue for RabbitQueue {
             partition,
             envelope.payload.clone(),
             properties(&envelope, &[(H_LAST_ERROR, reason.to_owned())]),
+        );
+        self.move_then_ack(key, token, acker, msg).await
+    }
+
+    async fn defer(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError> {
+        // The retry path without the attempt increment and the max-attempts check: the
+        // republished message carries the unchanged attempt header, and as a new message its
+        // broker delivery count starts again, so x-delivery-limit never counts deferrals.
+        let (envelope, (key, token, acker)) = Self::handle(d)?;
+        let partition = self.inner.partition_queue(&envelope.key);
+        let exchange = retry_tier(delay)
+            .map(|t| self.inner.wait_name(t))
+            .unwrap_or_default();
+        tracing::debug!(key = %envelope.key, attempt = envelope.attempt, exchange = %exchange, reason = %reason, "event deferred");
+        let msg = (
+            exchange,
+            partition,
+            envelope.payload.clone(),
+            properties(&envelope, &[(H_DEFERRED, reason.to_owned())]),
         );
         self.move_then_ack(key, token, acker, msg).await
     }

@@ -17,6 +17,11 @@ const IDEM_EXP: TableDefinition<(u64, &str), ()> = TableDefinition::new("idem_ex
 const LEASES: TableDefinition<&str, (&str, u64)> = TableDefinition::new("leases");
 /// (ns, key) -> value
 const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+/// (ns, key) -> (expiry ms, value): records written by `put_ttl`
+const TTL_RECORDS: TableDefinition<(&str, &str), (u64, &[u8])> =
+    TableDefinition::new("ttl_records");
+/// (expiry ms, ns, key): index for purging expired ttl records
+const TTL_EXP: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("ttl_exp");
 /// (ns, seq) -> entry
 const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 /// ns -> (first seq, next seq)
@@ -63,6 +68,8 @@ impl EmbeddedStore {
         tx.open_table(IDEM_EXP).map_err(db_err)?;
         tx.open_table(LEASES).map_err(db_err)?;
         tx.open_table(RECORDS).map_err(db_err)?;
+        tx.open_table(TTL_RECORDS).map_err(db_err)?;
+        tx.open_table(TTL_EXP).map_err(db_err)?;
         tx.open_table(LOGS).map_err(db_err)?;
         tx.open_table(LOG_META).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
@@ -124,6 +131,52 @@ fn set_idem(tx: &WriteTransaction, key: &str, state: u8, expiry: u64) -> Result<
             .map(|g| g.value().1);
         if current == Some(t) {
             idem.remove(name.as_str()).map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Remove the ttl record of (ns, key), if any, with its index entry.
+fn remove_ttl(tx: &WriteTransaction, ns: &str, key: &str) -> Result<(), StoreError> {
+    let mut records = tx.open_table(TTL_RECORDS).map_err(db_err)?;
+    let old = records
+        .remove((ns, key))
+        .map_err(db_err)?
+        .map(|g| g.value().0);
+    if let Some(expiry) = old {
+        tx.open_table(TTL_EXP)
+            .map_err(db_err)?
+            .remove((expiry, ns, key))
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Remove a few expired ttl records (keeps the file from growing forever).
+fn purge_ttl(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let mut exp = tx.open_table(TTL_EXP).map_err(db_err)?;
+    let mut records = tx.open_table(TTL_RECORDS).map_err(db_err)?;
+    let now = now_ms();
+    let mut stale = Vec::new();
+    for row in exp
+        .range::<(u64, &str, &str)>(..(now, "", ""))
+        .map_err(db_err)?
+        .take(PURGE_BATCH)
+    {
+        let (k, _) = row.map_err(db_err)?;
+        let (t, ns, key) = k.value();
+        stale.push((t, ns.to_owned(), key.to_owned()));
+    }
+    for (t, ns, key) in stale {
+        exp.remove((t, ns.as_str(), key.as_str())).map_err(db_err)?;
+        let current = records
+            .get((ns.as_str(), key.as_str()))
+            .map_err(db_err)?
+            .map(|g| g.value().0);
+        if current == Some(t) {
+            records
+                .remove((ns.as_str(), key.as_str()))
+                .map_err(db_err)?;
         }
     }
     Ok(())
@@ -220,10 +273,59 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let rx = db.begin_read().map_err(db_err)?;
+            let leases = rx.open_table(LEASES).map_err(db_err)?;
+            let now = now_ms();
+            Ok(leases.get(name.as_str()).map_err(db_err)?.and_then(|g| {
+                let (holder, expiry) = g.value();
+                (expiry > now).then(|| holder.to_owned())
+            }))
+        })
+        .await
+    }
+
+    async fn put_ttl(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let (ns, key, value) = (ns.to_owned(), key.to_owned(), value.to_vec());
+        let ttl = millis(ttl);
+        self.write(move |tx| {
+            tx.open_table(RECORDS)
+                .map_err(db_err)?
+                .remove((ns.as_str(), key.as_str()))
+                .map_err(db_err)?;
+            remove_ttl(tx, &ns, &key)?;
+            let expiry = now_ms().saturating_add(ttl);
+            tx.open_table(TTL_RECORDS)
+                .map_err(db_err)?
+                .insert((ns.as_str(), key.as_str()), (expiry, value.as_slice()))
+                .map_err(db_err)?;
+            tx.open_table(TTL_EXP)
+                .map_err(db_err)?
+                .insert((expiry, ns.as_str(), key.as_str()), ())
+                .map_err(db_err)?;
+            purge_ttl(tx)
+        })
+        .await
+    }
+
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (ns, key) = (ns.to_owned(), key.to_owned());
         self.blocking(move |db| {
             let rx = db.begin_read().map_err(db_err)?;
+            let ttl = rx.open_table(TTL_RECORDS).map_err(db_err)?;
+            if let Some(g) = ttl.get((ns.as_str(), key.as_str())).map_err(db_err)? {
+                let (expiry, value) = g.value();
+                // An expired one is purged later; no permanent record exists beside it.
+                return Ok((expiry > now_ms()).then(|| value.to_vec()));
+            }
             let t = rx.open_table(RECORDS).map_err(db_err)?;
             Ok(t.get((ns.as_str(), key.as_str()))
                 .map_err(db_err)?
@@ -239,7 +341,7 @@ impl Store for EmbeddedStore {
                 .map_err(db_err)?
                 .insert((ns.as_str(), key.as_str()), value.as_slice())
                 .map_err(db_err)?;
-            Ok(())
+            remove_ttl(tx, &ns, &key)
         })
         .await
     }
@@ -251,7 +353,7 @@ impl Store for EmbeddedStore {
                 .map_err(db_err)?
                 .remove((ns.as_str(), key.as_str()))
                 .map_err(db_err)?;
-            Ok(())
+            remove_ttl(tx, &ns, &key)
         })
         .await
     }

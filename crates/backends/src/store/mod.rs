@@ -36,16 +36,33 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, key: &str, retention: Duration) -> Result<(), StoreError>;
     /// ... or release on failure (only an in-progress claim is removed; `Done` stays).
     async fn release(&self, key: &str) -> Result<(), StoreError>;
-    /// Named lease (item lease, scheduler leader election): true if `holder` now holds it;
-    /// the same holder re-acquiring extends it.
+    /// Named lease (item lease, scheduler leader election): true if `holder` now holds it.
+    /// Free (never taken, given up, or its ttl passed without renewal): `holder` takes it for
+    /// `ttl`. Held by `holder`: renewed, it now ends `ttl` from now. Held by another live
+    /// holder: false, nothing changes.
     async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Give a lease up; a no-op unless `holder` holds it.
     async fn unlease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
-    /// Plain records by namespace (e.g. "contoso:shadow").
+    /// Who holds the lease now (diagnostics); None when it is free or expired.
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Plain records by namespace (e.g. "contoso:shadow"). `get` also sees a live record
+    /// written by `put_ttl`.
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A permanent record (replaces a `put_ttl` record of the same ns/key).
     async fn put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// A record that expires: `get` answers None once `ttl` has passed (replaces a permanent
+    /// record of the same ns/key; a later `put` or `put_ttl` replaces it). Not part of
+    /// `list`, which returns permanent records only.
+    async fn put_ttl(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Remove a record, permanent or with a ttl.
     async fn delete(&self, ns: &str, key: &str) -> Result<(), StoreError>;
-    /// All records of a namespace, sorted by key.
+    /// All permanent records of a namespace, sorted by key.
     async fn list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Bounded append-only log (audit): keeps the newest `cap` entries per ns.
     async fn append(&self, ns: &str, entry: &[u8], cap: usize) -> Result<(), StoreError>;
@@ -84,6 +101,18 @@ impl Store for AnyStore {
     }
     async fn unlease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         any_store!(self, s => s.unlease(name, holder).await)
+    }
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>, StoreError> {
+        any_store!(self, s => s.lease_holder(name).await)
+    }
+    async fn put_ttl(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        any_store!(self, s => s.put_ttl(ns, key, value, ttl).await)
     }
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         any_store!(self, s => s.get(ns, key).await)

@@ -2,7 +2,10 @@
 //!
 //! Keys: records in hashes `<prefix>:<ns>`; idempotency keys `<prefix>:idem:<key>`
 //! (`SET NX PX`, value `in-progress` / `done`); leases `<prefix>:lease:<name>` (value = holder,
-//! `SET NX PX` + compare-and-extend Lua); logs in lists `<prefix>:log:<ns>` (LPUSH + LTRIM).
+//! `SET NX PX` + compare-and-extend Lua); logs in lists `<prefix>:log:<ns>` (LPUSH + LTRIM);
+//! records with a ttl in strings `<prefix>:ttl:<len(ns)>:<ns>:<key>` (`SET PX`; the length
+//! keeps ns/key pairs apart whatever they contain). Redis 7.0 has no per-field hash expiry,
+//! hence the separate keys; `put`/`put_ttl`/`delete` keep the two kinds exclusive atomically.
 
 use std::time::Duration;
 
@@ -41,6 +44,31 @@ end
 return 0
 ";
 
+/// KEYS[1] ttl key, KEYS[2] hash; ARGV[1] field: the ttl record if live, else the permanent one.
+const GET_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+return redis.call('HGET', KEYS[2], ARGV[1])
+";
+/// KEYS[1] ttl key, KEYS[2] hash; ARGV[1] field, ARGV[2] value: permanent record.
+const PUT_LUA: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+";
+/// KEYS[1] ttl key, KEYS[2] hash; ARGV[1] field, ARGV[2] value, ARGV[3] ttl ms.
+const PUT_TTL_LUA: &str = r"
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+/// KEYS[1] ttl key, KEYS[2] hash; ARGV[1] field.
+const DELETE_LUA: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+";
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
@@ -62,6 +90,16 @@ fn is_transient(e: &RedisError) -> bool {
 fn eval(script: &str, key: &str, args: &[&[u8]]) -> Cmd {
     let mut c = redis::cmd("EVAL");
     c.arg(script).arg(1).arg(key);
+    for a in args {
+        c.arg(*a);
+    }
+    c
+}
+
+/// EVAL with the ttl key and the namespace hash as KEYS.
+fn eval2(script: &str, keys: [&str; 2], args: &[&[u8]]) -> Cmd {
+    let mut c = redis::cmd("EVAL");
+    c.arg(script).arg(2).arg(keys[0]).arg(keys[1]);
     for a in args {
         c.arg(*a);
     }
@@ -111,6 +149,10 @@ impl RedisStore {
 
     fn ns_key(&self, ns: &str) -> String {
         format!("{}:{ns}", self.prefix)
+    }
+
+    fn ttl_key(&self, ns: &str, key: &str) -> String {
+        format!("{}:ttl:{}:{ns}:{key}", self.prefix, ns.len())
     }
 
     fn log_key(&self, ns: &str) -> String {
@@ -179,22 +221,44 @@ impl Store for RedisStore {
         self.run::<i64>(&cmd, true).await.map(drop)
     }
 
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>, StoreError> {
+        // The key expires with the lease, so whatever it holds is the live holder.
+        let cmd = redis::cmd("GET").arg(self.lease_key(name)).to_owned();
+        self.run(&cmd, true).await
+    }
+
+    async fn put_ttl(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let ms = millis(ttl).to_string();
+        let (tk, hk) = (self.ttl_key(ns, key), self.ns_key(ns));
+        let cmd = eval2(
+            PUT_TTL_LUA,
+            [&tk, &hk],
+            &[key.as_bytes(), value, ms.as_bytes()],
+        );
+        self.run::<i64>(&cmd, true).await.map(drop)
+    }
+
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let cmd = redis::cmd("HGET").arg(self.ns_key(ns)).arg(key).to_owned();
+        let (tk, hk) = (self.ttl_key(ns, key), self.ns_key(ns));
+        let cmd = eval2(GET_LUA, [&tk, &hk], &[key.as_bytes()]);
         self.run(&cmd, true).await
     }
 
     async fn put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let cmd = redis::cmd("HSET")
-            .arg(self.ns_key(ns))
-            .arg(key)
-            .arg(value)
-            .to_owned();
+        let (tk, hk) = (self.ttl_key(ns, key), self.ns_key(ns));
+        let cmd = eval2(PUT_LUA, [&tk, &hk], &[key.as_bytes(), value]);
         self.run::<i64>(&cmd, true).await.map(drop)
     }
 
     async fn delete(&self, ns: &str, key: &str) -> Result<(), StoreError> {
-        let cmd = redis::cmd("HDEL").arg(self.ns_key(ns)).arg(key).to_owned();
+        let (tk, hk) = (self.ttl_key(ns, key), self.ns_key(ns));
+        let cmd = eval2(DELETE_LUA, [&tk, &hk], &[key.as_bytes()]);
         self.run::<i64>(&cmd, true).await.map(drop)
     }
 
