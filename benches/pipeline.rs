@@ -130,6 +130,12 @@ impl Store for CountingStore {
     async fn tail(&self, ns: &str, l: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         counted!(self, store, self.0.tail(ns, l).await)
     }
+    async fn lease_holder(&self, n: &str) -> Result<Option<String>, StoreError> {
+        counted!(self, store, self.0.lease_holder(n).await)
+    }
+    async fn put_ttl(&self, ns: &str, k: &str, v: &[u8], t: Duration) -> Result<(), StoreError> {
+        counted!(self, store, self.0.put_ttl(ns, k, v, t).await)
+    }
 }
 
 #[async_trait::async_trait]
@@ -151,6 +157,9 @@ impl Queue for CountingQueue {
     }
     async fn retry(&self, d: Delivery, w: Duration, r: &str) -> Result<(), QueueError> {
         counted!(self, queue, self.0.retry(d, w, r).await)
+    }
+    async fn defer(&self, d: Delivery, w: Duration, r: &str) -> Result<(), QueueError> {
+        counted!(self, queue, self.0.defer(d, w, r).await)
     }
     async fn dead_letter(&self, d: Delivery, r: &str) -> Result<(), QueueError> {
         counted!(self, queue, self.0.dead_letter(d, r).await)
@@ -179,6 +188,9 @@ impl Queue for NullQueue {
         Ok(())
     }
     async fn retry(&self, _: Delivery, _: Duration, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn defer(&self, _: Delivery, _: Duration, _: &str) -> Result<(), QueueError> {
         Ok(())
     }
     async fn dead_letter(&self, _: Delivery, _: &str) -> Result<(), QueueError> {

@@ -226,6 +226,15 @@ conflict = "{conflict}"
     /// (Re)starts the connector with the given tuning. The receiver keeps its port across
     /// restarts, as a real deployment keeps its public URL.
     pub async fn restart_with(&mut self, tuning: Tuning, roles: Roles) -> anyhow::Result<()> {
+        self.stop_connector().await;
+        let config = Config::parse(&self.config_text, &|_| None)?;
+        let app = App::build(config, tuning, &self.prefix).await?;
+        self.running = Some(app::start(app, roles).await?);
+        Ok(())
+    }
+
+    /// Stops the connector (not the simulators); the receiver keeps its port for the next start.
+    pub async fn stop_connector(&mut self) {
         if let Some(r) = self.running.take() {
             if let Some(addr) = r.bound.receiver {
                 self.config_text = self.config_text.replacen(
@@ -236,10 +245,11 @@ conflict = "{conflict}"
             }
             r.stop().await;
         }
-        let config = Config::parse(&self.config_text, &|_| None)?;
-        let app = App::build(config, tuning, &self.prefix).await?;
-        self.running = Some(app::start(app, roles).await?);
-        Ok(())
+    }
+
+    /// Where the embedded store keeps its data (when the embedded store is used).
+    pub fn embedded_state_dir(&self) -> std::path::PathBuf {
+        self.dir.join("state")
     }
 
     pub fn app(&self) -> &Arc<App> {

@@ -1018,6 +1018,41 @@ impl<'a> Sync<'a> {
         result
     }
 
+    /// Why a linked CRM appointment is no longer in this mailbox's scope, if it is not.
+    async fn out_of_scope(&self, f: &CrmFields) -> Result<Option<&'static str>, Failure> {
+        let kind = f.get("Contact").map(|s| s.trim()).unwrap_or("");
+        if kind.eq_ignore_ascii_case("E-mail") {
+            return Ok(Some("the CRM record became an e-mail record"));
+        }
+        if f.get("ConnectorPublished").is_some_and(|v| v.trim() == "true") {
+            return Ok(Some("the CRM record is published by another connector"));
+        }
+        let mailbox = self.mailbox.to_ascii_lowercase();
+        let Some(rep) = self
+            .state()
+            .mailboxes(self.tid())
+            .await?
+            .into_iter()
+            .find(|m| m.mailbox == mailbox)
+        else {
+            return Ok(None);
+        };
+        let rep_id = f.get("RepID").map(|s| s.trim()).unwrap_or("");
+        if rep_id.is_empty() || rep_id == rep.rep_id {
+            return Ok(None);
+        }
+        let listed = |k: &str| {
+            f.get(k).is_some_and(|v| {
+                v.split(';')
+                    .any(|p| p.trim().eq_ignore_ascii_case(&mailbox) || p.trim() == rep.rep_id)
+            })
+        };
+        if listed("Participants") || listed("ParticipantID") {
+            return Ok(None);
+        }
+        Ok(Some("the CRM record now belongs to a rep this mailbox does not sync"))
+    }
+
     /// Creates the Graph item of a CRM record, once: under a store lease on the record, after
     /// looking for an item a concurrent or earlier try made (the CRM id it carries; for events
     /// the create's `transactionId` returns the first event anyway, expected-behaviour.md 6).
@@ -1186,6 +1221,32 @@ impl<'a> Sync<'a> {
                     // Made by this connector from an Outlook event whose link is not written yet
                     // (its answer was lost): the Outlook side finishes the link; never mirror it.
                     return Ok(noop("CRM record was made from an Outlook event and is not linked yet; not mirrored back"));
+                }
+            }
+        }
+        // Leaving scope is unlinking (expected-behaviour.md 36): the record's rep is no longer
+        // this mailbox's owner (and the owner is no participant), or its type is no longer one
+        // the connector syncs. Nothing is deleted or cancelled, and nothing is written.
+        if self.entity == Entity::Appointment && link.is_some() {
+            if let Some(f) = crm_fields.as_ref().filter(|f| !is_deleted(f)) {
+                if let Some(why) = self.out_of_scope(f).await? {
+                    return self
+                        .apply(
+                            Plan {
+                                entity: self.entity,
+                                kind: PlanKind::Unlink,
+                                ops: vec![Op::Unlink],
+                                new_shadow: None,
+                                audit: Vec::new(),
+                                reason: format!("{why}; unlinked, nothing deleted"),
+                            },
+                            link,
+                            item,
+                            crm_id,
+                            graph_id,
+                            list_id,
+                        )
+                        .await;
                 }
             }
         }

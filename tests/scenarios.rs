@@ -1625,6 +1625,196 @@ async fn x8_unknown_mailbox_does_not_stop_the_tenant(b: Backend) {
     h.stop().await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Issue 15: absence is not deletion, lost state is not a fresh start.
+
+/// Loses every link, shadow and key (Redis keys of this harness deleted; the embedded state
+/// directory removed) and restarts the connector, as after a lost store.
+async fn wipe_store_and_restart(h: &mut Harness, b: Backend) {
+    h.stop_connector().await;
+    match b {
+        Backend::Embedded => {
+            std::fs::remove_dir_all(h.embedded_state_dir()).expect("state directory removed");
+        }
+        Backend::RabbitRedis => {
+            let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+            let mut con = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("Redis reachable");
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", h.prefix))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert!(!keys.is_empty(), "the store had data");
+            for k in keys {
+                let _: () = redis::cmd("DEL").arg(&k).query_async(&mut con).await.unwrap();
+            }
+        }
+    }
+    h.restart(2, crm_graph_connector::app::Roles::ALL)
+        .await
+        .unwrap();
+    h.wait_subscribed().await.unwrap();
+    h.settle().await.unwrap();
+}
+
+async fn x15_lost_store_keeps_edits_made_on_either_side(b: Backend) {
+    let mut h = start(b).await;
+    let mut pairs = Vec::new();
+    for i in 0..6 {
+        pairs.push(crm_appointment(&h, &format!("X15 pair {i}"), 2 + i).await);
+    }
+    wipe_store_and_restart(&mut h, b).await;
+    // Three edits in Outlook, three in CRM, on different pairs, after the loss.
+    for (i, (crm_id, ev_id)) in pairs.iter().enumerate() {
+        if i < 3 {
+            h.graph.user_update_event(
+                MAILBOX,
+                ev_id,
+                json!({"subject": format!("X15 pair {i} edited in Outlook")}),
+            );
+        } else {
+            h.crm.user_update(
+                "Contact",
+                *crm_id,
+                &[("Subject", &format!("X15 pair {i} edited in CRM"))],
+            );
+        }
+    }
+    h.settle().await.unwrap();
+    for (i, (crm_id, ev_id)) in pairs.iter().enumerate() {
+        let want = if i < 3 {
+            format!("X15 pair {i} edited in Outlook")
+        } else {
+            format!("X15 pair {i} edited in CRM")
+        };
+        assert_eq!(crm_field(&h, *crm_id, "Subject"), want, "CRM side of pair {i}");
+        assert_eq!(
+            h.graph.event(MAILBOX, ev_id).unwrap()["subject"],
+            want.as_str(),
+            "Outlook side of pair {i}: an edit since the last agreed state is kept, never reverted"
+        );
+    }
+    assert_eq!(h.graph.events(MAILBOX).len(), 6, "no duplicate event");
+    assert_eq!(
+        h.crm
+            .records("Contact")
+            .iter()
+            .filter(|r| r.fields.get("Subject").is_some_and(|s| s.starts_with("X15 pair")))
+            .count(),
+        6,
+        "no duplicate record"
+    );
+    h.stop().await;
+}
+
+async fn x15_moved_out_of_the_window_and_back_keeps_the_users_time(b: Backend) {
+    let h = start(b).await;
+    let (crm_id, ev_id) = crm_appointment(&h, "X15 window", 2).await;
+    let far = (chrono::Utc::now() + chrono::Duration::days(200)).date_naive();
+    h.graph.user_update_event(
+        MAILBOX,
+        &ev_id,
+        json!({"start": {"dateTime": format!("{far}T09:00:00"), "timeZone": "UTC"},
+               "end": {"dateTime": format!("{far}T10:00:00"), "timeZone": "UTC"}}),
+    );
+    h.settle().await.unwrap();
+    // Back into the window, at another time than CRM still has (13:00 UTC = 14:00 Berlin in
+    // winter, 15:00 in summer).
+    let back = (chrono::Utc::now() + chrono::Duration::days(5)).date_naive();
+    h.graph.user_update_event(
+        MAILBOX,
+        &ev_id,
+        json!({"start": {"dateTime": format!("{back}T13:00:00"), "timeZone": "UTC"},
+               "end": {"dateTime": format!("{back}T14:00:00"), "timeZone": "UTC"}}),
+    );
+    h.settle().await.unwrap();
+    let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
+    assert!(
+        ev["start"]["dateTime"].as_str().unwrap().starts_with(&format!("{back}T13:00")),
+        "the user's new time is not overwritten: {}",
+        ev["start"]
+    );
+    let local = chrono::NaiveDateTime::parse_from_str(&format!("{back}T13:00:00"), "%Y-%m-%dT%H:%M:%S")
+        .unwrap()
+        .and_utc()
+        .with_timezone(&chrono_tz::Europe::Berlin);
+    assert_eq!(crm_field(&h, crm_id, "Date"), local.format("%Y-%m-%d").to_string());
+    assert_eq!(crm_field(&h, crm_id, "Time").get(..5), Some(local.format("%H:%M").to_string().as_str()));
+    assert_eq!(crm_records_with_subject(&h, "X15 window").len(), 1, "re-linked, not created anew");
+    assert_eq!(h.graph.events(MAILBOX).len(), 1);
+    h.stop().await;
+}
+
+async fn x15_leaving_scope_unlinks_and_never_deletes(b: Backend) {
+    let h = start(b).await;
+    let (a_id, a_ev) = crm_appointment(&h, "X15 scope rep", 2).await;
+    let (t_id, t_ev) = crm_appointment(&h, "X15 scope type", 3).await;
+    let (w_id, w_ev) = crm_appointment(&h, "X15 scope window", 4).await;
+    let w = Writes::now(&h);
+    // The record's rep changes to one that is not synced; one becomes an e-mail record; one moves
+    // out of the window in CRM.
+    h.crm.user_update("Contact", a_id, &[("RepID", "77")]);
+    h.crm.user_update("Contact", t_id, &[("Contact", "E-mail")]);
+    let (far, _) = crm_graph_connector::demo::crm_slot(300, 10);
+    h.crm
+        .user_update("Contact", w_id, &[("Date", &far), ("EndDate", &far)]);
+    h.settle().await.unwrap();
+    for ev in [&a_ev, &t_ev, &w_ev] {
+        let e = h.graph.event(MAILBOX, ev).expect("event kept");
+        assert_ne!(e["isCancelled"], true, "never cancelled");
+    }
+    for id in [a_id, t_id, w_id] {
+        assert_ne!(crm_field(&h, id, "DelCd"), "1");
+        assert_ne!(crm_field(&h, id, "ConnectorDeleted"), "true");
+    }
+    w.assert(&h, 0, 0, "leaving scope writes nothing on either side");
+    // Unlinked: later Outlook edits no longer reach the records.
+    for ev in [&a_ev, &t_ev] {
+        h.graph
+            .user_update_event(MAILBOX, ev, json!({"location": {"displayName": "Elsewhere"}}));
+    }
+    h.settle().await.unwrap();
+    for id in [a_id, t_id] {
+        assert_eq!(crm_field(&h, id, "A031Location"), "Room 1", "record {id} unlinked");
+    }
+    w.assert(&h, 0, 0, "unlinked pairs write nothing");
+    h.stop().await;
+}
+
+async fn x15_patch_carries_only_changed_properties_and_crm_only_fields_never_write_graph(
+    b: Backend,
+) {
+    let h = start(b).await;
+    let (crm_id, ev_id) = crm_appointment(&h, "X15 patch", 2).await;
+    // CRM-only fields: the type and a status other than cancelled.
+    let w = Writes::now(&h);
+    h.crm
+        .user_update("Contact", crm_id, &[("Contact", "Telephone"), ("Status", "Done")]);
+    h.settle().await.unwrap();
+    w.assert(&h, 0, 0, "CRM-only fields cause no Graph write");
+    let before = h.graph.requests().len();
+    h.crm
+        .user_update("Contact", crm_id, &[("A031Location", "Room 9")]);
+    h.settle().await.unwrap();
+    let patches: Vec<_> = h.graph.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains(&ev_id))
+        .cloned()
+        .collect();
+    assert_eq!(patches.len(), 1, "one PATCH: {patches:?}");
+    let body: Value = patches[0].body.clone().expect("PATCH body");
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert!(
+        keys.iter().all(|k| *k == "location" || *k == "singleValueExtendedProperties"),
+        "the PATCH carries only the changed property (and the sync state): {keys:?}"
+    );
+    assert_eq!(body["location"]["displayName"], "Room 9");
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -1686,6 +1876,10 @@ on_both_backends!(
     x8_ambiguous_contact_creates_none_and_is_parked,
     x8_lease_left_by_a_dead_process_blocks_nothing,
     x8_unknown_mailbox_does_not_stop_the_tenant,
+    x15_lost_store_keeps_edits_made_on_either_side,
+    x15_moved_out_of_the_window_and_back_keeps_the_users_time,
+    x15_leaving_scope_unlinks_and_never_deletes,
+    x15_patch_carries_only_changed_properties_and_crm_only_fields_never_write_graph,
 );
 
 // ---------------------------------------------------------------------------------------------
