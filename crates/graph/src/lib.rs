@@ -6,10 +6,12 @@
 //!   documented in `shared/protocols/graph.md` (sections 1-8).
 //! * [`schema`]: a checker for JSON bodies against `graph-v1.0-schema.json`.
 
+pub mod body;
 pub mod client;
 mod notification;
 pub mod schema;
 pub mod sim;
+pub mod tz;
 mod util;
 
 pub use client::{
