@@ -476,6 +476,8 @@ pub(crate) enum CursorState {
         then_seq: u64,
         /// Where the round started (an empty-listing fault ends the round there).
         from_seq: u64,
+        /// Carried to the round's deltaLink (the replay fault).
+        replay_from: Option<u64>,
     },
     /// A delta token: changes after `since` (and, once, those after `replay_from`).
     Delta { since: u64, replay_from: Option<u64> },
@@ -1302,8 +1304,8 @@ impl State {
                 }
                 let meta = (c.kind, c.container.clone(), c.window, c.path.clone());
                 match &c.state {
-                    CursorState::Pages { pages, then_seq, from_seq } if is_skip => {
-                        let (then, from) = (*then_seq, *from_seq);
+                    CursorState::Pages { pages, then_seq, from_seq, replay_from } if is_skip => {
+                        let (then, from, replay) = (*then_seq, *from_seq, *replay_from);
                         if empty_once {
                             // An empty end of round whose deltaLink yields this round's content again.
                             return Ok(self.answer_page(&upn, meta, Vec::new(), VecDeque::new(), from, None, from));
@@ -1311,7 +1313,7 @@ impl State {
                         // Serve the stored page; a retried GET of the same nextLink gets the same page.
                         let page = pages.front().cloned().unwrap_or_default();
                         let rest: VecDeque<Vec<Value>> = pages.iter().skip(1).cloned().collect();
-                        return Ok(self.answer_page(&upn, meta, page, rest, then, None, from));
+                        return Ok(self.answer_page(&upn, meta, page, rest, then, replay, from));
                     }
                     CursorState::Delta { since, replay_from } if !is_skip => {
                         (meta, *since, Some(*since), *replay_from)
@@ -1370,6 +1372,7 @@ impl State {
                     pages: rest,
                     then_seq,
                     from_seq,
+                    replay_from,
                 },
             )
         };
