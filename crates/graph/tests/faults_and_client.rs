@@ -250,7 +250,7 @@ async fn two_clients_sharing_a_throttle_share_honour_each_others_window() {
 async fn at_most_four_in_flight_per_mailbox_across_separate_clients() {
     let sim = sim().await;
     let c1 = client(&sim);
-    let c2 = client(&sim).with_throttle_share(share.clone());
+    let c2 = client(&sim);
     c1.get_user(MBX).await.expect("token");
     c2.get_user(MBX).await.expect("token");
     sim.set_latency(Duration::from_millis(80));
