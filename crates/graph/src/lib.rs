@@ -72,10 +72,19 @@ mod tests {
         let item = json!({ "singleValueExtendedProperties": [
             { "id": CRM_ID_PROPERTY.to_lowercase(), "value": " 42 " },
             { "id": SYNC_STATE_PROPERTY, "value": "v1:abc" } ] });
-        assert_eq!(extended_property(&item, SYNC_STATE_PROPERTY).as_deref(), Some("v1:abc"));
+        assert_eq!(
+            extended_property(&item, SYNC_STATE_PROPERTY).as_deref(),
+            Some("v1:abc")
+        );
         assert_eq!(crm_id_on_item(&item), Some(42));
         assert_eq!(extended_property(&json!({}), CRM_ID_PROPERTY), None);
-        assert_eq!(extended_property(&json!({ "singleValueExtendedProperties": "x" }), CRM_ID_PROPERTY), None);
+        assert_eq!(
+            extended_property(
+                &json!({ "singleValueExtendedProperties": "x" }),
+                CRM_ID_PROPERTY
+            ),
+            None
+        );
     }
 
     #[test]

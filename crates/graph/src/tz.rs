@@ -83,7 +83,10 @@ mod tests {
             assert!(resolve_zone(n).is_some(), "{n}");
         }
         assert_eq!(resolve_zone("Mars Standard Time"), None);
-        assert_eq!(resolve_zone("W. Europe Standard Time"), Some(Tz::Europe__Berlin));
+        assert_eq!(
+            resolve_zone("W. Europe Standard Time"),
+            Some(Tz::Europe__Berlin)
+        );
     }
 
     #[test]
@@ -91,7 +94,13 @@ mod tests {
         let z = Tz::Europe__Berlin;
         let winter = parse_naive("2030-01-07T09:00:00").map(|l| local_to_utc(l, z));
         let summer = parse_naive("2030-07-07T09:00:00.0000000").map(|l| local_to_utc(l, z));
-        assert_eq!(winter.map(|t| t.to_rfc3339()), Some("2030-01-07T08:00:00+00:00".into()));
-        assert_eq!(summer.map(|t| t.to_rfc3339()), Some("2030-07-07T07:00:00+00:00".into()));
+        assert_eq!(
+            winter.map(|t| t.to_rfc3339()),
+            Some("2030-01-07T08:00:00+00:00".into())
+        );
+        assert_eq!(
+            summer.map(|t| t.to_rfc3339()),
+            Some("2030-07-07T07:00:00+00:00".into())
+        );
     }
 }

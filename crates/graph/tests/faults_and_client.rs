@@ -19,7 +19,11 @@ use serde_json::{Value, json};
 async fn token(sim: &GraphSim) -> String {
     let d = cgc_graph::GraphSimConfig::default();
     let v: Value = reqwest::Client::new()
-        .post(format!("{}/{}/oauth2/v2.0/token", sim.login_url(), d.tenant_id))
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.login_url(),
+            d.tenant_id
+        ))
         .form(&[
             ("client_id", d.client_id.as_str()),
             ("scope", "https://graph.microsoft.com/.default"),
@@ -32,7 +36,10 @@ async fn token(sim: &GraphSim) -> String {
         .json()
         .await
         .expect("json");
-    v["access_token"].as_str().expect("access_token").to_string()
+    v["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 fn event(subject: &str) -> Value {
@@ -76,10 +83,20 @@ async fn committed_writes_fail_with_each_mode_after_being_applied() {
             Some(code) => assert_eq!(answer, Some(code), "{mode:?}"),
             None => assert_eq!(answer, None, "no complete answer for {mode:?}"),
         }
-        assert_eq!(sim.contacts(MBX).len(), i + 1, "{mode:?}: the create was applied");
+        assert_eq!(
+            sim.contacts(MBX).len(),
+            i + 1,
+            "{mode:?}: the create was applied"
+        );
     }
     // Only the next N writes: the fifth is answered normally; reads are never affected.
-    let ok = http.post(&url).bearer_auth(&tok).json(&json!({ "givenName": "C4" })).send().await.expect("send");
+    let ok = http
+        .post(&url)
+        .bearer_auth(&tok)
+        .json(&json!({ "givenName": "C4" }))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(ok.status().as_u16(), 201);
 
     // PATCH of a task, and a task create, count as writes too.
@@ -87,7 +104,12 @@ async fn committed_writes_fail_with_each_mode_after_being_applied() {
     let t = sim.user_create_task(MBX, &list, json!({ "title": "T" }));
     sim.commit_then_fail(MBX, 2, CommitFail::Status504);
     let turl = format!("{}/users/{MBX}/todo/lists/{list}/tasks", sim.graph_url());
-    let got = http.get(format!("{turl}/{}", t["id"].as_str().expect("id"))).bearer_auth(&tok).send().await.expect("get");
+    let got = http
+        .get(format!("{turl}/{}", t["id"].as_str().expect("id")))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .expect("get");
     assert_eq!(got.status().as_u16(), 200, "a GET is not a write");
     let p = http
         .patch(format!("{turl}/{}", t["id"].as_str().expect("id")))
@@ -97,7 +119,13 @@ async fn committed_writes_fail_with_each_mode_after_being_applied() {
         .await
         .expect("patch");
     assert_eq!(p.status().as_u16(), 504);
-    let c = http.post(&turl).bearer_auth(&tok).json(&json!({ "title": "U" })).send().await.expect("post");
+    let c = http
+        .post(&turl)
+        .bearer_auth(&tok)
+        .json(&json!({ "title": "U" }))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(c.status().as_u16(), 504);
     let tasks = sim.tasks(MBX);
     assert!(tasks.iter().any(|x| x["status"] == "completed"));
@@ -108,16 +136,35 @@ async fn committed_writes_fail_with_each_mode_after_being_applied() {
 async fn client_sees_a_committed_failure_as_retryable_and_a_transaction_id_retry_finds_the_event() {
     let (sim, client) = setup().await;
     sim.commit_then_fail(MBX, 1, CommitFail::CloseConnection);
-    let first = client.create_event(MBX, &event("E"), "txn-commit", "5").await;
+    let first = client
+        .create_event(MBX, &event("E"), "txn-commit", "5")
+        .await;
     // The client retries an event create with transactionId itself: the second POST finds it.
     let e = first.expect("retried with the same transactionId");
     assert_eq!(sim.events(MBX).len(), 1);
-    assert_eq!(crm_id_on_item(&client.get_event(MBX, e["id"].as_str().expect("id")).await.expect("get").expect("exists")), Some(5));
+    assert_eq!(
+        crm_id_on_item(
+            &client
+                .get_event(MBX, e["id"].as_str().expect("id"))
+                .await
+                .expect("get")
+                .expect("exists")
+        ),
+        Some(5)
+    );
     // A contact create is not retried: the error is retryable and the contact exists.
     sim.commit_then_fail(MBX, 1, CommitFail::Status503);
-    let c = client.create_contact(MBX, &json!({ "givenName": "Ana" }), "6").await;
+    let c = client
+        .create_contact(MBX, &json!({ "givenName": "Ana" }), "6")
+        .await;
     assert!(matches!(&c, Err(e) if e.is_retryable()), "{c:?}");
-    assert!(client.find_contact_by_crm_id(MBX, "6").await.expect("find").is_some());
+    assert!(
+        client
+            .find_contact_by_crm_id(MBX, "6")
+            .await
+            .expect("find")
+            .is_some()
+    );
 }
 
 // ------------------------------------------------------------------ empty listing once
@@ -133,30 +180,63 @@ async fn empty_listing_once_empties_one_list_and_one_delta_answer() {
     let list = |t: String| {
         let http = http.clone();
         let url = format!("{}/users/{MBX}/contacts", sim.graph_url());
-        async move { http.get(url).bearer_auth(t).send().await.expect("send").json::<Value>().await.expect("json") }
+        async move {
+            http.get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .expect("send")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
     };
     sim.empty_listing_once(MBX);
     let empty = list(tok.clone()).await;
     assert_eq!(empty["value"], json!([]));
     assert!(empty.get("@odata.nextLink").is_none());
-    assert_eq!(list(tok.clone()).await["value"].as_array().map(Vec::len), Some(3), "only once");
+    assert_eq!(
+        list(tok.clone()).await["value"].as_array().map(Vec::len),
+        Some(3),
+        "only once"
+    );
 
     sim.empty_listing_once(MBX);
-    let round = client.contacts_delta(MBX, DeltaStart::Initial).await.expect("delta");
+    let round = client
+        .contacts_delta(MBX, DeltaStart::Initial)
+        .await
+        .expect("delta");
     assert!(round.changed.is_empty() && round.removed.is_empty());
     assert!(!round.delta_link.is_empty(), "a valid deltaLink");
-    let next = client.contacts_delta(MBX, DeltaStart::Link(round.delta_link)).await.expect("delta");
-    assert_eq!(next.changed.len(), 3, "the deltaLink works and yields the items");
+    let next = client
+        .contacts_delta(MBX, DeltaStart::Link(round.delta_link))
+        .await
+        .expect("delta");
+    assert_eq!(
+        next.changed.len(),
+        3,
+        "the deltaLink works and yields the items"
+    );
 
     sim.empty_listing_once(MBX);
     let window = DeltaStart::Window {
-        start: chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").map(|t| t.to_utc()).expect("t"),
-        end: chrono::DateTime::parse_from_rfc3339("2030-02-01T00:00:00Z").map(|t| t.to_utc()).expect("t"),
+        start: chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .map(|t| t.to_utc())
+            .expect("t"),
+        end: chrono::DateTime::parse_from_rfc3339("2030-02-01T00:00:00Z")
+            .map(|t| t.to_utc())
+            .expect("t"),
     };
     sim.user_create_event(MBX, event("E"));
-    let r = client.calendar_view_delta(MBX, window).await.expect("delta");
+    let r = client
+        .calendar_view_delta(MBX, window)
+        .await
+        .expect("delta");
     assert!(r.changed.is_empty());
-    let r = client.calendar_view_delta(MBX, DeltaStart::Link(r.delta_link)).await.expect("delta");
+    let r = client
+        .calendar_view_delta(MBX, DeltaStart::Link(r.delta_link))
+        .await
+        .expect("delta");
     assert_eq!(r.changed.len(), 1);
 }
 
@@ -235,7 +315,10 @@ async fn two_clients_sharing_a_throttle_share_honour_each_others_window() {
     let t = first_429(&sim).await;
     // c1 publishes its window just after it reads the answer.
     for _ in 0..200 {
-        if cgc_graph::ThrottleShare::throttled_until(share.as_ref(), MBX).await.is_some() {
+        if cgc_graph::ThrottleShare::throttled_until(share.as_ref(), MBX)
+            .await
+            .is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -260,7 +343,11 @@ async fn at_most_four_in_flight_per_mailbox_across_separate_clients() {
     });
     let results = futures::future::join_all(calls).await;
     assert!(results.iter().all(|r| matches!(r, Ok(None))), "{results:?}");
-    assert!(sim.max_concurrency_seen(MBX) <= 4, "saw {}", sim.max_concurrency_seen(MBX));
+    assert!(
+        sim.max_concurrency_seen(MBX) <= 4,
+        "saw {}",
+        sim.max_concurrency_seen(MBX)
+    );
 }
 
 // ------------------------------------------------------------------ connector properties
@@ -268,30 +355,76 @@ async fn at_most_four_in_flight_per_mailbox_across_separate_clients() {
 #[tokio::test]
 async fn sync_state_property_is_set_alone_and_read_back_with_the_crm_id() {
     let (sim, client) = setup().await;
-    let e = client.create_event(MBX, &event("E"), "t-p", "77").await.expect("create");
+    let e = client
+        .create_event(MBX, &event("E"), "t-p", "77")
+        .await
+        .expect("create");
     let id = e["id"].as_str().expect("id");
     client
         .set_event_properties(MBX, id, &[(SYNC_STATE_PROPERTY, "v1:fingerprint")])
         .await
         .expect("set");
-    let patch = sim.requests().into_iter().rev().find(|r| r.method == "PATCH").expect("patch");
-    let keys: Vec<String> = patch.body.as_ref().and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let patch = sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "PATCH")
+        .expect("patch");
+    let keys: Vec<String> = patch
+        .body
+        .as_ref()
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     assert_eq!(keys, vec!["singleValueExtendedProperties".to_string()]);
-    let got = client.get_event(MBX, id).await.expect("get").expect("exists");
-    assert_eq!(extended_property(&got, SYNC_STATE_PROPERTY).as_deref(), Some("v1:fingerprint"));
-    assert_eq!(extended_property(&got, CRM_ID_PROPERTY).as_deref(), Some("77"));
+    let got = client
+        .get_event(MBX, id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        extended_property(&got, SYNC_STATE_PROPERTY).as_deref(),
+        Some("v1:fingerprint")
+    );
+    assert_eq!(
+        extended_property(&got, CRM_ID_PROPERTY).as_deref(),
+        Some("77")
+    );
     assert_eq!(crm_id_on_item(&got), Some(77));
-    let get = sim.requests().into_iter().rev().find(|r| r.method == "GET").expect("get");
-    assert!(get.query.contains("or%20id%20eq") || get.query.contains("or id eq"), "{}", get.query);
+    let get = sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "GET")
+        .expect("get");
+    assert!(
+        get.query.contains("or%20id%20eq") || get.query.contains("or id eq"),
+        "{}",
+        get.query
+    );
 
-    let c = client.create_contact(MBX, &json!({ "givenName": "A" }), "78").await.expect("contact");
+    let c = client
+        .create_contact(MBX, &json!({ "givenName": "A" }), "78")
+        .await
+        .expect("contact");
     let cid = c["id"].as_str().expect("id");
     client
-        .set_contact_properties(MBX, cid, &[(SYNC_STATE_PROPERTY, "v1:c"), (CRM_ID_PROPERTY, "79")])
+        .set_contact_properties(
+            MBX,
+            cid,
+            &[(SYNC_STATE_PROPERTY, "v1:c"), (CRM_ID_PROPERTY, "79")],
+        )
         .await
         .expect("set");
-    let got = client.get_contact(MBX, cid).await.expect("get").expect("exists");
-    assert_eq!(extended_property(&got, SYNC_STATE_PROPERTY).as_deref(), Some("v1:c"));
+    let got = client
+        .get_contact(MBX, cid)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        extended_property(&got, SYNC_STATE_PROPERTY).as_deref(),
+        Some("v1:c")
+    );
     assert_eq!(crm_id_on_item(&got), Some(79));
 }
 
@@ -309,12 +442,18 @@ async fn malformed_graph(uri: Uri) -> axum::response::Response {
     } else {
         json!({ "value": [ { "id": "a" }, 5, "x", null, { "noid": true }, { "id": "" }, { "id": "b" } ] })
     };
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 #[tokio::test]
 async fn malformed_items_are_skipped_counted_and_never_fail_the_page() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, Router::new().fallback(malformed_graph)).await;
@@ -328,11 +467,17 @@ async fn malformed_items_are_skipped_counted_and_never_fail_the_page() {
         timeout: Duration::from_secs(5),
     };
     let client = GraphClient::with_policy(cfg, fast_policy()).expect("client");
-    let list = client.find_events_by_ical_uid("m@x.test", "uid").await.expect("list");
+    let list = client
+        .find_events_by_ical_uid("m@x.test", "uid")
+        .await
+        .expect("list");
     let ids: Vec<&str> = list.iter().filter_map(|v| v["id"].as_str()).collect();
     assert_eq!(ids, vec!["a", "b"]);
     assert_eq!(client.malformed_items(), 5);
-    let round = client.contacts_delta("m@x.test", DeltaStart::Initial).await.expect("delta");
+    let round = client
+        .contacts_delta("m@x.test", DeltaStart::Initial)
+        .await
+        .expect("delta");
     assert_eq!(round.changed.len(), 1);
     assert_eq!(round.removed, vec!["d2".to_string()]);
     assert_eq!(client.clone().malformed_items(), 7);

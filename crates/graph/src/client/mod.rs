@@ -328,7 +328,11 @@ impl GraphClient {
             if left > self.inner.policy.max_retry_after {
                 return Err(GraphError::Throttled { retry_after: left });
             }
-            tracing::debug!(mailbox, wait_ms = left.as_millis() as u64, "mailbox throttled, waiting");
+            tracing::debug!(
+                mailbox,
+                wait_ms = left.as_millis() as u64,
+                "mailbox throttled, waiting"
+            );
             tokio::time::sleep(left).await;
         }
     }

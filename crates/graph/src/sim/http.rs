@@ -282,7 +282,10 @@ fn prefs(headers: &HeaderMap) -> (Option<String>, Prefs) {
         let Some((k, v)) = part.split_once('=') else {
             continue;
         };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string());
+        let (k, v) = (
+            k.trim().to_ascii_lowercase(),
+            v.trim().trim_matches('"').to_string(),
+        );
         match k.as_str() {
             "idtype" => p.immutable = v.eq_ignore_ascii_case("immutableid"),
             "odata.maxpagesize" => p.page_size = v.parse().ok(),
@@ -304,7 +307,10 @@ fn abort_response() -> Response {
 
 /// POST of a new event / contact / task, or any PATCH, of a mailbox (the commit-fail fault).
 fn is_item_write(method: &Method, segs: &[String]) -> bool {
-    let last = segs.last().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+    let last = segs
+        .last()
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
     (*method == Method::PATCH && segs.len() >= 4)
         || (*method == Method::POST && matches!(last.as_str(), "events" | "contacts" | "tasks"))
 }
@@ -435,7 +441,7 @@ async fn graph(
                 early = Some(e);
             }
             if let Some(e) = &early
-                && !st.throttled_until.get(&k).is_some_and(|u| *u > arrived)
+                && st.throttled_until.get(&k).is_none_or(|u| *u <= arrived)
             {
                 let secs = e.retry_after.unwrap_or(0);
                 if secs > 0 {
@@ -443,14 +449,17 @@ async fn graph(
                         .insert(k.clone(), arrived + Duration::from_secs(secs));
                 }
             }
-            if early.is_none() && is_item_write(&method, segs)
+            if early.is_none()
+                && is_item_write(&method, segs)
                 && let Some((left, mode)) = st.faults.commit_fail.get_mut(&k)
                 && *left > 0
             {
                 *left -= 1;
                 commit_fail = Some(*mode);
             }
-            if early.is_none() && is_listing(&method, segs) && st.faults.empty_listing.contains(&k)
+            if early.is_none()
+                && is_listing(&method, segs)
+                && st.faults.empty_listing.contains(&k)
                 && q(&pairs, "$skip").is_none_or(|s| s == "0")
             {
                 st.faults.empty_listing.remove(&k);
@@ -477,7 +486,14 @@ async fn graph(
         if let Some(e) = &early {
             st.log_status(serial, e.status);
         }
-        (key, early, st.faults.latency, serial, commit_fail, empty_once)
+        (
+            key,
+            early,
+            st.faults.latency,
+            serial,
+            commit_fail,
+            empty_once,
+        )
     };
     // Created outside the lock: its Drop takes the lock.
     let guard = key.map(|key| InflightGuard {
@@ -516,9 +532,30 @@ async fn graph(
             (Some(mode), Ok(_)) => {
                 let mut st = sh.lock();
                 let (status, resp) = match mode {
-                    CommitFail::Status500 => (500, error_resp(ApiError::new(500, "InternalServerError", "An internal server error occurred. The operation failed."))),
-                    CommitFail::Status503 => (503, error_resp(ApiError::new(503, "ServiceUnavailable", "The service is temporarily unavailable."))),
-                    CommitFail::Status504 => (504, error_resp(ApiError::new(504, "GatewayTimeout", "The gateway did not receive a response in time."))),
+                    CommitFail::Status500 => (
+                        500,
+                        error_resp(ApiError::new(
+                            500,
+                            "InternalServerError",
+                            "An internal server error occurred. The operation failed.",
+                        )),
+                    ),
+                    CommitFail::Status503 => (
+                        503,
+                        error_resp(ApiError::new(
+                            503,
+                            "ServiceUnavailable",
+                            "The service is temporarily unavailable.",
+                        )),
+                    ),
+                    CommitFail::Status504 => (
+                        504,
+                        error_resp(ApiError::new(
+                            504,
+                            "GatewayTimeout",
+                            "The gateway did not receive a response in time.",
+                        )),
+                    ),
                     CommitFail::CloseConnection => (0, abort_response()),
                 };
                 st.log_status(serial, status);

@@ -64,7 +64,10 @@ impl Item {
         };
         shape::expand(rec, first, until, MAX_OCCURRENCES)
             .into_iter()
-            .map(|l| Occ { key: l.format("%Y%m%d").to_string(), original_local: l })
+            .map(|l| Occ {
+                key: l.format("%Y%m%d").to_string(),
+                original_local: l,
+            })
             .collect()
     }
 
@@ -72,11 +75,16 @@ impl Item {
     fn occ_span(&self, occ: &Occ) -> Option<Window> {
         let all_day = self.all_day();
         let zone = self.zone_name();
-        let start_v = json!({ "dateTime": format_graph_local(occ.original_local), "timeZone": zone });
+        let start_v =
+            json!({ "dateTime": format_graph_local(occ.original_local), "timeZone": zone });
         let mut s = shape::instant(&start_v, all_day)?;
         let mut e = s + self.duration();
         if let Some(ov) = self.overrides.get(&occ.key) {
-            if let Some(v) = ov.data.get("start").and_then(|v| shape::instant(v, all_day)) {
+            if let Some(v) = ov
+                .data
+                .get("start")
+                .and_then(|v| shape::instant(v, all_day))
+            {
                 s = v;
             }
             if let Some(v) = ov.data.get("end").and_then(|v| shape::instant(v, all_day)) {
@@ -91,14 +99,19 @@ impl Item {
         let until = (window.1 + chrono::Duration::days(2)).naive_utc();
         self.occurrences_until(until)
             .into_iter()
-            .filter(|o| self.occ_span(o).is_some_and(|span| overlaps(span, Some(window))))
+            .filter(|o| {
+                self.occ_span(o)
+                    .is_some_and(|span| overlaps(span, Some(window)))
+            })
             .collect()
     }
 
     fn find_occ(&self, key: &str) -> Option<Occ> {
         let date = NaiveDate::parse_from_str(key, "%Y%m%d").ok()?;
         let until = (date + chrono::Duration::days(1)).and_hms_opt(0, 0, 0)?;
-        self.occurrences_until(until).into_iter().find(|o| o.key == key)
+        self.occurrences_until(until)
+            .into_iter()
+            .find(|o| o.key == key)
     }
 }
 
@@ -132,7 +145,13 @@ impl Mailbox {
 
     /// An occurrence or exception; `skeletal` as calendarView delta serves them (id, type,
     /// seriesMasterId, start, end, etag).
-    pub fn render_occurrence(&self, master: &Item, occ: &Occ, view: &View, skeletal: bool) -> Value {
+    pub fn render_occurrence(
+        &self,
+        master: &Item,
+        occ: &Occ,
+        view: &View,
+        skeletal: bool,
+    ) -> Value {
         let master_id = master.id(view.immutable).to_string();
         let id = occ_id(&master_id, &occ.key);
         let ov = master.overrides.get(&occ.key);
@@ -156,9 +175,17 @@ impl Mailbox {
                 end = v.clone();
             }
         }
-        let ty = if is_exception { "exception" } else { "occurrence" };
+        let ty = if is_exception {
+            "exception"
+        } else {
+            "occurrence"
+        };
         let change_key = match ov {
-            Some(o) => format!("{}{:X}", &master.change_key[..master.change_key.len().min(20)], o.seq),
+            Some(o) => format!(
+                "{}{:X}",
+                &master.change_key[..master.change_key.len().min(20)],
+                o.seq
+            ),
             None => master.change_key.clone(),
         };
         let etag = format!("W/\"{change_key}\"");
@@ -188,7 +215,11 @@ impl Mailbox {
                 m.insert("bodyPreview".into(), json!(shape::preview(Some(b))));
             }
         }
-        let uid = master.data.get("iCalUId").and_then(Value::as_str).unwrap_or("");
+        let uid = master
+            .data
+            .get("iCalUId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let date = occ.original_local.date();
         let original_utc = shape::instant(
             &json!({ "dateTime": format_graph_local(occ.original_local), "timeZone": zone }),
@@ -201,7 +232,10 @@ impl Mailbox {
         m.insert("type".into(), json!(ty));
         m.insert("seriesMasterId".into(), json!(master_id));
         m.insert("iCalUId".into(), json!(shape::occurrence_uid(uid, date)));
-        m.insert("originalStart".into(), json!(crate::util::rfc3339(original_utc)));
+        m.insert(
+            "originalStart".into(),
+            json!(crate::util::rfc3339(original_utc)),
+        );
         m.insert("recurrence".into(), Value::Null);
         m.insert("start".into(), start);
         m.insert("end".into(), end);
@@ -217,7 +251,11 @@ impl Mailbox {
     /// never series masters; full items, or skeletal occurrences for calendarView delta.
     pub fn calendar_view(&self, window: Window, view: &View, skeletal: bool) -> Vec<Value> {
         let mut out = Vec::new();
-        for it in self.items.iter().filter(|i| i.kind == Kind::Event && !i.deleted) {
+        for it in self
+            .items
+            .iter()
+            .filter(|i| i.kind == Kind::Event && !i.deleted)
+        {
             if it.is_series() {
                 for occ in it.occurrences_in(window) {
                     if it.overrides.get(&occ.key).is_some_and(|o| o.cancelled) {
@@ -234,9 +272,7 @@ impl Mailbox {
 
     /// calendarView delta changes after `since`: (seq, entry) in change order.
     pub fn calendar_changes(&self, window: Window, since: u64, view: &View) -> Vec<(u64, Value)> {
-        let removed = |id: &str| {
-            json!({ "@odata.type": "#microsoft.graph.event", "id": id, "@removed": { "reason": "deleted" } })
-        };
+        let removed = |id: &str| json!({ "@odata.type": "#microsoft.graph.event", "id": id, "@removed": { "reason": "deleted" } });
         let mut out = Vec::new();
         for it in self.items.iter().filter(|i| i.kind == Kind::Event) {
             let master_id = it.id(view.immutable);
@@ -281,7 +317,9 @@ impl State {
     /// `/events/{id}/instances?startDateTime&endDateTime`.
     pub fn instances(&self, mbx: usize, id: &str, window: Window, view: &View) -> ApiResult {
         let mb = &self.mailboxes[mbx];
-        let idx = mb.find(Kind::Event, id).ok_or_else(|| ApiError::not_found(id))?;
+        let idx = mb
+            .find(Kind::Event, id)
+            .ok_or_else(|| ApiError::not_found(id))?;
         let master = &mb.items[idx];
         let list: Vec<Value> = if master.is_series() {
             master
@@ -319,7 +357,10 @@ impl State {
             .ok_or_else(|| ApiError::not_found(id))?;
         if let Some(m) = if_match.map(str::trim).filter(|m| *m != "*") {
             let current = self.get_occurrence(mbx, id, view).unwrap_or(Value::Null);
-            if current["@odata.etag"].as_str() != Some(m) && current["changeKey"].as_str() != Some(m.trim_start_matches("W/").trim_matches('"')) {
+            if current["@odata.etag"].as_str() != Some(m)
+                && current["changeKey"].as_str()
+                    != Some(m.trim_start_matches("W/").trim_matches('"'))
+            {
                 return Err(ApiError::new(
                     412,
                     "ErrorIrresolvableConflict",
@@ -328,7 +369,9 @@ impl State {
             }
         }
         if input.contains_key("recurrence") {
-            return Err(ApiError::bad("An occurrence's recurrence can't be changed."));
+            return Err(ApiError::bad(
+                "An occurrence's recurrence can't be changed.",
+            ));
         }
         let mut ov_data = self.mailboxes[mbx].items[idx]
             .overrides
@@ -338,17 +381,35 @@ impl State {
         for (k, v) in input {
             if (by_app && shape::read_only(k))
                 || k.contains('@')
-                || matches!(k.as_str(), "singleValueExtendedProperties" | "multiValueExtendedProperties" | "extensions" | "attachments" | "transactionId")
+                || matches!(
+                    k.as_str(),
+                    "singleValueExtendedProperties"
+                        | "multiValueExtendedProperties"
+                        | "extensions"
+                        | "attachments"
+                        | "transactionId"
+                )
             {
                 continue;
             }
-            let v = if k == "body" { shape::normalize_body(v)?.0 } else { v.clone() };
+            let v = if k == "body" {
+                shape::normalize_body(v)?.0
+            } else {
+                v.clone()
+            };
             ov_data.insert(k.clone(), v);
         }
         shape::check_event_times(&ov_data)?;
         let seq = self.next_seq();
         let item = &mut self.mailboxes[mbx].items[idx];
-        item.overrides.insert(key.clone(), Override { data: ov_data, cancelled: false, seq });
+        item.overrides.insert(
+            key.clone(),
+            Override {
+                data: ov_data,
+                cancelled: false,
+                seq,
+            },
+        );
         item.modified = Utc::now();
         self.count_write(mbx, by_app);
         self.emit(mbx, idx, "updated", None);
@@ -378,8 +439,15 @@ impl State {
     /// Mailboxes (other than the organizer's) of a meeting's attendees.
     fn internal_attendees(&self, org: usize, data: &Map<String, Value>) -> Vec<usize> {
         let mut out = Vec::new();
-        for a in data.get("attendees").and_then(Value::as_array).into_iter().flatten() {
-            let Some(addr) = a["emailAddress"]["address"].as_str() else { continue };
+        for a in data
+            .get("attendees")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(addr) = a["emailAddress"]["address"].as_str() else {
+                continue;
+            };
             if let Some(m) = self.mailbox(addr.trim())
                 && m != org
                 && !out.contains(&m)
@@ -401,7 +469,10 @@ impl State {
         {
             return;
         }
-        let key = (self.mailboxes[org_mbx].upn.to_ascii_lowercase(), org.imm_id.clone());
+        let key = (
+            self.mailboxes[org_mbx].upn.to_ascii_lowercase(),
+            org.imm_id.clone(),
+        );
         let deleted = org.deleted;
         let data = org.data.clone();
         let text_body = org.text_body.clone();
@@ -455,15 +526,21 @@ impl State {
                     let copy = &mut self.mailboxes[m].items[idx];
                     let mut d = data.clone();
                     for personal in [
-                        "isOrganizer", "responseStatus", "showAs", "isReminderOn",
-                        "reminderMinutesBeforeStart", "categories", "isCancelled",
+                        "isOrganizer",
+                        "responseStatus",
+                        "showAs",
+                        "isReminderOn",
+                        "reminderMinutesBeforeStart",
+                        "categories",
+                        "isCancelled",
                     ] {
                         match copy.data.get(personal) {
                             Some(v) => d.insert(personal.into(), v.clone()),
                             None => d.remove(personal),
                         };
                     }
-                    let cancel = deleted || !invited || data.get("isCancelled") == Some(&Value::Bool(true));
+                    let cancel =
+                        deleted || !invited || data.get("isCancelled") == Some(&Value::Bool(true));
                     if cancel {
                         d.insert("isCancelled".into(), json!(true));
                     }
@@ -483,4 +560,3 @@ impl State {
         }
     }
 }
-

@@ -11,49 +11,174 @@ use crate::tz::{format_graph_local, local_to_utc, parse_naive, resolve_zone};
 // ---------------------------------------------------------------------------- properties
 
 const EVENT_PROPS: &[&str] = &[
-    "allowNewTimeProposals", "attendees", "body", "bodyPreview", "cancelledOccurrences", "end",
-    "hasAttachments", "hideAttendees", "iCalUId", "importance", "isAllDay", "isCancelled",
-    "isDraft", "isOnlineMeeting", "isOrganizer", "isReminderOn", "location", "locations",
-    "onlineMeeting", "onlineMeetingProvider", "onlineMeetingUrl", "organizer",
-    "originalEndTimeZone", "originalStart", "originalStartTimeZone", "recurrence",
-    "reminderMinutesBeforeStart", "responseRequested", "responseStatus", "sensitivity",
-    "seriesMasterId", "showAs", "start", "subject", "transactionId", "type", "webLink",
-    "categories", "changeKey", "createdDateTime", "lastModifiedDateTime", "id",
+    "allowNewTimeProposals",
+    "attendees",
+    "body",
+    "bodyPreview",
+    "cancelledOccurrences",
+    "end",
+    "hasAttachments",
+    "hideAttendees",
+    "iCalUId",
+    "importance",
+    "isAllDay",
+    "isCancelled",
+    "isDraft",
+    "isOnlineMeeting",
+    "isOrganizer",
+    "isReminderOn",
+    "location",
+    "locations",
+    "onlineMeeting",
+    "onlineMeetingProvider",
+    "onlineMeetingUrl",
+    "organizer",
+    "originalEndTimeZone",
+    "originalStart",
+    "originalStartTimeZone",
+    "recurrence",
+    "reminderMinutesBeforeStart",
+    "responseRequested",
+    "responseStatus",
+    "sensitivity",
+    "seriesMasterId",
+    "showAs",
+    "start",
+    "subject",
+    "transactionId",
+    "type",
+    "webLink",
+    "categories",
+    "changeKey",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "id",
 ];
 const CONTACT_PROPS: &[&str] = &[
-    "assistantName", "birthday", "businessAddress", "businessHomePage", "businessPhones",
-    "children", "companyName", "department", "displayName", "emailAddresses", "fileAs",
-    "generation", "givenName", "homeAddress", "homePhones", "imAddresses", "initials", "jobTitle",
-    "manager", "middleName", "mobilePhone", "nickName", "officeLocation", "otherAddress",
-    "parentFolderId", "personalNotes", "primaryEmailAddress", "profession",
-    "secondaryEmailAddress", "spouseName", "surname", "tertiaryEmailAddress", "title",
-    "yomiCompanyName", "yomiGivenName", "yomiSurname", "categories", "changeKey",
-    "createdDateTime", "lastModifiedDateTime", "id",
+    "assistantName",
+    "birthday",
+    "businessAddress",
+    "businessHomePage",
+    "businessPhones",
+    "children",
+    "companyName",
+    "department",
+    "displayName",
+    "emailAddresses",
+    "fileAs",
+    "generation",
+    "givenName",
+    "homeAddress",
+    "homePhones",
+    "imAddresses",
+    "initials",
+    "jobTitle",
+    "manager",
+    "middleName",
+    "mobilePhone",
+    "nickName",
+    "officeLocation",
+    "otherAddress",
+    "parentFolderId",
+    "personalNotes",
+    "primaryEmailAddress",
+    "profession",
+    "secondaryEmailAddress",
+    "spouseName",
+    "surname",
+    "tertiaryEmailAddress",
+    "title",
+    "yomiCompanyName",
+    "yomiGivenName",
+    "yomiSurname",
+    "categories",
+    "changeKey",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "id",
 ];
 const TASK_PROPS: &[&str] = &[
-    "body", "bodyLastModifiedDateTime", "categories", "completedDateTime", "createdDateTime",
-    "dueDateTime", "hasAttachments", "importance", "isReminderOn", "lastModifiedDateTime",
-    "recurrence", "reminderDateTime", "startDateTime", "status", "title", "id",
+    "body",
+    "bodyLastModifiedDateTime",
+    "categories",
+    "completedDateTime",
+    "createdDateTime",
+    "dueDateTime",
+    "hasAttachments",
+    "importance",
+    "isReminderOn",
+    "lastModifiedDateTime",
+    "recurrence",
+    "reminderDateTime",
+    "startDateTime",
+    "status",
+    "title",
+    "id",
 ];
 const MESSAGE_PROPS: &[&str] = &[
-    "bccRecipients", "body", "bodyPreview", "ccRecipients", "conversationId", "conversationIndex",
-    "flag", "from", "hasAttachments", "importance", "inferenceClassification",
-    "internetMessageHeaders", "internetMessageId", "isDeliveryReceiptRequested", "isDraft",
-    "isRead", "isReadReceiptRequested", "parentFolderId", "receivedDateTime", "replyTo", "sender",
-    "sentDateTime", "subject", "toRecipients", "uniqueBody", "webLink", "categories", "changeKey",
-    "createdDateTime", "lastModifiedDateTime", "id",
+    "bccRecipients",
+    "body",
+    "bodyPreview",
+    "ccRecipients",
+    "conversationId",
+    "conversationIndex",
+    "flag",
+    "from",
+    "hasAttachments",
+    "importance",
+    "inferenceClassification",
+    "internetMessageHeaders",
+    "internetMessageId",
+    "isDeliveryReceiptRequested",
+    "isDraft",
+    "isRead",
+    "isReadReceiptRequested",
+    "parentFolderId",
+    "receivedDateTime",
+    "replyTo",
+    "sender",
+    "sentDateTime",
+    "subject",
+    "toRecipients",
+    "uniqueBody",
+    "webLink",
+    "categories",
+    "changeKey",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "id",
 ];
 /// Navigation properties accepted inline (stored or ignored).
 const NAVIGATION: &[&str] = &[
-    "singleValueExtendedProperties", "multiValueExtendedProperties", "extensions", "attachments",
-    "linkedResources", "checklistItems",
+    "singleValueExtendedProperties",
+    "multiValueExtendedProperties",
+    "extensions",
+    "attachments",
+    "linkedResources",
+    "checklistItems",
 ];
 /// Properties the service computes: ignored in an app's POST or PATCH.
 const READ_ONLY: &[&str] = &[
-    "id", "changeKey", "createdDateTime", "lastModifiedDateTime", "bodyPreview", "iCalUId", "type",
-    "seriesMasterId", "originalStart", "webLink", "isOrganizer", "responseStatus",
-    "hasAttachments", "parentFolderId", "cancelledOccurrences", "onlineMeeting",
-    "onlineMeetingUrl", "bodyLastModifiedDateTime", "conversationId", "conversationIndex",
+    "id",
+    "changeKey",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "bodyPreview",
+    "iCalUId",
+    "type",
+    "seriesMasterId",
+    "originalStart",
+    "webLink",
+    "isOrganizer",
+    "responseStatus",
+    "hasAttachments",
+    "parentFolderId",
+    "cancelledOccurrences",
+    "onlineMeeting",
+    "onlineMeetingUrl",
+    "bodyLastModifiedDateTime",
+    "conversationId",
+    "conversationIndex",
 ];
 
 fn known(kind: Kind) -> &'static [&'static str] {
@@ -68,7 +193,8 @@ fn known(kind: Kind) -> &'static [&'static str] {
 /// 400 for a property the type does not have (line 7); annotations (`@...`) are skipped.
 pub(crate) fn check_known(kind: Kind, input: &Map<String, Value>) -> Result<(), ApiError> {
     for k in input.keys() {
-        if k.contains('@') || known(kind).contains(&k.as_str()) || NAVIGATION.contains(&k.as_str()) {
+        if k.contains('@') || known(kind).contains(&k.as_str()) || NAVIGATION.contains(&k.as_str())
+        {
             continue;
         }
         let ty = match kind {
@@ -80,7 +206,9 @@ pub(crate) fn check_known(kind: Kind, input: &Map<String, Value>) -> Result<(), 
         return Err(ApiError::new(
             400,
             "RequestBodyRead",
-            format!("The property '{k}' does not exist on type 'microsoft.graph.{ty}'. Make sure to only use property names that are defined by the type or mark the type as open type."),
+            format!(
+                "The property '{k}' does not exist on type 'microsoft.graph.{ty}'. Make sure to only use property names that are defined by the type or mark the type as open type."
+            ),
         ));
     }
     Ok(())
@@ -97,7 +225,10 @@ pub(crate) fn read_only(key: &str) -> bool {
 pub(crate) fn normalize_body(v: &Value) -> Result<(Value, Option<String>), ApiError> {
     let Value::Object(b) = v else {
         if v.is_null() {
-            return Ok((json!({ "contentType": "html", "content": text_to_html("") }), Some(String::new())));
+            return Ok((
+                json!({ "contentType": "html", "content": text_to_html("") }),
+                Some(String::new()),
+            ));
         }
         return Err(ApiError::bad("body must be an itemBody object."));
     };
@@ -106,7 +237,10 @@ pub(crate) fn normalize_body(v: &Value) -> Result<(Value, Option<String>), ApiEr
         Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(ApiError::bad("body.content must be a string.")),
     };
-    let ty = b.get("contentType").and_then(Value::as_str).unwrap_or("text");
+    let ty = b
+        .get("contentType")
+        .and_then(Value::as_str)
+        .unwrap_or("text");
     if ty.eq_ignore_ascii_case("html") {
         Ok((json!({ "contentType": "html", "content": content }), None))
     } else if ty.eq_ignore_ascii_case("text") {
@@ -138,7 +272,10 @@ pub(crate) fn render_body(m: &mut Map<String, Value>, text: Option<&str>, view: 
         Some(t) => t.to_string(),
         None => html_to_text(b.get("content").and_then(Value::as_str).unwrap_or("")),
     };
-    m.insert("body".into(), json!({ "contentType": "text", "content": content }));
+    m.insert(
+        "body".into(),
+        json!({ "contentType": "text", "content": content }),
+    );
 }
 
 // ---------------------------------------------------------------------------- times
@@ -157,7 +294,11 @@ fn out_zone(view: &View) -> (chrono_tz::Tz, String) {
 /// A stored `dateTimeTimeZone` in the response zone (all-day values are floating dates).
 pub(crate) fn render_dt(v: &Value, all_day: bool, view: &View) -> Value {
     let (zone, label) = out_zone(view);
-    let Some(local) = v.get("dateTime").and_then(Value::as_str).and_then(parse_naive) else {
+    let Some(local) = v
+        .get("dateTime")
+        .and_then(Value::as_str)
+        .and_then(parse_naive)
+    else {
         return v.clone();
     };
     if all_day {
@@ -206,7 +347,9 @@ pub(crate) fn check_event_times(data: &Map<String, Value>) -> Result<(), ApiErro
             return Err(ApiError::bad(format!("{k}.dateTime is required.")));
         };
         let Some(local) = parse_naive(dt) else {
-            return Err(ApiError::bad(format!("{k}.dateTime '{dt}' is not a valid date-time.")));
+            return Err(ApiError::bad(format!(
+                "{k}.dateTime '{dt}' is not a valid date-time."
+            )));
         };
         if let Some(z) = v.get("timeZone").and_then(Value::as_str)
             && resolve_zone(z).is_none()
@@ -214,7 +357,9 @@ pub(crate) fn check_event_times(data: &Map<String, Value>) -> Result<(), ApiErro
             return Err(ApiError::new(
                 400,
                 "TimeZoneNotSupportedException",
-                format!("A valid TimeZone value must be specified. The following TimeZone value is not supported: '{z}'."),
+                format!(
+                    "A valid TimeZone value must be specified. The following TimeZone value is not supported: '{z}'."
+                ),
             ));
         }
         if all_day && local.time() != chrono::NaiveTime::MIN {
@@ -271,16 +416,28 @@ fn relative_match(d: NaiveDate, index: &str) -> bool {
 
 /// Original start (local wall clock in the series' zone) of every occurrence of `recurrence`
 /// whose series starts at `first` and that begins before `until`, at most `cap` of them.
-pub(crate) fn expand(recurrence: &Value, first: NaiveDateTime, until: NaiveDateTime, cap: usize) -> Vec<NaiveDateTime> {
+pub(crate) fn expand(
+    recurrence: &Value,
+    first: NaiveDateTime,
+    until: NaiveDateTime,
+    cap: usize,
+) -> Vec<NaiveDateTime> {
     let p = &recurrence["pattern"];
     let r = &recurrence["range"];
     let interval = p["interval"].as_i64().unwrap_or(1).max(1);
     let ty = p["type"].as_str().unwrap_or("daily");
     let days: Vec<Weekday> = p["daysOfWeek"]
         .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str().and_then(weekday)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().and_then(weekday))
+                .collect()
+        })
         .unwrap_or_default();
-    let first_dow = p["firstDayOfWeek"].as_str().and_then(weekday).unwrap_or(Weekday::Sun);
+    let first_dow = p["firstDayOfWeek"]
+        .as_str()
+        .and_then(weekday)
+        .unwrap_or(Weekday::Sun);
     let index = p["index"].as_str().unwrap_or("first").to_ascii_lowercase();
     let dom = p["dayOfMonth"].as_u64().unwrap_or(first.day() as u64) as u32;
     let month = p["month"].as_u64().unwrap_or(first.month() as u64) as u32;
@@ -290,7 +447,9 @@ pub(crate) fn expand(recurrence: &Value, first: NaiveDateTime, until: NaiveDateT
         .unwrap_or(first.date());
     let start = range_start.max(first.date());
     let end_date = match r["type"].as_str() {
-        Some("endDate") => r["endDate"].as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()),
+        Some("endDate") => r["endDate"]
+            .as_str()
+            .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()),
         _ => None,
     };
     let numbered = (r["type"].as_str() == Some("numbered"))
@@ -308,7 +467,11 @@ pub(crate) fn expand(recurrence: &Value, first: NaiveDateTime, until: NaiveDateT
         let hit = match ty {
             "daily" => (d - range_start).num_days() % interval == 0,
             "weekly" => {
-                let wd = if days.is_empty() { vec![first.weekday()] } else { days.clone() };
+                let wd = if days.is_empty() {
+                    vec![first.weekday()]
+                } else {
+                    days.clone()
+                };
                 wd.contains(&d.weekday())
                     && ((week_start(d) - week_start(range_start)).num_days() / 7) % interval == 0
             }
@@ -319,7 +482,9 @@ pub(crate) fn expand(recurrence: &Value, first: NaiveDateTime, until: NaiveDateT
                     && relative_match(d, &index)
             }
             "absoluteYearly" => {
-                d.month() == month && d.day() == dom && (d.year() - range_start.year()) as i64 % interval == 0
+                d.month() == month
+                    && d.day() == dom
+                    && (d.year() - range_start.year()) as i64 % interval == 0
             }
             "relativeYearly" => {
                 d.month() == month
@@ -345,7 +510,8 @@ pub(crate) fn expand(recurrence: &Value, first: NaiveDateTime, until: NaiveDateT
 /// (year, month, day) in bytes 16-19, as Exchange does.
 pub(crate) fn occurrence_uid(master_uid: &str, date: NaiveDate) -> String {
     let stamp = format!("{:04X}{:02X}{:02X}", date.year(), date.month(), date.day());
-    if master_uid.len() >= 40 && master_uid.is_char_boundary(32) && master_uid.is_char_boundary(40) {
+    if master_uid.len() >= 40 && master_uid.is_char_boundary(32) && master_uid.is_char_boundary(40)
+    {
         format!("{}{}{}", &master_uid[..32], stamp, &master_uid[40..])
     } else {
         format!("{master_uid}{stamp}")
@@ -364,16 +530,40 @@ mod tests {
     fn weekly_and_numbered_expand() {
         let r = json!({"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday", "wednesday"]},
                        "range": {"type": "numbered", "startDate": "2030-01-07", "numberOfOccurrences": 3}});
-        let got = expand(&r, at("2030-01-07T09:00:00"), at("2031-01-01T00:00:00"), 100);
-        assert_eq!(got, vec![at("2030-01-07T09:00:00"), at("2030-01-09T09:00:00"), at("2030-01-14T09:00:00")]);
+        let got = expand(
+            &r,
+            at("2030-01-07T09:00:00"),
+            at("2031-01-01T00:00:00"),
+            100,
+        );
+        assert_eq!(
+            got,
+            vec![
+                at("2030-01-07T09:00:00"),
+                at("2030-01-09T09:00:00"),
+                at("2030-01-14T09:00:00")
+            ]
+        );
     }
 
     #[test]
     fn relative_monthly_last_friday() {
         let r = json!({"pattern": {"type": "relativeMonthly", "interval": 1, "daysOfWeek": ["friday"], "index": "last"},
                        "range": {"type": "endDate", "startDate": "2030-01-01", "endDate": "2030-03-31"}});
-        let got = expand(&r, at("2030-01-01T10:00:00"), at("2031-01-01T00:00:00"), 100);
-        assert_eq!(got, vec![at("2030-01-25T10:00:00"), at("2030-02-22T10:00:00"), at("2030-03-29T10:00:00")]);
+        let got = expand(
+            &r,
+            at("2030-01-01T10:00:00"),
+            at("2031-01-01T00:00:00"),
+            100,
+        );
+        assert_eq!(
+            got,
+            vec![
+                at("2030-01-25T10:00:00"),
+                at("2030-02-22T10:00:00"),
+                at("2030-03-29T10:00:00")
+            ]
+        );
     }
 
     #[test]

@@ -346,7 +346,9 @@ impl Mailbox {
             let props: Vec<Value> = item
                 .ext
                 .iter()
-                .filter(|(id, _)| filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(id)))
+                .filter(|(id, _)| {
+                    filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(id))
+                })
                 .map(|(id, v)| json!({ "id": id, "value": v }))
                 .collect();
             m.insert("singleValueExtendedProperties".into(), Value::Array(props));
@@ -480,7 +482,10 @@ pub(crate) enum CursorState {
         replay_from: Option<u64>,
     },
     /// A delta token: changes after `since` (and, once, those after `replay_from`).
-    Delta { since: u64, replay_from: Option<u64> },
+    Delta {
+        since: u64,
+        replay_from: Option<u64>,
+    },
 }
 
 pub(crate) struct Cursor {
@@ -730,7 +735,10 @@ impl State {
         if matches!(kind, Kind::Event | Kind::Message) {
             let (b, t) = shape::normalize_body(data.get("body").unwrap_or(&Value::Null))?;
             data.insert("body".into(), b);
-            data.insert("bodyPreview".into(), Value::String(shape::preview(data.get("body"))));
+            data.insert(
+                "bodyPreview".into(),
+                Value::String(shape::preview(data.get("body"))),
+            );
             text_body = t;
         }
         if kind == Kind::Event {
@@ -861,9 +869,15 @@ impl State {
             new_text = Some(t);
         }
         if kind == Kind::Event {
-            for (k, orig) in [("start", "originalStartTimeZone"), ("end", "originalEndTimeZone")] {
+            for (k, orig) in [
+                ("start", "originalStartTimeZone"),
+                ("end", "originalEndTimeZone"),
+            ] {
                 if input.contains_key(k)
-                    && let Some(z) = data.get(k).and_then(|v| v["timeZone"].as_str()).map(str::to_string)
+                    && let Some(z) = data
+                        .get(k)
+                        .and_then(|v| v["timeZone"].as_str())
+                        .map(str::to_string)
                 {
                     data.insert(orig.into(), Value::String(z));
                 }
@@ -872,7 +886,14 @@ impl State {
             fill_recurrence_zone(&mut data);
             if input.contains_key("recurrence") {
                 let series = data.get("recurrence").is_some_and(|r| !r.is_null());
-                data.insert("type".into(), json!(if series { "seriesMaster" } else { "singleInstance" }));
+                data.insert(
+                    "type".into(),
+                    json!(if series {
+                        "seriesMaster"
+                    } else {
+                        "singleInstance"
+                    }),
+                );
             }
         }
         let seq = self.next_seq();
@@ -1037,7 +1058,13 @@ impl State {
     /// Queues notifications for a change of item `idx`. `scope`: `None` = every matching
     /// subscription; `Some(Some(c))` = only subscriptions scoped to container `c`;
     /// `Some(None)` = only mailbox-wide subscriptions.
-    pub(crate) fn emit(&mut self, mbx: usize, idx: usize, change: &str, scope: Option<Option<String>>) {
+    pub(crate) fn emit(
+        &mut self,
+        mbx: usize,
+        idx: usize,
+        change: &str,
+        scope: Option<Option<String>>,
+    ) {
         let now = Utc::now();
         self.subs.retain(|s| s.expiration > now);
         let (kind, container, imm, rest, etag, user_id, upn) = {
@@ -1214,10 +1241,15 @@ impl State {
         {
             return match after {
                 None => mb.calendar_view(*w, &view, true),
-                Some(s) => mb.calendar_changes(*w, s, &view).into_iter().map(|(_, v)| v).collect(),
+                Some(s) => mb
+                    .calendar_changes(*w, s, &view)
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect(),
             };
         }
-        let in_scope = |i: &&Item| i.kind == *kind && container.as_ref().is_none_or(|c| &i.container == c);
+        let in_scope =
+            |i: &&Item| i.kind == *kind && container.as_ref().is_none_or(|c| &i.container == c);
         match after {
             None => mb
                 .items
@@ -1227,8 +1259,12 @@ impl State {
                 .map(|i| mb.render(i, &view))
                 .collect(),
             Some(s) => {
-                let mut changed: Vec<&Item> =
-                    mb.items.iter().filter(in_scope).filter(|i| i.seq > s).collect();
+                let mut changed: Vec<&Item> = mb
+                    .items
+                    .iter()
+                    .filter(in_scope)
+                    .filter(|i| i.seq > s)
+                    .collect();
                 changed.sort_by_key(|i| i.seq);
                 changed
                     .into_iter()
@@ -1260,7 +1296,12 @@ impl State {
     ) -> ApiResult {
         let upn = self.mailboxes[mbx].upn.clone();
         let (cursor_meta, from_seq, since, replay_from) = match token {
-            None => ((kind, container, window, path.to_string()), 0u64, None, None),
+            None => (
+                (kind, container, window, path.to_string()),
+                0u64,
+                None,
+                None,
+            ),
             Some((is_skip, tok)) => {
                 let Some(c) = self.cursors.get(&tok) else {
                     return Err(ApiError::new(
@@ -1304,11 +1345,24 @@ impl State {
                 }
                 let meta = (c.kind, c.container.clone(), c.window, c.path.clone());
                 match &c.state {
-                    CursorState::Pages { pages, then_seq, from_seq, replay_from } if is_skip => {
+                    CursorState::Pages {
+                        pages,
+                        then_seq,
+                        from_seq,
+                        replay_from,
+                    } if is_skip => {
                         let (then, from, replay) = (*then_seq, *from_seq, *replay_from);
                         if empty_once {
                             // An empty end of round whose deltaLink yields this round's content again.
-                            return Ok(self.answer_page(&upn, meta, Vec::new(), VecDeque::new(), from, None, from));
+                            return Ok(self.answer_page(
+                                &upn,
+                                meta,
+                                Vec::new(),
+                                VecDeque::new(),
+                                from,
+                                None,
+                                from,
+                            ));
                         }
                         // Serve the stored page; a retried GET of the same nextLink gets the same page.
                         let page = pages.front().cloned().unwrap_or_default();
@@ -1331,7 +1385,15 @@ impl State {
         let then_seq = self.seq;
         if empty_once {
             let again = since.unwrap_or(0);
-            return Ok(self.answer_page(&upn, cursor_meta, Vec::new(), VecDeque::new(), again, replay_from, again));
+            return Ok(self.answer_page(
+                &upn,
+                cursor_meta,
+                Vec::new(),
+                VecDeque::new(),
+                again,
+                replay_from,
+                again,
+            ));
         }
         let items = self.round_items(mbx, &cursor_meta, since, replay_from, view);
         let size = page_size.unwrap_or(self.delta_page_size).max(1);
@@ -1340,8 +1402,19 @@ impl State {
             chunks.push_front(Vec::new());
         }
         let first = chunks.pop_front().unwrap_or_default();
-        let replay = self.faults.replay_delta.then_some(from_seq.max(since.unwrap_or(0)));
-        Ok(self.answer_page(&upn, cursor_meta, first, chunks, then_seq, replay, since.unwrap_or(0)))
+        let replay = self
+            .faults
+            .replay_delta
+            .then_some(from_seq.max(since.unwrap_or(0)));
+        Ok(self.answer_page(
+            &upn,
+            cursor_meta,
+            first,
+            chunks,
+            then_seq,
+            replay,
+            since.unwrap_or(0),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1466,7 +1539,9 @@ fn fill_recurrence_zone(data: &mut Map<String, Value>) {
         .to_string();
     if let Some(Value::Object(r)) = data.get_mut("recurrence")
         && let Some(Value::Object(range)) = r.get_mut("range")
-        && !range.get("recurrenceTimeZone").is_some_and(Value::is_string)
+        && !range
+            .get("recurrenceTimeZone")
+            .is_some_and(Value::is_string)
     {
         range.insert("recurrenceTimeZone".into(), Value::String(zone));
     }
@@ -1768,7 +1843,13 @@ mod tests {
         let (ext, _) = parse_expand(Some(
             "singleValueExtendedProperties($filter=id eq 'String {x} Name A' or id eq 'String {y} Name B')",
         ));
-        assert_eq!(ext, Some(vec!["String {x} Name A".to_string(), "String {y} Name B".to_string()]));
+        assert_eq!(
+            ext,
+            Some(vec![
+                "String {x} Name A".to_string(),
+                "String {y} Name B".to_string()
+            ])
+        );
         assert_eq!(parse_expand(Some("linkedResources")), (None, true));
     }
 
