@@ -344,3 +344,134 @@ async fn error_bodies_have_the_graph_envelope() {
     assert!(v["error"]["innerError"]["request-id"].is_string());
     assert!(v["error"]["innerError"]["date"].is_string());
 }
+
+#[tokio::test]
+async fn series_copies_bodies_and_zones_served_by_the_simulator_match_the_schema() {
+    let schema = schema();
+    let (sim, client) = setup().await;
+    sim.add_mailbox("rep2@contoso.com");
+    let mut series = full_event();
+    series["start"] =
+        json!({ "dateTime": "2030-03-04T09:00:00", "timeZone": "W. Europe Standard Time" });
+    series["end"] =
+        json!({ "dateTime": "2030-03-04T10:00:00", "timeZone": "W. Europe Standard Time" });
+    series["body"] = json!({ "contentType": "text", "content": "Grüße – <b>\nzwei" });
+    series["attendees"] = json!([{ "type": "required", "emailAddress": { "name": "Two", "address": "rep2@contoso.com" } }]);
+    let master = client
+        .create_event(MBX, &series, "t-s", "CRM-9")
+        .await
+        .expect("series");
+    let mid = master["id"].as_str().expect("id");
+    let http = reqwest::Client::new();
+    let d = cgc_graph::GraphSimConfig::default();
+    let tok: Value = http
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.login_url(),
+            d.tenant_id
+        ))
+        .form(&[
+            ("client_id", d.client_id.as_str()),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("client_secret", d.client_secret.as_str()),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let tok = tok["access_token"].as_str().expect("token").to_string();
+    let get = |path: String, prefer: &'static str| {
+        let http = http.clone();
+        let tok = tok.clone();
+        let url = format!("{}/{path}", sim.graph_url());
+        async move {
+            let mut rb = http.get(url).bearer_auth(tok);
+            if !prefer.is_empty() {
+                rb = rb.header("Prefer", prefer);
+            }
+            rb.send()
+                .await
+                .expect("send")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let w = "startDateTime=2030-03-01T00:00:00Z&endDateTime=2030-04-01T00:00:00Z";
+    let inst = get(
+        format!("users/{MBX}/events/{mid}/instances?{w}"),
+        "outlook.timezone=\"Pacific Standard Time\"",
+    )
+    .await;
+    let list = inst["value"].as_array().cloned().unwrap_or_default();
+    assert!(!list.is_empty());
+    for o in &list {
+        assert_clean(&schema, "event", o, &[], "instance");
+    }
+    let occ = get(
+        format!(
+            "users/{MBX}/events/{}?$expand=singleValueExtendedProperties",
+            list[0]["id"].as_str().expect("id")
+        ),
+        "outlook.body-content-type=\"text\"",
+    )
+    .await;
+    assert_clean(
+        &schema,
+        "event",
+        &occ,
+        &["singleValueExtendedProperties"],
+        "GET occurrence",
+    );
+    let view = get(format!("users/{MBX}/calendarView?{w}"), "").await;
+    for e in view["value"].as_array().into_iter().flatten() {
+        assert_clean(&schema, "event", e, &[], "calendarView item");
+    }
+    let round = client
+        .calendar_view_delta(
+            MBX,
+            DeltaStart::Window {
+                start: chrono::DateTime::parse_from_rfc3339("2030-03-01T00:00:00Z")
+                    .map(|t| t.to_utc())
+                    .expect("t"),
+                end: chrono::DateTime::parse_from_rfc3339("2030-04-01T00:00:00Z")
+                    .map(|t| t.to_utc())
+                    .expect("t"),
+            },
+        )
+        .await
+        .expect("delta");
+    assert!(round.changed.iter().any(|e| e["type"] == "occurrence"));
+    for e in &round.changed {
+        assert_clean(&schema, "event", e, &[], "skeletal occurrence");
+    }
+    let copies = get(
+        "users/rep2@contoso.com/events?$expand=singleValueExtendedProperties".into(),
+        "",
+    )
+    .await;
+    let copies = copies["value"].as_array().cloned().unwrap_or_default();
+    assert_eq!(copies.len(), 1);
+    assert_clean(
+        &schema,
+        "event",
+        &copies[0],
+        &["singleValueExtendedProperties"],
+        "attendee copy",
+    );
+    // PATCH of an occurrence (an exception) and its answer.
+    let ex = client
+        .update_event(
+            MBX,
+            list[1]["id"].as_str().expect("id"),
+            &json!({ "subject": "Moved" }),
+            None,
+        )
+        .await
+        .expect("exception");
+    assert_eq!(ex["type"], "exception");
+    assert_clean(&schema, "event", &ex, &[], "exception");
+}

@@ -67,6 +67,9 @@ impl GraphClient {
                 ));
             };
             for item in items {
+                if !self.well_formed(item, "delta item") {
+                    continue;
+                }
                 let Some(id) = item["id"].as_str() else {
                     continue;
                 };

@@ -13,8 +13,9 @@ mod subscriptions;
 mod throttling;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Method;
 use reqwest::header::{ACCEPT, HeaderMap, IF_MATCH, LOCATION};
@@ -26,7 +27,7 @@ pub use delta::{DeltaRound, DeltaStart};
 pub use errors::GraphError;
 pub use resources::{WELL_KNOWN_FOLDERS, event_create_body, task_create_body};
 pub use subscriptions::{NewSubscription, Subscription};
-pub use throttling::RetryPolicy;
+pub use throttling::{InMemoryThrottleShare, RetryPolicy, ThrottleShare};
 
 use crate::util::{encode_component, encode_segment, excerpt};
 
@@ -72,7 +73,30 @@ struct Inner {
     graph_url: String,
     token: auth::TokenCache,
     policy: RetryPolicy,
-    mailboxes: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per mailbox (lower case): no request starts before this instant (a 429's Retry-After).
+    windows: Mutex<HashMap<String, Instant>>,
+    share: RwLock<Option<Arc<dyn ThrottleShare>>>,
+    malformed: AtomicU64,
+}
+
+/// Per-mailbox limiters shared by every client of the process (same Graph URL, app and limit).
+fn limiter(key: String, permits: usize) -> Arc<Semaphore> {
+    static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<Semaphore>>>> = OnceLock::new();
+    let reg = REGISTRY.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = match reg.lock() {
+        Ok(m) => m,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    map.entry(key)
+        .or_insert_with(|| Arc::new(Semaphore::new(permits)))
+        .clone()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 /// One request as the engine sees it.
@@ -171,7 +195,9 @@ impl GraphClient {
                 graph_url,
                 token: auth::TokenCache::default(),
                 policy,
-                mailboxes: Mutex::new(HashMap::new()),
+                windows: Mutex::new(HashMap::new()),
+                share: RwLock::new(None),
+                malformed: AtomicU64::new(0),
             }),
         })
     }
@@ -197,19 +223,118 @@ impl GraphClient {
         url
     }
 
+    /// Shares this client's per-mailbox throttling windows with other clients or processes:
+    /// the client consults `share` before a mailbox request (when its own knowledge says the
+    /// mailbox is not throttled) and publishes every window a 429 opens. Applies to all clones.
+    pub fn with_throttle_share(self, share: Arc<dyn ThrottleShare>) -> Self {
+        match self.inner.share.write() {
+            Ok(mut g) => *g = Some(share),
+            Err(poisoned) => *poisoned.into_inner() = Some(share),
+        }
+        self
+    }
+
+    /// Items of list and delta answers skipped because they were malformed (not an object,
+    /// or without a string `id`), since this client was made (all clones).
+    pub fn malformed_items(&self) -> u64 {
+        self.inner.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Counts and logs a malformed item; `true` when `item` is usable.
+    pub(crate) fn well_formed(&self, item: &Value, what: &str) -> bool {
+        let ok = item.is_object() && item["id"].as_str().is_some_and(|s| !s.trim().is_empty());
+        if !ok {
+            self.inner.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(what, item = %excerpt(&item.to_string(), 200), "skipping a malformed item in a Graph answer");
+        }
+        ok
+    }
+
     fn semaphore(&self, mailbox: &str) -> Arc<Semaphore> {
-        let key = mailbox.to_ascii_lowercase();
-        let mut map = match self.inner.mailboxes.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(key)
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(
-                    self.inner.policy.max_in_flight_per_mailbox.max(1),
-                ))
-            })
-            .clone()
+        let permits = self.inner.policy.max_in_flight_per_mailbox.max(1);
+        let key = format!(
+            "{}|{}|{}|{}",
+            self.inner.graph_url,
+            self.inner.cfg.client_id,
+            permits,
+            mailbox.to_ascii_lowercase()
+        );
+        limiter(key, permits)
+    }
+
+    fn share(&self) -> Option<Arc<dyn ThrottleShare>> {
+        match self.inner.share.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn local_window(&self, mailbox: &str) -> Option<Instant> {
+        lock(&self.inner.windows)
+            .get(&mailbox.to_ascii_lowercase())
+            .copied()
+            .filter(|u| *u > Instant::now())
+    }
+
+    fn extend_local_window(&self, mailbox: &str, until: Instant) {
+        let mut w = lock(&self.inner.windows);
+        let slot = w.entry(mailbox.to_ascii_lowercase()).or_insert(until);
+        if *slot < until {
+            *slot = until;
+        }
+    }
+
+    /// Records a window a 429 opened and publishes it to the share.
+    async fn open_window(&self, mailbox: &str, wait: Duration) {
+        if wait.is_zero() {
+            return;
+        }
+        self.extend_local_window(mailbox, Instant::now() + wait);
+        if let Some(share) = self.share() {
+            share
+                .set_throttled_until(&mailbox.to_ascii_lowercase(), SystemTime::now() + wait)
+                .await;
+        }
+    }
+
+    /// Waits out the mailbox's throttling window (ours or a shared one); a window longer than
+    /// `max_retry_after` goes to the caller as `Throttled`.
+    async fn wait_window(&self, mailbox: &str) -> Result<(), GraphError> {
+        loop {
+            let until = match self.local_window(mailbox) {
+                Some(u) => Some(u),
+                None => match self.share() {
+                    Some(share) => {
+                        let shared = share.throttled_until(&mailbox.to_ascii_lowercase()).await;
+                        shared
+                            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                            .filter(|d| !d.is_zero())
+                            .map(|d| {
+                                let u = Instant::now() + d;
+                                self.extend_local_window(mailbox, u);
+                                u
+                            })
+                    }
+                    None => None,
+                },
+            };
+            let Some(until) = until else {
+                return Ok(());
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if left > self.inner.policy.max_retry_after {
+                return Err(GraphError::Throttled { retry_after: left });
+            }
+            tracing::debug!(
+                mailbox,
+                wait_ms = left.as_millis() as u64,
+                "mailbox throttled, waiting"
+            );
+            tokio::time::sleep(left).await;
+        }
     }
 
     /// Runs one call with token handling, the per-mailbox limit and the retry policy.
@@ -220,6 +345,9 @@ impl GraphClient {
         let mut retries = 0u32;
         let mut auth_retried = false;
         loop {
+            if let Some(m) = call.mailbox {
+                self.wait_window(m).await?;
+            }
             let sem = call.mailbox.map(|m| self.semaphore(m));
             let permit = match &sem {
                 Some(s) => Some(
@@ -230,6 +358,13 @@ impl GraphClient {
                 ),
                 None => None,
             };
+            // A window may have opened while we waited for a permit.
+            if let Some(m) = call.mailbox
+                && self.local_window(m).is_some()
+            {
+                drop(permit);
+                continue;
+            }
             let token = self
                 .inner
                 .token
@@ -286,12 +421,19 @@ impl GraphClient {
             match status {
                 429 => {
                     let wait = retry_after.unwrap_or_else(|| policy.backoff(throttle_tries + 1));
+                    if let Some(m) = call.mailbox {
+                        // Every task of this client (and, through the share, other clients)
+                        // waits the window out before its next request to this mailbox.
+                        self.open_window(m, wait).await;
+                    }
                     if throttle_tries < policy.max_throttle_retries
                         && wait <= policy.max_retry_after
                     {
                         throttle_tries += 1;
                         tracing::info!(url = %call.url, wait_ms = wait.as_millis() as u64, "Graph throttled (429), waiting");
-                        tokio::time::sleep(wait).await;
+                        if call.mailbox.is_none() {
+                            tokio::time::sleep(wait).await;
+                        }
                         continue;
                     }
                     return Err(GraphError::Throttled { retry_after: wait });
@@ -368,7 +510,12 @@ impl GraphClient {
             call.outlook = outlook;
             let page = self.execute(call).await?.json()?;
             if let Some(items) = page["value"].as_array() {
-                out.extend(items.iter().cloned());
+                out.extend(
+                    items
+                        .iter()
+                        .filter(|i| self.well_formed(i, "list item"))
+                        .cloned(),
+                );
             } else {
                 return Err(GraphError::parse(
                     "collection answer without `value`",

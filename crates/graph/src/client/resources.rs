@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{Call, GraphClient, GraphError};
 use crate::util::odata_literal;
-use crate::{CRM_ID_PROPERTY, LINKED_RESOURCE_APP};
+use crate::{CRM_ID_PROPERTY, LINKED_RESOURCE_APP, SYNC_STATE_PROPERTY};
 
 /// Well-known mail folder names accepted as the first segment of a folder path.
 pub const WELL_KNOWN_FOLDERS: &[&str] = &[
@@ -21,11 +21,21 @@ pub const WELL_KNOWN_FOLDERS: &[&str] = &[
     "scheduled",
 ];
 
+/// Expands both connector properties (CRM id and sync state) on events and contacts.
 fn expand_crm_id() -> String {
     format!(
-        "singleValueExtendedProperties($filter=id eq {})",
-        odata_literal(CRM_ID_PROPERTY)
+        "singleValueExtendedProperties($filter=id eq {} or id eq {})",
+        odata_literal(CRM_ID_PROPERTY),
+        odata_literal(SYNC_STATE_PROPERTY)
     )
+}
+
+fn properties_patch(props: &[(&str, &str)]) -> Value {
+    let list: Vec<Value> = props
+        .iter()
+        .map(|(id, value)| json!({ "id": id, "value": value }))
+        .collect();
+    json!({ "singleValueExtendedProperties": list })
 }
 
 fn crm_id_filter(crm_id: &str) -> String {
@@ -188,6 +198,21 @@ impl GraphClient {
             .map(|_| ())
     }
 
+    /// Sets single-value extended properties (`(id, value)` pairs, e.g. [`CRM_ID_PROPERTY`] and
+    /// [`SYNC_STATE_PROPERTY`]) on an event: one PATCH carrying only them, so no meeting mail.
+    pub async fn set_event_properties(
+        &self,
+        mailbox: &str,
+        id: &str,
+        props: &[(&str, &str)],
+    ) -> Result<(), GraphError> {
+        let body = properties_patch(props);
+        let url = self.api(&["users", mailbox, "events", id], &[]);
+        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
+            .await
+            .map(|_| ())
+    }
+
     pub async fn find_event_by_crm_id(
         &self,
         mailbox: &str,
@@ -273,6 +298,20 @@ impl GraphClient {
         crm_id: &str,
     ) -> Result<(), GraphError> {
         let body = with_crm_property(&json!({}), crm_id, "patch")?;
+        let url = self.api(&["users", mailbox, "contacts", id], &[]);
+        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Like [`GraphClient::set_event_properties`] for a contact.
+    pub async fn set_contact_properties(
+        &self,
+        mailbox: &str,
+        id: &str,
+        props: &[(&str, &str)],
+    ) -> Result<(), GraphError> {
+        let body = properties_patch(props);
         let url = self.api(&["users", mailbox, "contacts", id], &[]);
         self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
             .await

@@ -1,6 +1,8 @@
 //! Retry policy: Retry-After honoured exactly, bounded tries, jittered exponential backoff.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -48,6 +50,43 @@ impl RetryPolicy {
             return step;
         }
         Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    }
+}
+
+/// Where throttling windows are shared between clients and processes (e.g. Redis).
+/// Mailbox keys are the mailbox as the caller names it, lower case.
+#[async_trait::async_trait]
+pub trait ThrottleShare: Send + Sync {
+    /// The end of the mailbox's current throttling window, if one is known.
+    async fn throttled_until(&self, mailbox: &str) -> Option<SystemTime>;
+    /// Publishes a window: no request to `mailbox` should start before `until`.
+    async fn set_throttled_until(&self, mailbox: &str, until: SystemTime);
+}
+
+/// A [`ThrottleShare`] in memory, for several clients of one process (and tests).
+#[derive(Default)]
+pub struct InMemoryThrottleShare {
+    windows: Mutex<HashMap<String, SystemTime>>,
+}
+
+#[async_trait::async_trait]
+impl ThrottleShare for InMemoryThrottleShare {
+    async fn throttled_until(&self, mailbox: &str) -> Option<SystemTime> {
+        let w = match self.windows.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        w.get(mailbox).copied().filter(|t| *t > SystemTime::now())
+    }
+    async fn set_throttled_until(&self, mailbox: &str, until: SystemTime) {
+        let mut w = match self.windows.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        let slot = w.entry(mailbox.to_string()).or_insert(until);
+        if *slot < until {
+            *slot = until;
+        }
     }
 }
 

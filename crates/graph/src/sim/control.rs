@@ -9,7 +9,11 @@
 //! * `POST /_sim/faults {"throttle_next": {"n": 3, "retry_after_secs": 2}, "unavailable_next": 1,
 //!   "duplicate_deliveries": 3, "created_plus_updated": true, "drop_notifications": 1,
 //!   "delay_notifications_ms": 500, "latency_ms": 20, "expire_delta_tokens": true,
-//!   "reset_delta_tokens": true, "fail_token": "AADSTS7000222" | null, "revoke_tokens": true}`
+//!   "reset_delta_tokens": true, "fail_token": "AADSTS7000222" | null, "revoke_tokens": true,
+//!   "throttle_mailbox": {"mailbox": "..", "retry_after_secs": 2},
+//!   "commit_then_fail": {"mailbox": "..", "n": 1, "mode": "500" | "503" | "504" | "close"},
+//!   "empty_listing_once": "<mailbox>", "updates_after_create": 2, "miss_notifications": 1,
+//!   "replay_delta": true, "reject_todo_subscriptions": false}`
 
 use std::time::Duration;
 
@@ -134,6 +138,37 @@ pub(crate) async fn handle(
             }
             if body["revoke_tokens"].as_bool() == Some(true) {
                 sim.revoke_tokens();
+            }
+            if let Some(t) = body.get("throttle_mailbox")
+                && let Some(m) = t["mailbox"].as_str()
+            {
+                sim.throttle_mailbox(m, t["retry_after_secs"].as_u64().unwrap_or(1));
+            }
+            if let Some(c) = body.get("commit_then_fail")
+                && let Some(m) = c["mailbox"].as_str()
+            {
+                let how = match c["mode"].as_str().unwrap_or("500") {
+                    "503" => super::CommitFail::Status503,
+                    "504" => super::CommitFail::Status504,
+                    "close" => super::CommitFail::CloseConnection,
+                    _ => super::CommitFail::Status500,
+                };
+                sim.commit_then_fail(m, c["n"].as_u64().unwrap_or(1) as u32, how);
+            }
+            if let Some(m) = body["empty_listing_once"].as_str() {
+                sim.empty_listing_once(m);
+            }
+            if let Some(n) = body["updates_after_create"].as_u64() {
+                sim.updates_after_create(n as u32);
+            }
+            if let Some(n) = body["miss_notifications"].as_u64() {
+                sim.miss_notifications(n as u32);
+            }
+            if let Some(b) = body["replay_delta"].as_bool() {
+                sim.replay_delta(b);
+            }
+            if let Some(b) = body["reject_todo_subscriptions"].as_bool() {
+                sim.reject_todo_subscriptions(b);
             }
             ok(200, json!({}))
         }

@@ -18,12 +18,16 @@ pub(crate) async fn validate_endpoint(
     url: &str,
     timeout: Duration,
 ) -> Result<(), String> {
+    // Line 3: spaces, `+`, `/`, `=`, `&` and `:` inside, sent form-encoded (`+` for a space).
+    let id = uuid::Uuid::new_v4().simple().to_string();
     let token = format!(
-        "Validation: Testing client application reachability for subscription Request-Id: {}",
-        uuid::Uuid::new_v4()
+        "Validation: Testing client application reachability for subscription Request-Id: {} sig=Ab+c/{}==&v=1",
+        uuid::Uuid::new_v4(),
+        &id[..8]
     );
     let sep = if url.contains('?') { '&' } else { '?' };
-    let target = format!("{url}{sep}validationToken={}", encode_component(&token));
+    let encoded = encode_component(&token).replace("%20", "+");
+    let target = format!("{url}{sep}validationToken={encoded}");
     let resp = http
         .post(&target)
         .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")

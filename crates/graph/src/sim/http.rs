@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Value, json};
 
-use super::state::{ApiError, ApiResult, Kind, LoggedRequest, State, Sub, View, parse_expand};
+use super::state::{
+    ApiError, ApiResult, CommitFail, Kind, LoggedRequest, State, Sub, View, parse_expand,
+};
 use super::{GraphSim, Shared};
 use crate::util::{decode_component, encode_component, parse_query};
 
@@ -204,7 +206,7 @@ fn token(sh: &Shared, tenant: &str, _headers: &HeaderMap, body: &[u8]) -> Respon
     if get("client_id") != st.cfg.client_id {
         return aad_error("AADSTS700016");
     }
-    if get("scope") != "https://graph.microsoft.com/.default" {
+    if !get("scope").ends_with("/.default") {
         return aad_error("AADSTS70011");
     }
     if get("client_secret") != st.cfg.client_secret {
@@ -254,6 +256,78 @@ fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// `Prefer` preferences of a request (every `Prefer` header, comma-separated parts).
+#[derive(Default)]
+struct Prefs {
+    immutable: bool,
+    page_size: Option<usize>,
+    tz: Option<String>,
+    text_body: bool,
+}
+
+fn prefs(headers: &HeaderMap) -> (Option<String>, Prefs) {
+    let all: Vec<String> = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    if all.is_empty() {
+        return (None, Prefs::default());
+    }
+    let joined = all.join(", ");
+    let mut p = Prefs::default();
+    for part in joined.split(',') {
+        let part = part.trim();
+        let Some((k, v)) = part.split_once('=') else {
+            continue;
+        };
+        let (k, v) = (
+            k.trim().to_ascii_lowercase(),
+            v.trim().trim_matches('"').to_string(),
+        );
+        match k.as_str() {
+            "idtype" => p.immutable = v.eq_ignore_ascii_case("immutableid"),
+            "odata.maxpagesize" => p.page_size = v.parse().ok(),
+            "outlook.timezone" => p.tz = Some(v),
+            "outlook.body-content-type" => p.text_body = v.eq_ignore_ascii_case("text"),
+            _ => {}
+        }
+    }
+    (Some(joined), p)
+}
+
+/// A response that never completes: the connection is dropped without an answer.
+fn abort_response() -> Response {
+    let stream = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("simulated connection loss"))
+    });
+    Response::new(axum::body::Body::from_stream(stream))
+}
+
+/// POST of a new event / contact / task, or any PATCH, of a mailbox (the commit-fail fault).
+fn is_item_write(method: &Method, segs: &[String]) -> bool {
+    let last = segs
+        .last()
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    (*method == Method::PATCH && segs.len() >= 4)
+        || (*method == Method::POST && matches!(last.as_str(), "events" | "contacts" | "tasks"))
+}
+
+/// Collection reads the empty-listing fault applies to.
+fn is_listing(method: &Method, segs: &[String]) -> bool {
+    if *method != Method::GET || segs.len() < 3 {
+        return false;
+    }
+    let l: Vec<String> = segs[2..].iter().map(|s| s.to_ascii_lowercase()).collect();
+    let last = l.last().map(String::as_str).unwrap_or("");
+    matches!(
+        last,
+        "events" | "contacts" | "tasks" | "messages" | "calendarview" | "instances" | "delta"
+    )
+}
+
 async fn graph(
     sh: Arc<Shared>,
     method: Method,
@@ -264,27 +338,39 @@ async fn graph(
     body: &[u8],
 ) -> Response {
     let pairs = parse_query(query);
-    let prefer = header_str(headers, "prefer");
+    let (prefer, prefs) = prefs(headers);
     let if_match = header_str(headers, "if-match");
     let body_json: Option<Value> = if body.is_empty() {
         None
     } else {
         serde_json::from_slice(body).ok()
     };
-    if !body.is_empty() && body_json.is_none() {
-        return error_resp(ApiError::bad("Unable to read JSON request payload."));
-    }
-    let (key, early, latency) = {
+    let arrived = Instant::now();
+    let (key, early, latency, serial, commit_fail, empty_once) = {
         let mut st = sh.lock();
         st.request_count += 1;
-        st.log_request(LoggedRequest {
+        let mbx = if segs.len() >= 3 && eq(&segs[0], "users") {
+            st.mailbox(&segs[1])
+        } else {
+            None
+        };
+        let mbx_key = mbx.map(|i| st.mailboxes[i].upn.to_ascii_lowercase());
+        let serial = st.log_request(LoggedRequest {
             method: method.to_string(),
             path: decode_component(raw_path, false),
             query: query.to_string(),
             prefer: prefer.clone(),
             if_match: if_match.clone(),
             body: body_json.clone(),
+            at: arrived,
+            mailbox: mbx_key.clone(),
+            status: 0,
+            serial: 0,
         });
+        if !body.is_empty() && body_json.is_none() {
+            st.log_status(serial, 400);
+            return error_resp(ApiError::bad("Unable to read JSON request payload."));
+        }
         let bearer = header_str(headers, "authorization")
             .and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
             .unwrap_or_default();
@@ -293,28 +379,26 @@ async fn graph(
             .get(&bearer)
             .is_some_and(|exp| *exp > Instant::now());
         if !valid {
+            st.log_status(serial, 401);
             return error_resp(ApiError::new(
                 401,
                 "InvalidAuthenticationToken",
                 "Access token is empty or invalid.",
             ));
         }
-        let mbx = if segs.len() >= 3 && eq(&segs[0], "users") {
-            st.mailbox(&segs[1])
-        } else {
-            None
-        };
         let mut key = None;
         let mut early = None;
-        if let Some(i) = mbx {
+        let mut commit_fail = None;
+        let mut empty_once = false;
+        if let (Some(i), Some(k)) = (mbx, mbx_key) {
             if st.mailboxes[i].denied {
+                st.log_status(serial, 403);
                 return error_resp(ApiError::new(
                     403,
                     "ErrorAccessDenied",
                     "Access to OData is disabled.",
                 ));
             }
-            let k = st.mailboxes[i].upn.to_ascii_lowercase();
             let n = {
                 let n = st.inflight.entry(k.clone()).or_default();
                 *n += 1;
@@ -322,8 +406,22 @@ async fn graph(
             };
             let seen = st.max_seen.entry(k.clone()).or_default();
             *seen = (*seen).max(n);
-            key = Some(k);
-            if n > st.mailbox_limit {
+            key = Some(k.clone());
+            // Line 13: inside a throttling window every request is answered 429 again; the
+            // window itself is not extended.
+            if let Some(until) = st.throttled_until.get(&k).copied()
+                && until > arrived
+            {
+                let left = until - arrived;
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                let mut e = ApiError::new(
+                    429,
+                    "ApplicationThrottled",
+                    "Application is over its MailboxConcurrency limit.",
+                );
+                e.retry_after = Some(secs.max(1));
+                early = Some(e);
+            } else if n > st.mailbox_limit {
                 let mut e = ApiError::new(
                     429,
                     "ApplicationThrottled",
@@ -332,8 +430,42 @@ async fn graph(
                 e.retry_after = Some(1);
                 early = Some(e);
             }
-        }
-        if early.is_none() && st.faults.throttle > 0 {
+            if early.is_none() && st.faults.throttle > 0 {
+                st.faults.throttle -= 1;
+                let mut e = ApiError::new(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests. Please retry after the time in Retry-After.",
+                );
+                e.retry_after = Some(st.faults.throttle_secs);
+                early = Some(e);
+            }
+            if let Some(e) = &early
+                && st.throttled_until.get(&k).is_none_or(|u| *u <= arrived)
+            {
+                let secs = e.retry_after.unwrap_or(0);
+                if secs > 0 {
+                    st.throttled_until
+                        .insert(k.clone(), arrived + Duration::from_secs(secs));
+                }
+            }
+            if early.is_none()
+                && is_item_write(&method, segs)
+                && let Some((left, mode)) = st.faults.commit_fail.get_mut(&k)
+                && *left > 0
+            {
+                *left -= 1;
+                commit_fail = Some(*mode);
+            }
+            if early.is_none()
+                && is_listing(&method, segs)
+                && st.faults.empty_listing.contains(&k)
+                && q(&pairs, "$skip").is_none_or(|s| s == "0")
+            {
+                st.faults.empty_listing.remove(&k);
+                empty_once = true;
+            }
+        } else if st.faults.throttle > 0 {
             st.faults.throttle -= 1;
             let mut e = ApiError::new(
                 429,
@@ -351,7 +483,17 @@ async fn graph(
                 "The service is temporarily unavailable.",
             ));
         }
-        (key, early, st.faults.latency)
+        if let Some(e) = &early {
+            st.log_status(serial, e.status);
+        }
+        (
+            key,
+            early,
+            st.faults.latency,
+            serial,
+            commit_fail,
+            empty_once,
+        )
     };
     // Created outside the lock: its Drop takes the lock.
     let guard = key.map(|key| InflightGuard {
@@ -365,16 +507,6 @@ async fn graph(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let immutable = prefer
-        .as_deref()
-        .is_some_and(|p| p.to_ascii_lowercase().contains("immutableid"));
-    let page_size = prefer.as_deref().and_then(|p| {
-        p.split(',').find_map(|part| {
-            part.trim()
-                .strip_prefix("odata.maxpagesize=")
-                .and_then(|n| n.trim().parse::<usize>().ok())
-        })
-    });
     let ctx = Ctx {
         method,
         segs,
@@ -382,10 +514,13 @@ async fn graph(
         pairs: &pairs,
         if_match: if_match.as_deref(),
         body: body_json,
-        immutable,
-        page_size,
+        immutable: prefs.immutable,
+        page_size: prefs.page_size,
+        tz: prefs.tz.clone(),
+        text_body: prefs.text_body,
+        empty_once,
     };
-    let resp = if !segs.is_empty() && eq(&segs[0], "subscriptions") {
+    let mut resp = if !segs.is_empty() && eq(&segs[0], "subscriptions") {
         subscriptions(&sh, &ctx).await
     } else {
         let r = {
@@ -393,8 +528,50 @@ async fn graph(
             route(&mut st, &ctx)
         };
         sh.wake.notify_one();
-        result_resp(r)
+        match (commit_fail, &r) {
+            (Some(mode), Ok(_)) => {
+                let mut st = sh.lock();
+                let (status, resp) = match mode {
+                    CommitFail::Status500 => (
+                        500,
+                        error_resp(ApiError::new(
+                            500,
+                            "InternalServerError",
+                            "An internal server error occurred. The operation failed.",
+                        )),
+                    ),
+                    CommitFail::Status503 => (
+                        503,
+                        error_resp(ApiError::new(
+                            503,
+                            "ServiceUnavailable",
+                            "The service is temporarily unavailable.",
+                        )),
+                    ),
+                    CommitFail::Status504 => (
+                        504,
+                        error_resp(ApiError::new(
+                            504,
+                            "GatewayTimeout",
+                            "The gateway did not receive a response in time.",
+                        )),
+                    ),
+                    CommitFail::CloseConnection => (0, abort_response()),
+                };
+                st.log_status(serial, status);
+                drop(st);
+                drop(guard);
+                return resp;
+            }
+            _ => result_resp(r),
+        }
     };
+    if ctx.text_body
+        && let Ok(v) = HeaderValue::from_str("outlook.body-content-type=\"text\"")
+    {
+        resp.headers_mut().append("preference-applied", v);
+    }
+    sh.lock().log_status(serial, resp.status().as_u16());
     drop(guard);
     resp
 }
@@ -408,9 +585,26 @@ struct Ctx<'a> {
     body: Option<Value>,
     immutable: bool,
     page_size: Option<usize>,
+    tz: Option<String>,
+    text_body: bool,
+    /// The empty-listing fault fires on this request.
+    empty_once: bool,
 }
 
 impl Ctx<'_> {
+    fn window(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+        let s = q(self.pairs, "startDateTime").and_then(parse_instant);
+        let e = q(self.pairs, "endDateTime").and_then(parse_instant);
+        match (s, e) {
+            (Some(s), Some(e)) if s < e => Ok((s, e)),
+            _ => Err(ApiError::new(
+                400,
+                "ErrorInvalidParameter",
+                "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+            )),
+        }
+    }
+
     fn body(&self) -> Result<&Value, ApiError> {
         self.body
             .as_ref()
@@ -422,6 +616,8 @@ impl Ctx<'_> {
             immutable: self.immutable,
             expand_ext: ext,
             expand_links: links,
+            tz: self.tz.clone(),
+            text_body: self.text_body,
         }
     }
 }
@@ -486,25 +682,14 @@ fn delta(
         .map(|t| (true, t.to_string()))
         .or_else(|| q(ctx.pairs, "$deltatoken").map(|t| (false, t.to_string())));
     let window = if windowed && token.is_none() {
-        let s = q(ctx.pairs, "startDateTime").and_then(parse_instant);
-        let e = q(ctx.pairs, "endDateTime").and_then(parse_instant);
-        match (s, e) {
-            (Some(s), Some(e)) if s < e => Some((s, e)),
-            _ => {
-                return Err(ApiError::new(
-                    400,
-                    "ErrorInvalidParameter",
-                    "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
-                ));
-            }
-        }
+        Some(ctx.window()?)
     } else {
         None
     };
     let view = View {
-        immutable: ctx.immutable,
         expand_ext: None,
         expand_links: false,
+        ..ctx.view()
     };
     st.delta_page(
         mbx,
@@ -515,6 +700,7 @@ fn delta(
         ctx.raw_path,
         &view,
         ctx.page_size,
+        ctx.empty_once,
     )
 }
 
@@ -530,6 +716,7 @@ fn items(
     let view = ctx.view();
     match rest {
         [] => match ctx.method {
+            Method::GET if ctx.empty_once => Ok((200, json!({ "value": [] }))),
             Method::GET => {
                 let list = st.list_items(
                     mbx,
@@ -561,6 +748,30 @@ fn items(
             }
             _ => Err(not_allowed()),
         },
+        [id] if kind == Kind::Event && st.mailboxes[mbx].find(kind, id).is_none() => {
+            // An occurrence or exception of a series.
+            match ctx.method {
+                Method::GET => st
+                    .get_occurrence(mbx, id, &view)
+                    .map(|v| (200, v))
+                    .ok_or_else(|| ApiError::not_found(id)),
+                Method::PATCH => {
+                    let body = ctx.body()?.clone();
+                    st.patch_item(mbx, kind, id, &body, ctx.if_match, true, &view)
+                }
+                Method::DELETE => st.delete_item(mbx, kind, id, true),
+                _ => Err(not_allowed()),
+            }
+        }
+        [id, action]
+            if kind == Kind::Event && eq(action, "instances") && ctx.method == Method::GET =>
+        {
+            if ctx.empty_once {
+                return Ok((200, json!({ "value": [] })));
+            }
+            let w = ctx.window()?;
+            st.instances(mbx, id, w, &view)
+        }
         [id] => {
             let idx = st.mailboxes[mbx]
                 .find(kind, id)
@@ -661,6 +872,17 @@ fn route(st: &mut State, ctx: &Ctx) -> ApiResult {
         }
         ["calendarview", "delta"] | ["calendar", "calendarview", "delta"] => {
             delta(st, ctx, mbx, Kind::Event, None, true)
+        }
+        ["calendarview"] | ["calendar", "calendarview"] => {
+            if ctx.method != Method::GET {
+                return Err(not_allowed());
+            }
+            let w = ctx.window()?;
+            if ctx.empty_once {
+                return Ok((200, json!({ "value": [] })));
+            }
+            let list = st.mailboxes[mbx].calendar_view(w, &ctx.view(), false);
+            paged(st, ctx, list)
         }
         ["events", ..] => items(st, ctx, mbx, Kind::Event, "", &owned[1..]),
         ["calendar", "events", ..] => items(st, ctx, mbx, Kind::Event, "", &owned[2..]),
@@ -1032,6 +1254,7 @@ async fn create_subscription(sh: &Arc<Shared>, ctx: &Ctx<'_>) -> Response {
                 ));
             }
             let (mbx, kind, container) = subscription_target(&st, &resource)?;
+            let expiration = check_expiry(&body["expirationDateTime"], kind)?;
             if kind == Kind::Task && st.faults.reject_todo_subscriptions {
                 return Err(ApiError::new(
                     403,
@@ -1052,7 +1275,6 @@ async fn create_subscription(sh: &Arc<Shared>, ctx: &Ctx<'_>) -> Response {
                     "Subscription quota exceeded: 1000 subscriptions per mailbox.",
                 ));
             }
-            let expiration = check_expiry(&body["expirationDateTime"], kind)?;
             Ok(Sub {
                 id: uuid::Uuid::new_v4().to_string(),
                 resource,

@@ -6,6 +6,8 @@
 mod control;
 mod delivery;
 mod http;
+mod series;
+mod shape;
 mod state;
 
 use std::future::Future;
@@ -19,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use state::{Delivery, LoggedRequest};
+pub use state::{CommitFail, Delivery, LoggedRequest};
 use state::{Kind, State, View};
 
 /// Simulator identity: one tenant, one app registration, some mailboxes.
@@ -473,6 +475,46 @@ impl GraphSim {
         st.faults.throttle = n;
         st.faults.throttle_secs = retry_after_secs;
     }
+    /// Opens a throttling window on a mailbox now: every request to it that starts within
+    /// `retry_after_secs` is answered 429 with the remaining seconds in `Retry-After`.
+    pub fn throttle_mailbox(&self, mailbox: &str, retry_after_secs: u64) {
+        let mut st = self.lock();
+        st.throttled_until.insert(
+            mailbox.to_ascii_lowercase(),
+            std::time::Instant::now() + Duration::from_secs(retry_after_secs),
+        );
+    }
+    /// "Committed but failed": the next `n` writes to `mailbox` (POST of an event, contact or
+    /// task; any PATCH) are applied and then answered with `how` (500 / 503 / 504, or the
+    /// connection closed without an answer).
+    pub fn commit_then_fail(&self, mailbox: &str, n: u32, how: CommitFail) {
+        self.lock()
+            .faults
+            .commit_fail
+            .insert(mailbox.to_ascii_lowercase(), (n, how));
+    }
+    /// "Empty listing once": the next list, delta or calendarView answer for `mailbox` is an
+    /// empty page although items exist: a collection GET gets `{"value": []}`, a delta request
+    /// an empty last page whose deltaLink yields that round's content in the next round.
+    pub fn empty_listing_once(&self, mailbox: &str) {
+        self.lock()
+            .faults
+            .empty_listing
+            .insert(mailbox.to_ascii_lowercase());
+    }
+    /// Each `created` notification is followed by `n` `updated` ones (line 14).
+    pub fn updates_after_create(&self, n: u32) {
+        self.lock().faults.updates_after_create = n;
+    }
+    /// The next `n` change notifications are lost and a `missed` lifecycle notification is
+    /// sent to each affected subscription instead (line 14).
+    pub fn miss_notifications(&self, n: u32) {
+        self.lock().faults.miss = n;
+    }
+    /// Every delta round also repeats the items of the round before it (line 11).
+    pub fn replay_delta(&self, on: bool) {
+        self.lock().faults.replay_delta = on;
+    }
     /// The next `n` app requests answer 503 without Retry-After.
     pub fn unavailable_next(&self, n: u32) {
         self.lock().faults.unavailable = n;
@@ -511,7 +553,7 @@ impl GraphSim {
     pub fn set_delta_page_size(&self, n: usize) {
         self.lock().delta_page_size = n.max(1);
     }
-    /// Refuse todoTask subscriptions as app-only Graph does per the docs (default: accepted).
+    /// Refuse todoTask subscriptions as app-only Graph does per the docs (default: refused, line 5).
     pub fn reject_todo_subscriptions(&self, on: bool) {
         self.lock().faults.reject_todo_subscriptions = on;
     }

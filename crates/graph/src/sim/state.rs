@@ -4,10 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::GraphSimConfig;
+use super::shape;
 use crate::util::{graph_timestamp, odata_literals};
 
 /// The Outlook / To Do item kinds the simulator stores.
@@ -91,6 +92,21 @@ pub(crate) struct Item {
     pub created: DateTime<Utc>,
     pub modified: DateTime<Utc>,
     pub transaction_id: Option<String>,
+    /// The text a body was written as (served with `Prefer: outlook.body-content-type="text"`).
+    pub text_body: Option<String>,
+    /// On an attendee's copy of a meeting: (organizer mailbox, lower case; organizer's immutable id).
+    pub organizer_ref: Option<(String, String)>,
+    /// Series masters: per occurrence (key `YYYYMMDD` of its original start) an exception's
+    /// changed fields, or a cancellation; with the seq of that change.
+    pub overrides: std::collections::BTreeMap<String, Override>,
+}
+
+/// An exception or a cancelled occurrence of a series.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Override {
+    pub data: Map<String, Value>,
+    pub cancelled: bool,
+    pub seq: u64,
 }
 
 impl Item {
@@ -113,17 +129,23 @@ impl Item {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct View {
     pub immutable: bool,
-    /// `None`: no extended properties; `Some(None)`: all; `Some(Some(id))`: that one.
-    pub expand_ext: Option<Option<String>>,
+    /// `None`: no extended properties; `Some(empty)`: all; `Some(ids)`: those.
+    pub expand_ext: Option<Vec<String>>,
     pub expand_links: bool,
+    /// `Prefer: outlook.timezone="..."` (start/end are served in UTC without it).
+    pub tz: Option<String>,
+    /// `Prefer: outlook.body-content-type="text"`.
+    pub text_body: bool,
 }
 
 impl View {
     pub fn full() -> Self {
         View {
             immutable: true,
-            expand_ext: Some(None),
+            expand_ext: Some(Vec::new()),
             expand_links: true,
+            tz: None,
+            text_body: false,
         }
     }
 }
@@ -324,13 +346,21 @@ impl Mailbox {
             let props: Vec<Value> = item
                 .ext
                 .iter()
-                .filter(|(id, _)| filter.as_ref().is_none_or(|f| f.eq_ignore_ascii_case(id)))
+                .filter(|(id, _)| {
+                    filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(id))
+                })
                 .map(|(id, v)| json!({ "id": id, "value": v }))
                 .collect();
             m.insert("singleValueExtendedProperties".into(), Value::Array(props));
         }
         if view.expand_links && item.kind == Kind::Task {
             m.insert("linkedResources".into(), Value::Array(item.links.clone()));
+        }
+        if matches!(item.kind, Kind::Event | Kind::Message) {
+            shape::render_body(&mut m, item.text_body.as_deref(), view);
+        }
+        if item.kind == Kind::Event {
+            shape::render_times(&mut m, view);
         }
         Value::Object(m)
     }
@@ -423,6 +453,14 @@ pub struct LoggedRequest {
     pub prefer: Option<String>,
     pub if_match: Option<String>,
     pub body: Option<Value>,
+    /// When the request arrived.
+    pub at: Instant,
+    /// The mailbox (lower-case UPN) a mailbox call addressed; `None` for directory and other calls.
+    pub mailbox: Option<String>,
+    /// The HTTP status answered (0 when the connection was closed without an answer).
+    pub status: u16,
+    /// Serial number (for updating the status once the answer is known).
+    pub serial: u64,
 }
 
 /// (kind, container, window, delta endpoint path) of a delta cursor.
@@ -438,9 +476,16 @@ pub(crate) enum CursorState {
     Pages {
         pages: VecDeque<Vec<Value>>,
         then_seq: u64,
+        /// Where the round started (an empty-listing fault ends the round there).
+        from_seq: u64,
+        /// Carried to the round's deltaLink (the replay fault).
+        replay_from: Option<u64>,
     },
-    /// A delta token: changes after `since`.
-    Delta { since: u64 },
+    /// A delta token: changes after `since` (and, once, those after `replay_from`).
+    Delta {
+        since: u64,
+        replay_from: Option<u64>,
+    },
 }
 
 pub(crate) struct Cursor {
@@ -468,6 +513,29 @@ pub(crate) struct Faults {
     pub empty_delta_pages: bool,
     pub reject_todo_subscriptions: bool,
     pub hold_deliveries: bool,
+    /// Extra `updated` notifications after each `created` (line 14).
+    pub updates_after_create: u32,
+    /// The next n change notifications are lost and a `missed` lifecycle notification follows.
+    pub miss: u32,
+    /// Each delta round repeats the items of the round before (line 11).
+    pub replay_delta: bool,
+    /// Per mailbox (lower case): the next writes are applied and then answered with a failure.
+    pub commit_fail: HashMap<String, (u32, CommitFail)>,
+    /// Per mailbox (lower case): the next list / delta / calendarView answer is empty.
+    pub empty_listing: std::collections::HashSet<String>,
+}
+
+/// How a committed write fails (the "committed but failed" fault).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitFail {
+    /// 500 InternalServerError.
+    Status500,
+    /// 503 ServiceUnavailable.
+    Status503,
+    /// 504 GatewayTimeout.
+    Status504,
+    /// The connection is closed without an answer.
+    CloseConnection,
 }
 
 pub(crate) struct State {
@@ -493,6 +561,9 @@ pub(crate) struct State {
     pub requests: Vec<LoggedRequest>,
     pub deliveries: Vec<Delivery>,
     pub delta_page_size: usize,
+    pub request_serial: u64,
+    /// Per mailbox (lower case): every request starting before this instant is answered 429.
+    pub throttled_until: HashMap<String, Instant>,
     pub delivery_retry_base: Duration,
     pub delivery_max_attempts: u32,
     pub delivery_timeout: Duration,
@@ -515,7 +586,10 @@ impl State {
             cursors: HashMap::new(),
             generation: 0,
             expired_generations: HashMap::new(),
-            faults: Faults::default(),
+            faults: Faults {
+                reject_todo_subscriptions: true,
+                ..Faults::default()
+            },
             request_count: 0,
             app_writes: HashMap::new(),
             inflight: HashMap::new(),
@@ -526,6 +600,8 @@ impl State {
             requests: Vec::new(),
             deliveries: Vec::new(),
             delta_page_size: 10,
+            request_serial: 0,
+            throttled_until: HashMap::new(),
             delivery_retry_base: Duration::from_millis(200),
             delivery_max_attempts: 5,
             delivery_timeout: Duration::from_secs(3),
@@ -537,11 +613,20 @@ impl State {
         format!("{}/v1.0", self.base_url)
     }
 
-    pub fn log_request(&mut self, r: LoggedRequest) {
+    pub fn log_request(&mut self, mut r: LoggedRequest) -> u64 {
         if self.requests.len() >= REQUEST_LOG_CAP {
             self.requests.remove(0);
         }
+        self.request_serial += 1;
+        r.serial = self.request_serial;
         self.requests.push(r);
+        self.request_serial
+    }
+
+    pub fn log_status(&mut self, serial: u64, status: u16) {
+        if let Some(r) = self.requests.iter_mut().rev().find(|r| r.serial == serial) {
+            r.status = status;
+        }
     }
 
     pub fn log_delivery(&mut self, d: Delivery) {
@@ -566,12 +651,12 @@ impl State {
         self.mailboxes.len() - 1
     }
 
-    fn next_seq(&mut self) -> u64 {
+    pub(crate) fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
     }
 
-    fn count_write(&mut self, mbx: usize, by_app: bool) {
+    pub(crate) fn count_write(&mut self, mbx: usize, by_app: bool) {
         if by_app {
             let key = self.mailboxes[mbx].upn.to_ascii_lowercase();
             *self.app_writes.entry(key).or_default() += 1;
@@ -616,10 +701,14 @@ impl State {
                 return Ok((201, mb.render(existing, view)));
             }
         }
+        shape::check_known(kind, input)?;
         let mut data = Map::new();
         let mut ext = Vec::new();
         let mut links = Vec::new();
         for (k, v) in input {
+            if by_app && shape::read_only(k) {
+                continue;
+            }
             match k.as_str() {
                 "singleValueExtendedProperties" => ext = parse_ext(v)?,
                 "linkedResources" if kind == Kind::Task => links = parse_links(v)?,
@@ -642,6 +731,20 @@ impl State {
             self.mailboxes[mbx].display_name.clone(),
         );
         apply_defaults(kind, &mut data, &upn, &display, now);
+        let mut text_body = None;
+        if matches!(kind, Kind::Event | Kind::Message) {
+            let (b, t) = shape::normalize_body(data.get("body").unwrap_or(&Value::Null))?;
+            data.insert("body".into(), b);
+            data.insert(
+                "bodyPreview".into(),
+                Value::String(shape::preview(data.get("body"))),
+            );
+            text_body = t;
+        }
+        if kind == Kind::Event {
+            shape::check_event_times(&data)?;
+            fill_recurrence_zone(&mut data);
+        }
         let seq = self.next_seq();
         let prefix = match kind {
             Kind::Event => "E",
@@ -669,12 +772,16 @@ impl State {
             created: now,
             modified: now,
             transaction_id,
+            text_body,
+            organizer_ref: None,
+            overrides: Default::default(),
         };
         let rendered = self.mailboxes[mbx].render(&item, view);
         self.mailboxes[mbx].items.push(item);
         let idx = self.mailboxes[mbx].items.len() - 1;
         self.count_write(mbx, by_app);
         self.emit(mbx, idx, "created", None);
+        self.sync_copies(mbx, idx);
         Ok((201, rendered))
     }
 
@@ -710,9 +817,14 @@ impl State {
         let Value::Object(input) = patch else {
             return Err(ApiError::bad("The request body must be a JSON object."));
         };
-        let idx = self.mailboxes[mbx]
-            .find(kind, id)
-            .ok_or_else(|| ApiError::not_found(id))?;
+        shape::check_known(kind, input)?;
+        let idx = match self.mailboxes[mbx].find(kind, id) {
+            Some(i) => i,
+            None if kind == Kind::Event => {
+                return self.patch_occurrence(mbx, id, input, if_match, by_app, view);
+            }
+            None => return Err(ApiError::not_found(id)),
+        };
         Self::check_if_match(&self.mailboxes[mbx].items[idx], if_match)?;
         let mut new_ext = None;
         let mut new_links = None;
@@ -727,11 +839,16 @@ impl State {
                 return Err(ApiError::bad("transactionId can't be changed."));
             }
         }
-        let seq = self.next_seq();
-        let item = &mut self.mailboxes[mbx].items[idx];
+        let mut data = self.mailboxes[mbx].items[idx].data.clone();
         for (k, v) in input {
+            if by_app && shape::read_only(k) {
+                continue;
+            }
             match k.as_str() {
                 "singleValueExtendedProperties"
+                | "multiValueExtendedProperties"
+                | "attachments"
+                | "checklistItems"
                 | "linkedResources"
                 | "id"
                 | "changeKey"
@@ -741,9 +858,49 @@ impl State {
                 | "extensions" => {}
                 k if k.starts_with('@') => {}
                 _ => {
-                    item.data.insert(k.clone(), v.clone());
+                    data.insert(k.clone(), v.clone());
                 }
             }
+        }
+        let mut new_text = None;
+        if matches!(kind, Kind::Event | Kind::Message) && input.contains_key("body") {
+            let (b, t) = shape::normalize_body(data.get("body").unwrap_or(&Value::Null))?;
+            data.insert("body".into(), b);
+            new_text = Some(t);
+        }
+        if kind == Kind::Event {
+            for (k, orig) in [
+                ("start", "originalStartTimeZone"),
+                ("end", "originalEndTimeZone"),
+            ] {
+                if input.contains_key(k)
+                    && let Some(z) = data
+                        .get(k)
+                        .and_then(|v| v["timeZone"].as_str())
+                        .map(str::to_string)
+                {
+                    data.insert(orig.into(), Value::String(z));
+                }
+            }
+            shape::check_event_times(&data)?;
+            fill_recurrence_zone(&mut data);
+            if input.contains_key("recurrence") {
+                let series = data.get("recurrence").is_some_and(|r| !r.is_null());
+                data.insert(
+                    "type".into(),
+                    json!(if series {
+                        "seriesMaster"
+                    } else {
+                        "singleInstance"
+                    }),
+                );
+            }
+        }
+        let seq = self.next_seq();
+        let item = &mut self.mailboxes[mbx].items[idx];
+        item.data = data;
+        if let Some(t) = new_text {
+            item.text_body = t;
         }
         if let Some(ext) = new_ext {
             for (pid, pv) in ext {
@@ -797,6 +954,7 @@ impl State {
         let rendered = self.mailboxes[mbx].render(&self.mailboxes[mbx].items[idx], view);
         self.count_write(mbx, by_app);
         self.emit(mbx, idx, "updated", None);
+        self.sync_copies(mbx, idx);
         Ok((200, rendered))
     }
 
@@ -815,9 +973,11 @@ impl State {
     }
 
     pub fn delete_item(&mut self, mbx: usize, kind: Kind, id: &str, by_app: bool) -> ApiResult {
-        let idx = self.mailboxes[mbx]
-            .find(kind, id)
-            .ok_or_else(|| ApiError::not_found(id))?;
+        let idx = match self.mailboxes[mbx].find(kind, id) {
+            Some(i) => i,
+            None if kind == Kind::Event => return self.cancel_occurrence(mbx, id, by_app),
+            None => return Err(ApiError::not_found(id)),
+        };
         let seq = self.next_seq();
         let item = &mut self.mailboxes[mbx].items[idx];
         item.deleted = true;
@@ -825,6 +985,7 @@ impl State {
         item.modified = Utc::now();
         self.count_write(mbx, by_app);
         self.emit(mbx, idx, "deleted", None);
+        self.sync_copies(mbx, idx);
         Ok((204, Value::Null))
     }
 
@@ -897,7 +1058,13 @@ impl State {
     /// Queues notifications for a change of item `idx`. `scope`: `None` = every matching
     /// subscription; `Some(Some(c))` = only subscriptions scoped to container `c`;
     /// `Some(None)` = only mailbox-wide subscriptions.
-    fn emit(&mut self, mbx: usize, idx: usize, change: &str, scope: Option<Option<String>>) {
+    pub(crate) fn emit(
+        &mut self,
+        mbx: usize,
+        idx: usize,
+        change: &str,
+        scope: Option<Option<String>>,
+    ) {
         let now = Utc::now();
         self.subs.retain(|s| s.expiration > now);
         let (kind, container, imm, rest, etag, user_id, upn) = {
@@ -934,8 +1101,14 @@ impl State {
             if s.wants(change) {
                 changes.push(change.to_string());
             }
-            if change == "created" && self.faults.created_plus_updated && s.wants("updated") {
-                changes.push("updated".to_string());
+            let extra = self
+                .faults
+                .updates_after_create
+                .max(u32::from(self.faults.created_plus_updated));
+            if change == "created" && s.wants("updated") {
+                for _ in 0..extra {
+                    changes.push("updated".to_string());
+                }
             }
             for c in changes {
                 let id = if s.immutable {
@@ -967,9 +1140,18 @@ impl State {
                 out.push((s.notification_url.clone(), item));
             }
         }
+        let mut missed: Vec<String> = Vec::new();
         for (url, item) in out {
             if self.faults.drop > 0 {
                 self.faults.drop -= 1;
+                continue;
+            }
+            if self.faults.miss > 0 {
+                self.faults.miss -= 1;
+                let sub = item["subscriptionId"].as_str().unwrap_or("").to_string();
+                if !missed.contains(&sub) {
+                    missed.push(sub);
+                }
                 continue;
             }
             for _ in 0..self.faults.duplicates.max(1) {
@@ -981,6 +1163,9 @@ impl State {
                     lifecycle: false,
                 });
             }
+        }
+        for sub in missed {
+            self.lifecycle(&sub, "missed");
         }
     }
 
@@ -1018,22 +1203,81 @@ impl State {
 
     // ------------------------------------------------------------------ delta
 
-    fn window_of(item: &Item) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        let s = parse_local(item.data.get("start")?)?;
-        let e = parse_local(item.data.get("end")?)?;
-        Some((s, e))
-    }
-
     fn in_window(item: &Item, window: Option<(DateTime<Utc>, DateTime<Utc>)>) -> bool {
-        let Some((ws, we)) = window else { return true };
-        match Self::window_of(item) {
-            Some((s, e)) => s < we && e > ws || (s == e && s >= ws && s < we),
-            None => false,
+        if window.is_none() {
+            return true;
         }
+        item.span()
+            .is_some_and(|s| super::series::overlaps(s, window))
     }
 
     fn removed(kind: Kind, id: &str) -> Value {
         json!({ "@odata.type": kind.lower_type(), "id": id, "@removed": { "reason": "deleted" } })
+    }
+
+    /// Items of a round: the initial state (`since` = None) or the changes after `since`
+    /// (plus, once, those in `(replay_from, since]`: an item repeated in a later round).
+    fn round_items(
+        &self,
+        mbx: usize,
+        meta: &CursorMeta,
+        since: Option<u64>,
+        replay_from: Option<u64>,
+        view: &View,
+    ) -> Vec<Value> {
+        let mb = &self.mailboxes[mbx];
+        let (kind, container, window, _) = meta;
+        let view = View {
+            expand_ext: None,
+            expand_links: false,
+            ..view.clone()
+        };
+        let after = match (since, replay_from) {
+            (Some(s), Some(r)) => Some(s.min(r)),
+            (s, _) => s,
+        };
+        if *kind == Kind::Event
+            && let Some(w) = window
+        {
+            return match after {
+                None => mb.calendar_view(*w, &view, true),
+                Some(s) => mb
+                    .calendar_changes(*w, s, &view)
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect(),
+            };
+        }
+        let in_scope =
+            |i: &&Item| i.kind == *kind && container.as_ref().is_none_or(|c| &i.container == c);
+        match after {
+            None => mb
+                .items
+                .iter()
+                .filter(in_scope)
+                .filter(|i| !i.deleted && Self::in_window(i, *window))
+                .map(|i| mb.render(i, &view))
+                .collect(),
+            Some(s) => {
+                let mut changed: Vec<&Item> = mb
+                    .items
+                    .iter()
+                    .filter(in_scope)
+                    .filter(|i| i.seq > s)
+                    .collect();
+                changed.sort_by_key(|i| i.seq);
+                changed
+                    .into_iter()
+                    .map(|i| {
+                        if i.deleted || !Self::in_window(i, *window) {
+                            Self::removed(i.kind, i.id(view.immutable))
+                        } else {
+                            mb.render(i, &view)
+                        }
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Starts or continues a delta round; answers one page.
@@ -1048,32 +1292,18 @@ impl State {
         path: &str,
         view: &View,
         page_size: Option<usize>,
+        empty_once: bool,
     ) -> ApiResult {
         let upn = self.mailboxes[mbx].upn.clone();
-        let (cursor_meta, pages, then_seq) = match token {
-            None => {
-                let mb = &self.mailboxes[mbx];
-                let items: Vec<Value> = mb
-                    .items
-                    .iter()
-                    .filter(|i| i.kind == kind && !i.deleted)
-                    .filter(|i| container.as_ref().is_none_or(|c| &i.container == c))
-                    .filter(|i| Self::in_window(i, window))
-                    .map(|i| {
-                        mb.render(
-                            i,
-                            &View {
-                                expand_ext: None,
-                                expand_links: false,
-                                ..view.clone()
-                            },
-                        )
-                    })
-                    .collect();
-                ((kind, container, window, path.to_string()), items, self.seq)
-            }
+        let (cursor_meta, from_seq, since, replay_from) = match token {
+            None => (
+                (kind, container, window, path.to_string()),
+                0u64,
+                None,
+                None,
+            ),
             Some((is_skip, tok)) => {
-                let Some(c) = self.cursors.get_mut(&tok) else {
+                let Some(c) = self.cursors.get(&tok) else {
                     return Err(ApiError::new(
                         410,
                         "SyncStateNotFound",
@@ -1114,44 +1344,33 @@ impl State {
                     return Err(e);
                 }
                 let meta = (c.kind, c.container.clone(), c.window, c.path.clone());
-                match &mut c.state {
-                    CursorState::Pages { pages, then_seq } if is_skip => {
+                match &c.state {
+                    CursorState::Pages {
+                        pages,
+                        then_seq,
+                        from_seq,
+                        replay_from,
+                    } if is_skip => {
+                        let (then, from, replay) = (*then_seq, *from_seq, *replay_from);
+                        if empty_once {
+                            // An empty end of round whose deltaLink yields this round's content again.
+                            return Ok(self.answer_page(
+                                &upn,
+                                meta,
+                                Vec::new(),
+                                VecDeque::new(),
+                                from,
+                                None,
+                                from,
+                            ));
+                        }
                         // Serve the stored page; a retried GET of the same nextLink gets the same page.
                         let page = pages.front().cloned().unwrap_or_default();
                         let rest: VecDeque<Vec<Value>> = pages.iter().skip(1).cloned().collect();
-                        let then = *then_seq;
-                        return Ok(self.answer_page(&upn, meta, page, rest, then));
+                        return Ok(self.answer_page(&upn, meta, page, rest, then, replay, from));
                     }
-                    CursorState::Delta { since } if !is_skip => {
-                        let since = *since;
-                        let mb = &self.mailboxes[mbx];
-                        let (k, cont, win, _) = &meta;
-                        let mut changed: Vec<&Item> = mb
-                            .items
-                            .iter()
-                            .filter(|i| i.kind == *k && i.seq > since)
-                            .filter(|i| cont.as_ref().is_none_or(|c| &i.container == c))
-                            .collect();
-                        changed.sort_by_key(|i| i.seq);
-                        let items: Vec<Value> = changed
-                            .into_iter()
-                            .map(|i| {
-                                if i.deleted || !Self::in_window(i, *win) {
-                                    // The calendarView quirk: changes outside the window come as @removed.
-                                    Self::removed(i.kind, i.id(view.immutable))
-                                } else {
-                                    mb.render(
-                                        i,
-                                        &View {
-                                            expand_ext: None,
-                                            expand_links: false,
-                                            ..view.clone()
-                                        },
-                                    )
-                                }
-                            })
-                            .collect();
-                        (meta, items, self.seq)
+                    CursorState::Delta { since, replay_from } if !is_skip => {
+                        (meta, *since, Some(*since), *replay_from)
                     }
                     _ => {
                         return Err(ApiError::new(
@@ -1163,15 +1382,42 @@ impl State {
                 }
             }
         };
+        let then_seq = self.seq;
+        if empty_once {
+            let again = since.unwrap_or(0);
+            return Ok(self.answer_page(
+                &upn,
+                cursor_meta,
+                Vec::new(),
+                VecDeque::new(),
+                again,
+                replay_from,
+                again,
+            ));
+        }
+        let items = self.round_items(mbx, &cursor_meta, since, replay_from, view);
         let size = page_size.unwrap_or(self.delta_page_size).max(1);
-        let mut chunks: VecDeque<Vec<Value>> = pages.chunks(size).map(|c| c.to_vec()).collect();
+        let mut chunks: VecDeque<Vec<Value>> = items.chunks(size).map(|c| c.to_vec()).collect();
         if self.faults.empty_delta_pages {
             chunks.push_front(Vec::new());
         }
         let first = chunks.pop_front().unwrap_or_default();
-        Ok(self.answer_page(&upn, cursor_meta, first, chunks, then_seq))
+        let replay = self
+            .faults
+            .replay_delta
+            .then_some(from_seq.max(since.unwrap_or(0)));
+        Ok(self.answer_page(
+            &upn,
+            cursor_meta,
+            first,
+            chunks,
+            then_seq,
+            replay,
+            since.unwrap_or(0),
+        ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn answer_page(
         &mut self,
         upn: &str,
@@ -1179,17 +1425,27 @@ impl State {
         page: Vec<Value>,
         rest: VecDeque<Vec<Value>>,
         then_seq: u64,
+        replay_from: Option<u64>,
+        from_seq: u64,
     ) -> (u16, Value) {
         let (kind, container, window, path) = meta;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let (key, state) = if rest.is_empty() {
-            ("@odata.deltaLink", CursorState::Delta { since: then_seq })
+            (
+                "@odata.deltaLink",
+                CursorState::Delta {
+                    since: then_seq,
+                    replay_from,
+                },
+            )
         } else {
             (
                 "@odata.nextLink",
                 CursorState::Pages {
                     pages: rest,
                     then_seq,
+                    from_seq,
+                    replay_from,
                 },
             )
         };
@@ -1232,16 +1488,6 @@ fn rest_is_delta(s: &CursorState) -> bool {
     matches!(s, CursorState::Delta { .. })
 }
 
-/// Parses a `dateTimeTimeZone` as UTC (the simulator treats every zone as UTC).
-pub(crate) fn parse_local(v: &Value) -> Option<DateTime<Utc>> {
-    let s = v.get("dateTime")?.as_str()?;
-    let s = s.trim_end_matches('Z');
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M"))
-        .ok()
-        .map(|n| n.and_utc())
-}
-
 fn parse_ext(v: &Value) -> Result<Vec<(String, String)>, ApiError> {
     let Some(arr) = v.as_array() else {
         return Err(ApiError::bad(
@@ -1281,19 +1527,24 @@ fn parse_links(v: &Value) -> Result<Vec<Value>, ApiError> {
 }
 
 fn body_preview(body: Option<&Value>) -> String {
-    let content = body.and_then(|b| b["content"].as_str()).unwrap_or("");
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in content.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            c if !in_tag => text.push(c),
-            _ => {}
-        }
+    shape::preview(body)
+}
+
+/// `recurrence.range.recurrenceTimeZone` defaults to the start's zone.
+fn fill_recurrence_zone(data: &mut Map<String, Value>) {
+    let zone = data
+        .get("start")
+        .and_then(|s| s["timeZone"].as_str())
+        .unwrap_or("UTC")
+        .to_string();
+    if let Some(Value::Object(r)) = data.get_mut("recurrence")
+        && let Some(Value::Object(range)) = r.get_mut("range")
+        && !range
+            .get("recurrenceTimeZone")
+            .is_some_and(Value::is_string)
+    {
+        range.insert("recurrenceTimeZone".into(), Value::String(zone));
     }
-    let folded: Vec<&str> = text.split_whitespace().collect();
-    folded.join(" ").chars().take(255).collect()
 }
 
 fn contact_display_name(data: &Map<String, Value>) -> String {
@@ -1520,18 +1771,41 @@ pub(crate) fn parse_filter(filter: Option<&str>) -> Result<Filter, ApiError> {
     ))
 }
 
-/// The id inside `singleValueExtendedProperties($filter=id eq '...')`; `Some(None)` for a bare expand.
-pub(crate) fn parse_expand(expand: Option<&str>) -> (Option<Option<String>>, bool) {
+/// The ids inside `singleValueExtendedProperties($filter=id eq '..' or id eq '..')`
+/// (`Some(empty)` for a bare expand) and whether linkedResources are expanded.
+pub(crate) fn parse_expand(expand: Option<&str>) -> (Option<Vec<String>>, bool) {
     let Some(e) = expand else {
         return (None, false);
     };
     let lower = e.to_ascii_lowercase();
     let links = lower.contains("linkedresources");
-    let ext = if lower.contains("singlevalueextendedproperties") {
-        let start = lower.find("singlevalueextendedproperties").unwrap_or(0);
+    let ext = if let Some(start) = lower.find("singlevalueextendedproperties") {
         let rest = &e[start..];
-        let inner = rest.split_once('(').map(|(_, r)| r).unwrap_or("");
-        Some(odata_literals(inner).into_iter().next())
+        let inner = match rest.split_once('(') {
+            Some((_, r)) => {
+                // Up to the matching ')' outside literals.
+                let mut depth = 1usize;
+                let mut in_lit = false;
+                let mut end = r.len();
+                for (i, c) in r.char_indices() {
+                    match c {
+                        '\'' => in_lit = !in_lit,
+                        '(' if !in_lit => depth += 1,
+                        ')' if !in_lit => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = i;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                &r[..end]
+            }
+            None => "",
+        };
+        Some(odata_literals(inner))
     } else {
         None
     };
@@ -1564,8 +1838,18 @@ mod tests {
         let (ext, links) = parse_expand(Some(
             "singleValueExtendedProperties($filter=id eq 'String {x} Name A')",
         ));
-        assert_eq!(ext, Some(Some("String {x} Name A".to_string())));
+        assert_eq!(ext, Some(vec!["String {x} Name A".to_string()]));
         assert!(!links);
+        let (ext, _) = parse_expand(Some(
+            "singleValueExtendedProperties($filter=id eq 'String {x} Name A' or id eq 'String {y} Name B')",
+        ));
+        assert_eq!(
+            ext,
+            Some(vec![
+                "String {x} Name A".to_string(),
+                "String {y} Name B".to_string()
+            ])
+        );
         assert_eq!(parse_expand(Some("linkedResources")), (None, true));
     }
 
