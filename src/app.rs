@@ -160,7 +160,8 @@ impl App {
                 graph_url: t.graph_url.clone(),
                 timeout: Duration::from_secs(30),
             })
-            .with_context(|| format!("tenant {}: Graph client", t.id))?;
+            .with_context(|| format!("tenant {}: Graph client", t.id))?
+            .with_throttle_share(Arc::new(crate::throttle::StoreThrottle::new(store.clone())));
             let crm = CrmClient::new(CrmConfig {
                 url: t.crm_url.clone(),
                 user: t.crm_user.clone(),

@@ -25,4 +25,5 @@ pub mod resolution;
 pub mod scheduler;
 pub mod state;
 pub mod telemetry;
+pub mod throttle;
 pub mod worker;

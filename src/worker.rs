@@ -398,33 +398,7 @@ pub fn window(t: &Tenant, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) 
     )
 }
 
-/// Reads the CRM id a Graph item carries (extended property, or a task's linkedResource).
-pub fn crm_id_on_item(item: &Value) -> Option<u64> {
-    if let Some(props) = item
-        .get("singleValueExtendedProperties")
-        .and_then(Value::as_array)
-    {
-        for p in props {
-            let id = p.get("id").and_then(Value::as_str).unwrap_or("");
-            if id.eq_ignore_ascii_case(CRM_ID_PROPERTY) {
-                return p.get("value").and_then(Value::as_str)?.trim().parse().ok();
-            }
-        }
-    }
-    if let Some(lrs) = item.get("linkedResources").and_then(Value::as_array) {
-        for l in lrs {
-            if l.get("applicationName").and_then(Value::as_str) == Some("crm-graph-connector") {
-                return l
-                    .get("externalId")
-                    .and_then(Value::as_str)?
-                    .trim()
-                    .parse()
-                    .ok();
-            }
-        }
-    }
-    None
-}
+pub use cgc_graph::crm_id_on_item;
 
 fn is_deleted(fields: &BTreeMap<String, String>) -> bool {
     fields.get("DelCd").is_some_and(|v| v.trim() == "1")
@@ -1396,12 +1370,10 @@ impl<'a> Sync<'a> {
                                 .await?
                         }
                         Entity::Contact => {
-                            g.update_contact(
+                            g.set_contact_properties(
                                 self.mailbox,
                                 &graph_id,
-                                &serde_json::json!({"singleValueExtendedProperties": [
-                                    {"id": CRM_ID_PROPERTY, "value": crm_id.to_string()}]}),
-                                None,
+                                &[(CRM_ID_PROPERTY, &crm_id.to_string())],
                             )
                             .await?;
                         }

@@ -1230,9 +1230,21 @@ async fn a11_one_meeting_of_several_reps_is_one_crm_record(b: Backend) {
         .as_array_mut()
         .unwrap()
         .push(json!({"type": "required", "emailAddress": {"address": "Rep2@contoso.com", "name": "Rep Two"}}));
-    h.graph.user_create_event(MAILBOX, ev.clone());
-    ev["isOrganizer"] = json!(false);
-    h.graph.user_create_event("rep2@contoso.com", ev);
+    // rep2 is an internal attendee: Graph gives rep2 a copy of its own (expected-behaviour.md 12).
+    h.graph.user_create_event(MAILBOX, ev);
+    wait_for("rep2's copy", Duration::from_secs(10), || async {
+        h.graph.events("rep2@contoso.com").iter().any(|e| e["subject"] == "A11 steering")
+    })
+    .await
+    .unwrap();
+    let copies: Vec<Value> = h
+        .graph
+        .events("rep2@contoso.com")
+        .into_iter()
+        .filter(|e| e["subject"] == "A11 steering")
+        .collect();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0]["isOrganizer"], false);
     wait_for("the CRM record", Duration::from_secs(20), || async {
         !crm_records_with_subject(&h, "A11 steering").is_empty()
     })
@@ -1625,6 +1637,47 @@ async fn x8_unknown_mailbox_does_not_stop_the_tenant(b: Backend) {
     h.stop().await;
 }
 
+async fn x8_retry_after_holds_every_request_to_the_mailbox(b: Backend) {
+    let h = start(b).await;
+    let before = h.graph.requests().len();
+    // The next app request answers 429 with Retry-After: 2; then a burst of creates arrives.
+    h.graph.throttle_next(1, 2);
+    for i in 0..8 {
+        h.graph
+            .user_create_event(MAILBOX, outlook_event(3, &format!("X8 throttled {i}")));
+    }
+    wait_for("all eight in CRM", Duration::from_secs(40), || async {
+        (0..8).all(|i| !crm_records_with_subject(&h, &format!("X8 throttled {i}")).is_empty())
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let log: Vec<_> = h.graph.requests()[before..]
+        .iter()
+        .filter(|r| r.mailbox.as_deref() == Some(MAILBOX))
+        .cloned()
+        .collect();
+    let first = log
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("the simulator throttled a request");
+    // Requests already on their way when the 429 was answered may still arrive within a few
+    // milliseconds; after that, none may start before the window ends.
+    let inside: Vec<_> = log
+        .iter()
+        .filter(|r| {
+            r.at > first.at + Duration::from_millis(150) && r.at < first.at + Duration::from_millis(1900)
+        })
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    assert!(inside.is_empty(), "requests inside the Retry-After window: {inside:?}");
+    assert!(h.graph.max_concurrency_seen(MAILBOX) <= 4, "never more than 4 in flight");
+    for i in 0..8 {
+        assert_eq!(crm_records_with_subject(&h, &format!("X8 throttled {i}")).len(), 1);
+    }
+    h.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Issue 15: absence is not deletion, lost state is not a fresh start.
 
@@ -1876,6 +1929,7 @@ on_both_backends!(
     x8_ambiguous_contact_creates_none_and_is_parked,
     x8_lease_left_by_a_dead_process_blocks_nothing,
     x8_unknown_mailbox_does_not_stop_the_tenant,
+    x8_retry_after_holds_every_request_to_the_mailbox,
     x15_lost_store_keeps_edits_made_on_either_side,
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,

@@ -335,6 +335,29 @@ impl GraphClient {
 
     // ---------------------------------------------------------------- To Do
 
+    /// The task of a list that carries the connector's linkedResource for `crm_id` (a task a
+    /// create made whose link on CRM was never written, or whose answer was lost).
+    pub async fn find_task_by_crm_id(
+        &self,
+        mailbox: &str,
+        list: &str,
+        crm_id: &str,
+    ) -> Result<Option<Value>, GraphError> {
+        let want: Option<u64> = crm_id.trim().parse().ok();
+        if want.is_none() {
+            return Ok(None);
+        }
+        let url = self.api(
+            &["users", mailbox, "todo", "lists", list, "tasks"],
+            &[("$expand", "linkedResources")],
+        );
+        Ok(self
+            .get_all(url, mailbox, false)
+            .await?
+            .into_iter()
+            .find(|t| crate::crm_id_on_item(t) == want))
+    }
+
     pub async fn todo_lists(&self, mailbox: &str) -> Result<Vec<Value>, GraphError> {
         self.get_all(
             self.api(&["users", mailbox, "todo", "lists"], &[]),
@@ -466,7 +489,48 @@ impl GraphClient {
         Ok(current)
     }
 
-    /// Like [`GraphClient::find_mail_folder`] but creates missing folders.
+    /// A folder found by display name anywhere in the mailbox (breadth first, letter case
+    /// ignored; at most 500 folders looked at).
+    pub async fn find_folder_anywhere(
+        &self,
+        mailbox: &str,
+        name: &str,
+    ) -> Result<Option<String>, GraphError> {
+        let url = self.api(&["users", mailbox, "mailFolders"], &[("$top", "100")]);
+        let mut level = self.get_all(url, mailbox, true).await?;
+        let mut seen = 0usize;
+        while !level.is_empty() && seen < 500 {
+            if let Some(id) = find_by_name(level.clone(), name) {
+                return Ok(Some(id));
+            }
+            let mut next = Vec::new();
+            for f in &level {
+                seen += 1;
+                let has_children = f["childFolderCount"].as_u64().is_none_or(|n| n > 0);
+                let Some(id) = f["id"].as_str().filter(|_| has_children) else {
+                    continue;
+                };
+                let url = self.api(
+                    &["users", mailbox, "mailFolders", id, "childFolders"],
+                    &[("$top", "100")],
+                );
+                match self.get_all(url, mailbox, true).await {
+                    Ok(children) => next.extend(children),
+                    Err(GraphError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+                if seen >= 500 {
+                    break;
+                }
+            }
+            level = next;
+        }
+        Ok(None)
+    }
+
+    /// Like [`GraphClient::find_mail_folder`] but creates missing folders. A one-segment path
+    /// that is not a well-known folder (the success and failure folders) is first looked for by
+    /// display name anywhere in the mailbox (expected-behaviour.md 33).
     pub async fn ensure_mail_folder(
         &self,
         mailbox: &str,
@@ -477,6 +541,13 @@ impl GraphClient {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
+        if let [only] = segs.as_slice() {
+            if !WELL_KNOWN_FOLDERS.contains(&only.to_ascii_lowercase().as_str()) {
+                if let Some(id) = self.find_folder_anywhere(mailbox, only).await? {
+                    return Ok(id);
+                }
+            }
+        }
         if segs.is_empty() {
             return Err(GraphError::Http {
                 status: 400,
