@@ -288,14 +288,25 @@ async fn create_linked_failing_insert_writes_no_link() {
 async fn create_linked_sends_insert_then_link_import_with_the_literal_id() {
     let (sim, client) = setup().await;
     let id = client
-        .create_linked("Task", &fields(&[("Subject", "t")]), &link("AAMkT"), Some(REP1))
+        .create_linked(
+            "Task",
+            &fields(&[("Subject", "t")]),
+            &link("AAMkT"),
+            Some(REP1),
+        )
         .await
         .expect("create");
     let log = sim.write_log();
     assert_eq!(log.len(), 2);
-    assert_eq!((log[0].command.as_str(), log[0].table.as_str()), ("insert", "Task"));
+    assert_eq!(
+        (log[0].command.as_str(), log[0].table.as_str()),
+        ("insert", "Task")
+    );
     assert_eq!(log[0].id, id);
-    assert_eq!((log[1].command.as_str(), log[1].table.as_str()), ("import", "ExtKey"));
+    assert_eq!(
+        (log[1].command.as_str(), log[1].table.as_str()),
+        ("import", "ExtKey")
+    );
     assert_eq!(
         log[1].fields.get("RecordId").map(String::as_str),
         Some(id.to_string().as_str())
@@ -303,7 +314,10 @@ async fn create_linked_sends_insert_then_link_import_with_the_literal_id() {
     // Two requests besides the ExtKey look-up, none with a `ref` attribute.
     let requests = sim.requests();
     assert_eq!(requests.len(), 3, "{requests:#?}");
-    assert!(requests.iter().all(|r| !r.contains("ref=")), "{requests:#?}");
+    assert!(
+        requests.iter().all(|r| !r.contains("ref=")),
+        "{requests:#?}"
+    );
     assert!(requests[1].contains("<insert>") && !requests[1].contains("<import>"));
     assert!(requests[2].contains("<import>") && !requests[2].contains("<insert>"));
 }
@@ -322,7 +336,13 @@ async fn lost_link_answer_is_link_not_written_and_upsert_link_finishes_it() {
         panic!("expected LinkNotWritten, got {err:?}");
     };
     assert!(
-        matches!(**source, CrmError::Transport { status: Some(500), .. }),
+        matches!(
+            **source,
+            CrmError::Transport {
+                status: Some(500),
+                ..
+            }
+        ),
         "{source:?}"
     );
     assert!(err.is_retryable());
@@ -352,11 +372,20 @@ async fn refused_link_import_is_link_not_written_with_the_created_id() {
     for _ in 0..2 {
         sim.user_insert(
             "ExtKey",
-            &[("ExtSystem", "GraphApi"), ("ExtKey", "dup"), ("TableShort", "MA")],
+            &[
+                ("ExtSystem", "GraphApi"),
+                ("ExtKey", "dup"),
+                ("TableShort", "MA"),
+            ],
         );
     }
     let err = client
-        .create_linked("Contact", &fields(&[("Subject", "x")]), &link("dup"), Some(REP1))
+        .create_linked(
+            "Contact",
+            &fields(&[("Subject", "x")]),
+            &link("dup"),
+            Some(REP1),
+        )
         .await
         .expect_err("link refused");
     let CrmError::LinkNotWritten { record_id, source } = &err else {

@@ -62,10 +62,7 @@ fn command() -> impl Strategy<Value = Command> {
         (name(), any::<u64>()).prop_map(|(table, id)| Command::Delete { table, id }),
         (
             name(),
-            proptest::collection::vec(
-                (name(), value(), any::<bool>()),
-                0..5
-            )
+            proptest::collection::vec((name(), value(), any::<bool>()), 0..5)
         )
             .prop_map(|(table, fs)| Command::Import {
                 table,

@@ -135,7 +135,11 @@ async fn create_linked_requests() {
         )
         .await
         .expect("created");
-    assert_eq!(id, cgc_crm::record_id(1, 2), "ids are predictable for the snapshot");
+    assert_eq!(
+        id,
+        cgc_crm::record_id(1, 2),
+        "ids are predictable for the snapshot"
+    );
     let requests: Vec<String> = sim.requests().iter().map(|r| fixed_corr(r)).collect();
     assert_eq!(requests.len(), 3, "{requests:#?}");
     insta::assert_snapshot!(requests.join("\n\n"));

@@ -313,8 +313,7 @@ impl CrmClient {
         // Conditions ignore letter case; Graph ids do not.
         let rows = self.link_rows(records, |r| {
             r.field("ExtKey") == Some(ext_key)
-                && r
-                    .field("ExtSystem")
+                && r.field("ExtSystem")
                     .is_some_and(|s| s.trim().eq_ignore_ascii_case(EXT_SYSTEM_GRAPH))
         });
         Ok(rows.into_iter().next())
@@ -365,7 +364,11 @@ impl CrmClient {
                 Ok(row) => rows.push(row),
                 Err(reason) => {
                     self.count_malformed(1);
-                    tracing::warn!(row = r.id, reason, "skipping an ExtKey row that cannot be read");
+                    tracing::warn!(
+                        row = r.id,
+                        reason,
+                        "skipping an ExtKey row that cannot be read"
+                    );
                 }
             }
         }
@@ -437,7 +440,11 @@ fn link_row(row: &Record) -> Result<LinkRow, &'static str> {
         .map(str::to_string);
     Ok(LinkRow {
         id: row.id,
-        ext_system: row.field("ExtSystem").unwrap_or_default().trim().to_string(),
+        ext_system: row
+            .field("ExtSystem")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         ext_key: ext_key.to_string(),
         ext_uid,
         table_short: table_short.to_string(),

@@ -128,7 +128,11 @@ fn direct_failure(ret: &Element, table: &str) -> Result<Outcome, String> {
     }
 }
 
-fn parse_query_answer(answer: &Element, table: &str, malformed: &mut u64) -> Result<Outcome, String> {
+fn parse_query_answer(
+    answer: &Element,
+    table: &str,
+    malformed: &mut u64,
+) -> Result<Outcome, String> {
     if let Some(ret) = answer.child("return") {
         return direct_failure(ret, table);
     }
@@ -191,7 +195,11 @@ fn parse_record(rec: &Element) -> Result<Record, String> {
         .collect();
     Ok(Record {
         table: rec.name.clone(),
-        tableshort: rec.attr("tableshort").unwrap_or_default().trim().to_string(),
+        tableshort: rec
+            .attr("tableshort")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         id,
         fields,
     })
@@ -361,8 +369,7 @@ mod tests {
   <Contact tableshort="MA" id="5"><return type="perhaps"/></Contact>
   <Contact tableshort=" MA " id="7"><Subject>ok too</Subject></Contact>
 </query></response>"#;
-        let parsed =
-            parse_response(xml, &[Command::Query(Query::new("Contact"))]).expect("parses");
+        let parsed = parse_response(xml, &[Command::Query(Query::new("Contact"))]).expect("parses");
         assert_eq!(parsed.malformed, 4);
         let Outcome::Records(page) = &parsed.outcomes[0] else {
             panic!("{:?}", parsed.outcomes);

@@ -35,7 +35,8 @@ pub enum EmptyAnswers {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AfterCommit {
-    /// HTTP 500 with a short HTML body.
+    /// HTTP 500 with a short HTML body (JSON: `status_500`).
+    #[serde(rename = "status_500")]
     Status500,
     /// The connection is closed without any answer.
     Close,
@@ -135,8 +136,8 @@ pub async fn start(listen: SocketAddr, cfg: CrmSimConfig) -> std::io::Result<Crm
     let listener = conn::SimListener::new(tokio::net::TcpListener::bind(listen).await?);
     let addr = listener.addr()?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let app = http::router(shared.clone())
-        .into_make_service_with_connect_info::<conn::KillSwitch>();
+    let app =
+        http::router(shared.clone()).into_make_service_with_connect_info::<conn::KillSwitch>();
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

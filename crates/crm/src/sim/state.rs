@@ -184,9 +184,8 @@ impl State {
     /// Whether a query on `table` must answer no rows now (consumes one query of a counted rule).
     fn take_empty(&mut self, table: &str) -> bool {
         let now = Instant::now();
-        self.empty_rules.retain(|r| {
-            r.until.is_none_or(|u| now < u) && r.remaining.is_none_or(|n| n > 0)
-        });
+        self.empty_rules
+            .retain(|r| r.until.is_none_or(|u| now < u) && r.remaining.is_none_or(|n| n > 0));
         let Some(rule) = self
             .empty_rules
             .iter_mut()
