@@ -936,3 +936,135 @@ async fn shutdown_stops_the_simulator() {
         "simulator still accepts connections after shutdown"
     );
 }
+
+#[tokio::test]
+async fn find_link_skips_unreadable_rows_and_counts_them() {
+    let (sim, client) = setup().await;
+    let rec = sim.user_insert("Contact", &[("Subject", "x")]);
+    let rec_s = rec.to_string();
+    // Lower ids, but unreadable: empty RecordId, no TableShort, no RecordId at all.
+    sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "k"),
+            ("ExtUid", "u"),
+            ("TableShort", "MA"),
+            ("RecordId", ""),
+        ],
+    );
+    sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "k"),
+            ("ExtUid", "u"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    sim.user_insert(
+        "ExtKey",
+        &[("ExtSystem", "GraphApi"), ("ExtKey", "k"), ("ExtUid", "u")],
+    );
+    let good = sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "k"),
+            ("ExtUid", "u"),
+            ("TableShort", "MA"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    let row = client
+        .find_link("k")
+        .await
+        .expect("no error")
+        .expect("found");
+    assert_eq!((row.id, row.record_id), (good, rec));
+    assert_eq!(client.malformed_rows(), 3);
+    let row = client
+        .find_link_by_uid("u")
+        .await
+        .expect("no error")
+        .expect("found");
+    assert_eq!(row.id, good);
+    assert_eq!(client.malformed_rows(), 6);
+    // Only unreadable rows: no link, still no error.
+    sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "bad"),
+            ("RecordId", ""),
+        ],
+    );
+    assert_eq!(client.find_link("bad").await.expect("no error"), None);
+    assert_eq!(client.malformed_rows(), 7);
+}
+
+#[tokio::test]
+async fn link_rows_for_record_lists_the_live_rows_of_that_record() {
+    let (sim, client) = setup().await;
+    let rec = sim.user_insert("Contact", &[("Subject", "x")]);
+    let other = sim.user_insert("Contact", &[("Subject", "y")]);
+    let (rec_s, other_s) = (rec.to_string(), other.to_string());
+    let graph = sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "g"),
+            ("TableShort", "MA"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    let ews = sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "Exchange"),
+            ("ExtKey", "e"),
+            ("ExtUid", "uid"),
+            ("TableShort", "MA"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    let deleted = sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "d"),
+            ("TableShort", "MA"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    sim.user_delete("ExtKey", deleted);
+    sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "o"),
+            ("TableShort", "MA"),
+            ("RecordId", &other_s),
+        ],
+    );
+    let rows = client.link_rows_for_record(rec).await.expect("rows");
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![graph, ews]
+    );
+    assert_eq!(rows[0].ext_system, "GraphApi");
+    assert_eq!(rows[0].ext_key, "g");
+    assert_eq!(rows[1].ext_system, "Exchange");
+    assert_eq!(rows[1].ext_uid.as_deref(), Some("uid"));
+    assert!(
+        rows.iter()
+            .all(|r| r.record_id == rec && r.table_short == "MA")
+    );
+    assert!(
+        client
+            .link_rows_for_record(rec + 1000)
+            .await
+            .expect("rows")
+            .is_empty()
+    );
+}
