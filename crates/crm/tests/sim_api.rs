@@ -316,9 +316,7 @@ async fn answer_style_and_clock_knobs_through_json() {
     // Berlin is UTC+2 in July; minutes only.
     assert_eq!(task.field("UpdDate"), Some("2026-07-01"));
     assert_eq!(task.field("UpdTime"), Some("10:30"));
-    let body = format!(
-        r#"<request user="OCSU" pwd="secret"><query><tables><table tablename="Task"/></tables></query></request>"#
-    );
+    let body = r#"<request user="OCSU" pwd="secret"><query><tables><table tablename="Task"/></tables></query></request>"#;
     let answer = http
         .post(sim.url())
         .body(body)
