@@ -80,6 +80,8 @@ pub struct ExtLink {
 pub struct LinkRow {
     /// Id of the `ExtKey` row itself.
     pub id: RecordId,
+    /// `GraphApi` for the connector's own rows; other values are older connectors' rows.
+    pub ext_system: String,
     pub ext_key: String,
     pub ext_uid: Option<String>,
     pub table_short: String,
@@ -351,28 +353,6 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-const ID_REF_PREFIX: &str = "{{id-of-command:";
-const ID_REF_SUFFIX: &str = "}}";
-
-/// A field value that stands for "the id of the record written by command number `index` of this
-/// request" (0-based, counting every command of the request including breaks). The request builder
-/// writes it as `<Field ref="index"/>` [profile]; used by `create_linked` to put the new record's id
-/// into its `ExtKey` row in the same request.
-pub fn id_ref(index: usize) -> String {
-    format!("{ID_REF_PREFIX}{index}{ID_REF_SUFFIX}")
-}
-
-/// The command index of an [`id_ref`] value.
-pub fn parse_id_ref(value: &str) -> Option<usize> {
-    let inner = value
-        .strip_prefix(ID_REF_PREFIX)?
-        .strip_suffix(ID_REF_SUFFIX)?;
-    if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    inner.parse().ok()
-}
-
 /// `true` for names usable as XML table or field names (ASCII letter or `_` first, then letters,
 /// digits, `_`, `-`, `.`).
 pub fn is_valid_name(name: &str) -> bool {
@@ -404,13 +384,6 @@ mod tests {
         assert_eq!(parse_record_id("12a"), None);
         assert_eq!(parse_record_id(""), None);
         assert_eq!(parse_record_id("18446744073709551616"), None);
-    }
-
-    #[test]
-    fn id_ref_round_trips_and_rejects_other_text() {
-        assert_eq!(parse_id_ref(&id_ref(3)), Some(3));
-        assert_eq!(parse_id_ref("{{id-of-command:}}"), None);
-        assert_eq!(parse_id_ref("4294967394"), None);
     }
 
     #[test]

@@ -91,6 +91,23 @@ async fn well_formed_answer_through_the_fake_works() {
 }
 
 #[tokio::test]
+async fn unreadable_records_are_skipped_counted_and_never_fail_the_answer() {
+    let c = fake(
+        200,
+        r#"<response corr="{corr}"><query><Contact tableshort="MA" id=" 7 "><Subject>ok</Subject></Contact><Contact tableshort="MA"><Subject>no id</Subject></Contact><Contact tableshort="MA" id="-1"/><Contact tableshort="MA" id="18446744073709551616"/></query></response>"#,
+    )
+    .await;
+    let page = c.query(&Query::new("Contact"), None).await.expect("query");
+    assert_eq!(
+        page.records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![7]
+    );
+    assert_eq!(c.malformed_rows(), 3);
+    c.query(&Query::new("Contact"), None).await.expect("query");
+    assert_eq!(c.malformed_rows(), 6, "counted per answer, across calls");
+}
+
+#[tokio::test]
 async fn malformed_xml_is_parse_error() {
     let e = query_err(200, r#"<response corr="{corr}"><query></response>"#).await;
     parse_detail(&e);

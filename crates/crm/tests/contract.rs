@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cgc_crm::sim::{self, CrmSim, CrmSimConfig, Seed};
+use cgc_crm::sim::{self, AfterCommit, CrmSim, CrmSimConfig, Seed};
 use cgc_crm::{
     Command, CondOp, CrmClient, CrmConfig, CrmError, ErrorCode, ExtLink, ImportField, Outcome,
     Query, ReturnKind, record_id, seq_no, stat_no,
@@ -285,54 +285,115 @@ async fn create_linked_failing_insert_writes_no_link() {
 }
 
 #[tokio::test]
-async fn lost_answer_then_retry_does_not_duplicate() {
-    let (sim, client) = setup_with(Duration::from_millis(1000), "secret").await;
-    let f = fields(&[("Subject", "Lost answer")]);
-    // The request create_linked sends after finding no link, answered too late.
-    let create = vec![
-        Command::Insert {
-            table: "Contact".into(),
-            fields: f.clone(),
-        },
-        Command::BreakOnError,
-        Command::Import {
-            table: "ExtKey".into(),
-            fields: vec![
-                ImportField::new("ExtSystem", "GraphApi", true),
-                ImportField::new("ExtKey", "lost", true),
-                ImportField::new("RecordId", cgc_crm::id_ref(0), false),
-                ImportField::new("TableShort", "MA", false),
-            ],
-        },
-    ];
-    sim.set_delay(Duration::from_millis(3000));
-    let err = client
-        .execute(&create, Some(REP1))
-        .await
-        .expect_err("times out");
-    assert!(matches!(err, CrmError::Timeout), "{err:?}");
-    assert!(err.is_retryable());
-    // The simulator carries the request out before it delays the answer.
-    for _ in 0..100 {
-        if !sim.records("Contact").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let written = sim.records("Contact");
-    assert_eq!(
-        written.len(),
-        1,
-        "the write was carried out although the answer was lost"
-    );
-    sim.set_delay(Duration::ZERO);
+async fn create_linked_sends_insert_then_link_import_with_the_literal_id() {
+    let (sim, client) = setup().await;
     let id = client
+        .create_linked(
+            "Task",
+            &fields(&[("Subject", "t")]),
+            &link("AAMkT"),
+            Some(REP1),
+        )
+        .await
+        .expect("create");
+    let log = sim.write_log();
+    assert_eq!(log.len(), 2);
+    assert_eq!(
+        (log[0].command.as_str(), log[0].table.as_str()),
+        ("insert", "Task")
+    );
+    assert_eq!(log[0].id, id);
+    assert_eq!(
+        (log[1].command.as_str(), log[1].table.as_str()),
+        ("import", "ExtKey")
+    );
+    assert_eq!(
+        log[1].fields.get("RecordId").map(String::as_str),
+        Some(id.to_string().as_str())
+    );
+    // Two requests besides the ExtKey look-up, none with a `ref` attribute.
+    let requests = sim.requests();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    assert!(
+        requests.iter().all(|r| !r.contains("ref=")),
+        "{requests:#?}"
+    );
+    assert!(requests[1].contains("<insert>") && !requests[1].contains("<import>"));
+    assert!(requests[2].contains("<import>") && !requests[2].contains("<insert>"));
+}
+
+#[tokio::test]
+async fn lost_link_answer_is_link_not_written_and_upsert_link_finishes_it() {
+    let (sim, client) = setup().await;
+    let f = fields(&[("Subject", "Lost answer")]);
+    // The link import is committed, then answered with HTTP 500.
+    sim.fail_after_commit(Some("ExtKey"), 1, AfterCommit::Status500);
+    let err = client
+        .create_linked("Contact", &f, &link("lost"), Some(REP1))
+        .await
+        .expect_err("link answer lost");
+    let CrmError::LinkNotWritten { record_id, source } = &err else {
+        panic!("expected LinkNotWritten, got {err:?}");
+    };
+    assert!(
+        matches!(
+            **source,
+            CrmError::Transport {
+                status: Some(500),
+                ..
+            }
+        ),
+        "{source:?}"
+    );
+    assert!(err.is_retryable());
+    assert_eq!(err.created_record(), Some(*record_id));
+    let contacts = sim.records("Contact");
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0].id, *record_id);
+    // The caller finishes the link instead of creating again; the row is already there.
+    client
+        .upsert_link(*record_id, &link("lost"), Some(REP1))
+        .await
+        .expect("link");
+    assert_eq!(sim.records("ExtKey").len(), 1);
+    let again = client
         .create_linked("Contact", &f, &link("lost"), Some(REP1))
         .await
         .expect("retry");
-    assert_eq!(id, written[0].id);
+    assert_eq!(again, *record_id);
     assert_eq!(sim.records("Contact").len(), 1);
-    assert_eq!(sim.records("ExtKey").len(), 1);
+}
+
+#[tokio::test]
+async fn refused_link_import_is_link_not_written_with_the_created_id() {
+    let (sim, client) = setup().await;
+    // Two unreadable GraphApi rows for the same key: find_link skips them (and counts them),
+    // the link import's match-up finds two rows and is refused with VALUE.
+    for _ in 0..2 {
+        sim.user_insert(
+            "ExtKey",
+            &[
+                ("ExtSystem", "GraphApi"),
+                ("ExtKey", "dup"),
+                ("TableShort", "MA"),
+            ],
+        );
+    }
+    let err = client
+        .create_linked(
+            "Contact",
+            &fields(&[("Subject", "x")]),
+            &link("dup"),
+            Some(REP1),
+        )
+        .await
+        .expect_err("link refused");
+    let CrmError::LinkNotWritten { record_id, source } = &err else {
+        panic!("expected LinkNotWritten, got {err:?}");
+    };
+    assert_eq!(remote_code(source), Some(ErrorCode::Value));
+    assert!(sim.record("Contact", *record_id).is_some());
+    assert_eq!(client.malformed_rows(), 2);
 }
 
 #[tokio::test]
@@ -873,5 +934,137 @@ async fn shutdown_stops_the_simulator() {
     assert!(
         stopped,
         "simulator still accepts connections after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn find_link_skips_unreadable_rows_and_counts_them() {
+    let (sim, client) = setup().await;
+    let rec = sim.user_insert("Contact", &[("Subject", "x")]);
+    let rec_s = rec.to_string();
+    // Lower ids, but unreadable: empty RecordId, no TableShort, no RecordId at all.
+    sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "k"),
+            ("ExtUid", "u"),
+            ("TableShort", "MA"),
+            ("RecordId", ""),
+        ],
+    );
+    sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "k"),
+            ("ExtUid", "u"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    sim.user_insert(
+        "ExtKey",
+        &[("ExtSystem", "GraphApi"), ("ExtKey", "k"), ("ExtUid", "u")],
+    );
+    let good = sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "k"),
+            ("ExtUid", "u"),
+            ("TableShort", "MA"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    let row = client
+        .find_link("k")
+        .await
+        .expect("no error")
+        .expect("found");
+    assert_eq!((row.id, row.record_id), (good, rec));
+    assert_eq!(client.malformed_rows(), 3);
+    let row = client
+        .find_link_by_uid("u")
+        .await
+        .expect("no error")
+        .expect("found");
+    assert_eq!(row.id, good);
+    assert_eq!(client.malformed_rows(), 6);
+    // Only unreadable rows: no link, still no error.
+    sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "bad"),
+            ("RecordId", ""),
+        ],
+    );
+    assert_eq!(client.find_link("bad").await.expect("no error"), None);
+    assert_eq!(client.malformed_rows(), 7);
+}
+
+#[tokio::test]
+async fn link_rows_for_record_lists_the_live_rows_of_that_record() {
+    let (sim, client) = setup().await;
+    let rec = sim.user_insert("Contact", &[("Subject", "x")]);
+    let other = sim.user_insert("Contact", &[("Subject", "y")]);
+    let (rec_s, other_s) = (rec.to_string(), other.to_string());
+    let graph = sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "g"),
+            ("TableShort", "MA"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    let ews = sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "Exchange"),
+            ("ExtKey", "e"),
+            ("ExtUid", "uid"),
+            ("TableShort", "MA"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    let deleted = sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "d"),
+            ("TableShort", "MA"),
+            ("RecordId", &rec_s),
+        ],
+    );
+    sim.user_delete("ExtKey", deleted);
+    sim.user_insert(
+        "ExtKey",
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "o"),
+            ("TableShort", "MA"),
+            ("RecordId", &other_s),
+        ],
+    );
+    let rows = client.link_rows_for_record(rec).await.expect("rows");
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![graph, ews]
+    );
+    assert_eq!(rows[0].ext_system, "GraphApi");
+    assert_eq!(rows[0].ext_key, "g");
+    assert_eq!(rows[1].ext_system, "Exchange");
+    assert_eq!(rows[1].ext_uid.as_deref(), Some("uid"));
+    assert!(
+        rows.iter()
+            .all(|r| r.record_id == rec && r.table_short == "MA")
+    );
+    assert!(
+        client
+            .link_rows_for_record(rec + 1000)
+            .await
+            .expect("rows")
+            .is_empty()
     );
 }

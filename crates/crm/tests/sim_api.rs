@@ -293,3 +293,53 @@ async fn user_helpers_refuse_bad_input_without_panicking() {
     assert!(sim.records("Nope").is_empty());
     assert_eq!(sim.record("Task", 42), None);
 }
+
+#[tokio::test]
+async fn answer_style_and_clock_knobs_through_json() {
+    let sim = start(Seed::default()).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/faults", base(&sim)))
+        .json(&json!({
+            "pad_ids": true,
+            "upd_time_minutes": true,
+            "next_id": {"stat_no": 4_294_967_295u64, "seq_no": 9},
+            "clock": "2026-07-01T08:30:45Z"
+        }))
+        .send()
+        .await
+        .expect("faults");
+    assert_eq!(r.status().as_u16(), 200);
+    let id = sim.user_insert("Task", &[("Subject", "x")]);
+    assert_eq!(id, cgc_crm::record_id(u32::MAX, 9));
+    let task = sim.record("Task", id).expect("task");
+    // Berlin is UTC+2 in July; minutes only.
+    assert_eq!(task.field("UpdDate"), Some("2026-07-01"));
+    assert_eq!(task.field("UpdTime"), Some("10:30"));
+    let body = r#"<request user="OCSU" pwd="secret"><query><tables><table tablename="Task"/></tables></query></request>"#;
+    let answer = http
+        .post(sim.url())
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .text()
+        .await
+        .expect("text");
+    assert!(answer.contains(&format!(r#"id="  {id} ""#)), "{answer}");
+    // Back to the system clock; an invalid clock is refused.
+    let r = http
+        .post(format!("{}/faults", base(&sim)))
+        .json(&json!({"clock": ""}))
+        .send()
+        .await
+        .expect("faults");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http
+        .post(format!("{}/faults", base(&sim)))
+        .json(&json!({"clock": "yesterday"}))
+        .send()
+        .await
+        .expect("faults");
+    assert_eq!(r.status().as_u16(), 400);
+}

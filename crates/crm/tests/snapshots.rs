@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use cgc_crm::{Command, CondOp, ImportField, Query, build_request, id_ref};
+use std::time::Duration;
+
+use cgc_crm::sim::{self, CrmSimConfig, Seed};
+use cgc_crm::{Command, CondOp, CrmClient, CrmConfig, ExtLink, ImportField, Query, build_request};
 
 const CORR: &str = "7f3c0000-0000-4000-8000-000000000001";
 
@@ -79,33 +82,67 @@ fn import_request() {
     insta::assert_snapshot!(build_request(&[cmd], "OCSU", "secret", CORR, None));
 }
 
-#[test]
-fn create_linked_request_with_break() {
-    // What CrmClient::create_linked sends after finding no link.
-    let commands = vec![
-        Command::Insert {
-            table: "Contact".into(),
-            fields: fields(&[("Subject", "Quarterly review"), ("Contact", "Meeting")]),
+/// Replaces the random `corr="…"` of a request with a fixed one.
+fn fixed_corr(xml: &str) -> String {
+    match xml.split_once("corr=\"") {
+        Some((head, rest)) => {
+            let tail = rest.split_once('"').map(|(_, t)| t).unwrap_or_default();
+            format!("{head}corr=\"{CORR}\"{tail}")
+        }
+        None => xml.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn create_linked_requests() {
+    // What CrmClient::create_linked really sends: the ExtKey look-up, the insert, then the link
+    // import with the new id as a literal (no `ref` attribute, no id chaining in one request).
+    let rep: std::collections::BTreeMap<String, String> =
+        [("RepID", "4"), ("EMail", "rep1@contoso.com")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let seed = Seed {
+        tables: [("Rep".to_string(), vec![rep])].into_iter().collect(),
+        ..Seed::default()
+    };
+    let sim = sim::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        CrmSimConfig {
+            seed,
+            ..CrmSimConfig::default()
         },
-        Command::BreakOnError,
-        Command::Import {
-            table: "ExtKey".into(),
-            fields: vec![
-                ImportField::new("ExtSystem", "GraphApi", true),
-                ImportField::new("ExtKey", "AAMkAGI2=", true),
-                ImportField::new("RecordId", id_ref(0), false),
-                ImportField::new("TableShort", "MA", false),
-                ImportField::new("ExtUid", "040000008200E00074C5B7101A82E008", false),
-            ],
-        },
-    ];
-    insta::assert_snapshot!(build_request(
-        &commands,
-        "OCSU",
-        "secret",
-        CORR,
-        Some("rep1@contoso.com")
-    ));
+    )
+    .await
+    .expect("sim");
+    let client = CrmClient::new(CrmConfig {
+        url: sim.url(),
+        user: "OCSU".into(),
+        password: "secret".to_string().into(),
+        timeout: Duration::from_secs(10),
+    })
+    .expect("client");
+    let id = client
+        .create_linked(
+            "Contact",
+            &fields(&[("Subject", "Quarterly review"), ("Contact", "Meeting")]),
+            &ExtLink {
+                ext_key: "AAMkAGI2=".into(),
+                ext_uid: Some("040000008200E00074C5B7101A82E008".into()),
+                table_short: "MA".into(),
+            },
+            Some("rep1@contoso.com"),
+        )
+        .await
+        .expect("created");
+    assert_eq!(
+        id,
+        cgc_crm::record_id(1, 2),
+        "ids are predictable for the snapshot"
+    );
+    let requests: Vec<String> = sim.requests().iter().map(|r| fixed_corr(r)).collect();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    insta::assert_snapshot!(requests.join("\n\n"));
 }
 
 #[test]

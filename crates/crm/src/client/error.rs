@@ -1,6 +1,6 @@
 //! Errors of the CRM.interface client.
 
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, RecordId};
 
 /// Longest excerpt of an answer kept in an error.
 pub const EXCERPT_CHARS: usize = 200;
@@ -28,6 +28,17 @@ pub enum CrmError {
     /// The request or a single command was refused (`<return type="error">`).
     #[error("{}", remote_message(.code, .message))]
     Remote { code: ErrorCode, message: String },
+    /// `create_linked` created the record but writing its `ExtKey` link (the second request)
+    /// failed. Finish the link with `upsert_link(record_id, …)`; creating again would make a
+    /// second record. Retryable.
+    #[error(
+        "CRM record {record_id} was created but its ExtKey link was not written ({source}); write the link for this record (upsert_link), do not create it again"
+    )]
+    LinkNotWritten {
+        record_id: RecordId,
+        #[source]
+        source: Box<CrmError>,
+    },
 }
 
 fn transport_message(status: &Option<u16>, excerpt: &str) -> String {
@@ -58,6 +69,16 @@ impl CrmError {
             CrmError::Transport { .. } | CrmError::Timeout | CrmError::CorrMismatch => true,
             CrmError::Parse { .. } => false,
             CrmError::Remote { code, .. } => matches!(code, ErrorCode::Locked),
+            CrmError::LinkNotWritten { .. } => true,
+        }
+    }
+
+    /// The id of a record that was created although the call failed
+    /// ([`CrmError::LinkNotWritten`]).
+    pub fn created_record(&self) -> Option<RecordId> {
+        match self {
+            CrmError::LinkNotWritten { record_id, .. } => Some(*record_id),
+            _ => None,
         }
     }
 
@@ -135,6 +156,13 @@ mod tests {
             assert!(!remote(code).is_retryable());
         }
         assert!(!CrmError::parse("x", "y").is_retryable());
+        let link = CrmError::LinkNotWritten {
+            record_id: 7,
+            source: Box::new(remote(ErrorCode::Value)),
+        };
+        assert!(link.is_retryable());
+        assert_eq!(link.created_record(), Some(7));
+        assert!(link.to_string().contains("upsert_link"), "{link}");
     }
 
     #[test]

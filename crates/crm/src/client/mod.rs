@@ -8,17 +8,18 @@ pub mod xml;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
 pub use error::CrmError;
 pub use request::{BREAK_ON_ERROR_IF, ParsedRequest, build_request, parse_request};
-pub use response::{Answer, ParsedResponse, build_response, parse_response};
+pub use response::{ParsedResponse, parse_response};
 
 use crate::model::{
     Command, CondOp, EXT_KEY_TABLE, EXT_SYSTEM_GRAPH, ExtLink, ImportField, LinkRow, Outcome,
-    Query, QueryPage, Record, RecordId, id_ref, is_valid_name, parse_record_id,
+    Query, QueryPage, Record, RecordId, is_valid_name, parse_record_id,
 };
 use xml::MAX_DOCUMENT_BYTES;
 
@@ -44,6 +45,8 @@ struct Inner {
     url: String,
     user: String,
     password: SecretString,
+    /// Rows skipped because they could not be read (see [`CrmClient::malformed_rows`]).
+    malformed: AtomicU64,
 }
 
 impl std::fmt::Debug for CrmClient {
@@ -85,6 +88,7 @@ impl CrmClient {
                 url: cfg.url,
                 user: cfg.user,
                 password: cfg.password,
+                malformed: AtomicU64::new(0),
             }),
         })
     }
@@ -108,6 +112,9 @@ impl CrmClient {
         );
         let answer = self.post(body).await?;
         let parsed = parse_response(&answer, commands)?;
+        if parsed.malformed > 0 {
+            self.count_malformed(parsed.malformed);
+        }
         match parsed.attr("corr") {
             Some(c) if c == corr => {}
             None if parsed.error.is_some() => {}
@@ -117,6 +124,17 @@ impl CrmClient {
             return Err(CrmError::Remote { code, message });
         }
         Ok(parsed.outcomes)
+    }
+
+    /// How many rows this client (and its clones) skipped so far because they could not be
+    /// read: record elements of an answer without a valid id, link rows without a valid
+    /// `RecordId`, `ExtKey` or `TableShort`. Each skip is also logged (`tracing::warn`).
+    pub fn malformed_rows(&self) -> u64 {
+        self.inner.malformed.load(Ordering::Relaxed)
+    }
+
+    fn count_malformed(&self, n: u64) {
+        self.inner.malformed.fetch_add(n, Ordering::Relaxed);
     }
 
     async fn post(&self, body: String) -> Result<String, CrmError> {
@@ -229,9 +247,16 @@ impl CrmClient {
         self.single_write(command, impersonate).await.map(|_| ())
     }
 
-    /// Idempotent create: returns the record already linked to `link.ext_key` if there is one;
-    /// otherwise one request `<insert>` record, `<break if=…>`, `<import>` of its `ExtKey` row
-    /// (match-up on ExtSystem + ExtKey; `RecordId` refers to the inserted record). Returns the id.
+    /// Creates a record linked to a Graph item; returns the record id. If a `GraphApi` link row
+    /// with `link.ext_key` exists already, its record id is returned and nothing is written.
+    /// Otherwise two requests: an `<insert>` of the record, then an `<import>` of its `ExtKey`
+    /// row (match-up on ExtSystem + ExtKey; `RecordId` is the new id as a literal, since
+    /// CRM.interface cannot refer to an id created earlier in the same request).
+    ///
+    /// If the insert fails, that error is returned (no record was made, unless the answer was
+    /// lost: a `Timeout` or `Transport` error of the insert may hide a committed record). If the
+    /// link import fails, the error is [`CrmError::LinkNotWritten`] with the created id: finish
+    /// the link with [`CrmClient::upsert_link`] instead of creating again.
     pub async fn create_linked(
         &self,
         table: &str,
@@ -246,38 +271,23 @@ impl CrmClient {
             );
             return Ok(existing.record_id);
         }
-        let commands = vec![
-            Command::Insert {
-                table: table.to_string(),
-                fields: fields.clone(),
-            },
-            Command::BreakOnError,
-            link_import(&id_ref(0), link),
-        ];
-        let outcomes = self.execute(&commands, impersonate).await?;
-        let new_id = match outcomes.first() {
-            Some(Outcome::Written { id, .. }) => *id,
-            Some(Outcome::Failed { code, message, .. }) => {
-                return Err(CrmError::Remote {
-                    code: code.clone(),
-                    message: message.clone(),
-                });
-            }
-            Some(other) => return Err(unexpected(other)),
-            None => return Err(missing_answer()),
+        let insert = Command::Insert {
+            table: table.to_string(),
+            fields: fields.clone(),
         };
-        match outcomes.get(1) {
-            Some(Outcome::Written { .. }) => Ok(new_id),
-            other => {
-                // The record exists but its link does not: write the link on its own, else a
-                // retry would create a second record.
-                if let Some(Outcome::Failed { code, message, .. }) = other {
-                    tracing::warn!(record = new_id, %code, message, "link import failed, writing it again");
-                }
-                self.upsert_link(new_id, link, impersonate).await?;
-                Ok(new_id)
-            }
+        let new_id = self.single_write(insert, impersonate).await?;
+        if let Err(e) = self.upsert_link(new_id, link, impersonate).await {
+            tracing::warn!(
+                record = new_id,
+                error = %e,
+                "create_linked: record created, its ExtKey link was not written"
+            );
+            return Err(CrmError::LinkNotWritten {
+                record_id: new_id,
+                source: Box::new(e),
+            });
         }
+        Ok(new_id)
     }
 
     /// `<import>` of the `ExtKey` row linking `record` (match-up on ExtSystem + ExtKey; idempotent).
@@ -287,11 +297,13 @@ impl CrmClient {
         link: &ExtLink,
         impersonate: Option<&str>,
     ) -> Result<(), CrmError> {
-        let command = link_import(&record.to_string(), link);
+        let command = link_import(record, link);
         self.single_write(command, impersonate).await.map(|_| ())
     }
 
-    /// The `GraphApi` link row with this `ExtKey` (compared exactly), if any.
+    /// The `GraphApi` link row with this `ExtKey` (compared exactly), if any. Deleted rows and
+    /// rows that cannot be read (no valid `RecordId`, no `TableShort`) are skipped, logged and
+    /// counted ([`CrmClient::malformed_rows`]); the lowest-id remaining row wins.
     pub async fn find_link(&self, ext_key: &str) -> Result<Option<LinkRow>, CrmError> {
         let q = Query::new(EXT_KEY_TABLE)
             .with_cond("ExtSystem", CondOp::Eq, EXT_SYSTEM_GRAPH)
@@ -299,27 +311,69 @@ impl CrmClient {
             .with_fields(LINK_FIELDS);
         let records = self.query_all(&q, None).await?;
         // Conditions ignore letter case; Graph ids do not.
-        pick_link(records, |r| r.field("ExtKey") == Some(ext_key))
+        let rows = self.link_rows(records, |r| {
+            r.field("ExtKey") == Some(ext_key)
+                && r.field("ExtSystem")
+                    .is_some_and(|s| s.trim().eq_ignore_ascii_case(EXT_SYSTEM_GRAPH))
+        });
+        Ok(rows.into_iter().next())
     }
 
     /// The link row with this `ExtUid` (iCalUId / internetMessageId, compared exactly), if any.
     /// Rows of any `ExtSystem` qualify (older connectors' rows are how migration finds records);
-    /// a `GraphApi` row is preferred.
+    /// a `GraphApi` row is preferred. Unreadable rows are skipped as in [`CrmClient::find_link`].
     pub async fn find_link_by_uid(&self, ext_uid: &str) -> Result<Option<LinkRow>, CrmError> {
         let q = Query::new(EXT_KEY_TABLE)
             .with_cond("ExtUid", CondOp::Eq, ext_uid)
             .with_fields(LINK_FIELDS);
         let records = self.query_all(&q, None).await?;
-        let exact: Vec<Record> = records
-            .into_iter()
-            .filter(|r| r.field("ExtUid") == Some(ext_uid))
-            .collect();
-        let graph_first = exact
+        let rows = self.link_rows(records, |r| r.field("ExtUid") == Some(ext_uid));
+        let graph = rows
             .iter()
-            .any(|r| r.field("ExtSystem") == Some(EXT_SYSTEM_GRAPH) && !r.is_deleted());
-        pick_link(exact, |r| {
-            !graph_first || r.field("ExtSystem") == Some(EXT_SYSTEM_GRAPH)
+            .position(|r| r.ext_system.eq_ignore_ascii_case(EXT_SYSTEM_GRAPH));
+        Ok(match graph {
+            Some(i) => rows.into_iter().nth(i),
+            None => rows.into_iter().next(),
         })
+    }
+
+    /// Every live `ExtKey` row whose `RecordId` is `record_id`, of any `ExtSystem` and any
+    /// `TableShort` (ids are unique per info area only: filter on `table_short`), by row id.
+    /// Unreadable rows are skipped as in [`CrmClient::find_link`].
+    pub async fn link_rows_for_record(
+        &self,
+        record_id: RecordId,
+    ) -> Result<Vec<LinkRow>, CrmError> {
+        let q = Query::new(EXT_KEY_TABLE)
+            .with_cond("RecordId", CondOp::Eq, record_id.to_string())
+            .with_fields(LINK_FIELDS);
+        let records = self.query_all(&q, None).await?;
+        let rows = self.link_rows(records, |_| true);
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.record_id == record_id)
+            .collect())
+    }
+
+    /// The live rows accepted by `keep` as [`LinkRow`]s, by row id; rows that cannot be read are
+    /// logged and counted.
+    fn link_rows(&self, records: Vec<Record>, keep: impl Fn(&Record) -> bool) -> Vec<LinkRow> {
+        let mut rows: Vec<LinkRow> = Vec::new();
+        for r in records.into_iter().filter(|r| !r.is_deleted() && keep(r)) {
+            match link_row(&r) {
+                Ok(row) => rows.push(row),
+                Err(reason) => {
+                    self.count_malformed(1);
+                    tracing::warn!(
+                        row = r.id,
+                        reason,
+                        "skipping an ExtKey row that cannot be read"
+                    );
+                }
+            }
+        }
+        rows.sort_by_key(|r| r.id);
+        rows
     }
 
     async fn single(
@@ -349,11 +403,11 @@ impl CrmClient {
     }
 }
 
-fn link_import(record_value: &str, link: &ExtLink) -> Command {
+fn link_import(record: RecordId, link: &ExtLink) -> Command {
     let mut fields = vec![
         ImportField::new("ExtSystem", EXT_SYSTEM_GRAPH, true),
         ImportField::new("ExtKey", link.ext_key.clone(), true),
-        ImportField::new("RecordId", record_value, false),
+        ImportField::new("RecordId", record.to_string(), false),
         ImportField::new("TableShort", link.table_short.clone(), false),
     ];
     if let Some(uid) = &link.ext_uid {
@@ -365,34 +419,37 @@ fn link_import(record_value: &str, link: &ExtLink) -> Command {
     }
 }
 
-/// The lowest-id live row accepted by `keep`, as a [`LinkRow`].
-fn pick_link(
-    records: Vec<Record>,
-    keep: impl Fn(&Record) -> bool,
-) -> Result<Option<LinkRow>, CrmError> {
-    let Some(row) = records
-        .into_iter()
-        .filter(|r| !r.is_deleted() && keep(r))
-        .min_by_key(|r| r.id)
-    else {
-        return Ok(None);
-    };
-    let raw = row.field("RecordId").unwrap_or_default();
-    let record_id = parse_record_id(raw).ok_or_else(|| CrmError::Parse {
-        detail: format!("ExtKey row {} has an invalid RecordId", row.id),
-        excerpt: error::excerpt(raw),
-    })?;
+/// An `ExtKey` record as a [`LinkRow`], or why it cannot be one.
+fn link_row(row: &Record) -> Result<LinkRow, &'static str> {
+    let record_id = row
+        .field("RecordId")
+        .and_then(parse_record_id)
+        .ok_or("RecordId is missing, empty or not a record id")?;
+    let ext_key = row
+        .field("ExtKey")
+        .filter(|k| !k.trim().is_empty())
+        .ok_or("ExtKey is missing or empty")?;
+    let table_short = row
+        .field("TableShort")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or("TableShort is missing or empty")?;
     let ext_uid = row
         .field("ExtUid")
         .filter(|u| !u.is_empty())
         .map(str::to_string);
-    Ok(Some(LinkRow {
+    Ok(LinkRow {
         id: row.id,
-        ext_key: row.field("ExtKey").unwrap_or_default().to_string(),
+        ext_system: row
+            .field("ExtSystem")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        ext_key: ext_key.to_string(),
         ext_uid,
-        table_short: row.field("TableShort").unwrap_or_default().to_string(),
+        table_short: table_short.to_string(),
         record_id,
-    }))
+    })
 }
 
 fn check_names(commands: &[Command]) -> Result<(), CrmError> {

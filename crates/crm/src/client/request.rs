@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::error::CrmError;
 use super::xml::{Element, XmlOut, parse_document};
-use crate::model::{Command, Cond, CondOp, ImportField, Query, parse_id_ref, parse_record_id};
+use crate::model::{Command, Cond, CondOp, ImportField, Query, parse_record_id};
 
 /// The only `<break if>` condition the connector sends (and the simulator evaluates).
 pub const BREAK_ON_ERROR_IF: &str = "/root/response/*[last()]//return[@type='error']";
@@ -18,7 +18,8 @@ pub const BREAK_ON_ERROR_IF: &str = "/root/response/*[last()]//return[@type='err
 pub const KNOWN_REQUEST_ATTRS: &[&str] = &["user", "pwd", "impersonate"];
 
 /// Builds one `<request>` document. Table and field names must be valid XML names
-/// ([`crate::is_valid_name`]); values are escaped. Breaks are written as
+/// ([`crate::is_valid_name`]); values are escaped, and characters XML 1.0 forbids (U+0000–U+0008,
+/// U+000B, U+000C, U+000E–U+001F, U+FFFE, U+FFFF) are dropped from every value. Breaks are written as
 /// `<break if="/root/response/*[last()]//return[@type='error']"/>`.
 pub fn build_request(
     commands: &[Command],
@@ -95,13 +96,7 @@ fn write_field(out: &mut XmlOut, name: &str, value: &str, matchup: bool) {
     if matchup {
         attrs.push(("matchup", "true"));
     }
-    if let Some(index) = parse_id_ref(value) {
-        let index = index.to_string();
-        attrs.push(("ref", &index));
-        out.empty(name, &attrs);
-    } else {
-        out.text_element(name, &attrs, value);
-    }
+    out.text_element(name, &attrs, value);
 }
 
 fn write_query(out: &mut XmlOut, q: &Query) {
@@ -258,11 +253,11 @@ pub fn parse_request(xml: &str) -> Result<ParsedRequest, CrmError> {
     Ok(req)
 }
 
+/// A field element's value is its text. Attributes the profile does not name (anything but
+/// `matchup` on an `<import>` field) are ignored, so `<RecordId ref="0"/>` is an empty value:
+/// CRM.interface has no way to refer to an id written earlier in the same request.
 fn field_value(f: &Element) -> String {
-    match f.attr("ref").and_then(|r| r.trim().parse::<usize>().ok()) {
-        Some(index) => crate::model::id_ref(index),
-        None => f.text.clone(),
-    }
+    f.text.clone()
 }
 
 fn single_record(command: &Element) -> Result<&Element, String> {
@@ -367,6 +362,46 @@ mod tests {
             vec![("corr".to_string(), "c-1".to_string())]
         );
         assert!(!format!("{req:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn unknown_field_attributes_are_ignored_and_ref_is_an_empty_value() {
+        let req = parse_request(
+            r#"<request><import><fields><ExtKey><ExtKey matchup="true" lang="de">k</ExtKey><RecordId ref="0"/></ExtKey></fields></import></request>"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            req.commands,
+            vec![Command::Import {
+                table: "ExtKey".into(),
+                fields: vec![
+                    ImportField::new("ExtKey", "k", true),
+                    ImportField::new("RecordId", "", false),
+                ],
+            }]
+        );
+    }
+
+    #[test]
+    fn forbidden_characters_never_reach_the_request() {
+        let mut fields = BTreeMap::new();
+        fields.insert("Subject".to_string(), "a\u{1}b\u{FFFF}".to_string());
+        let xml = build_request(
+            &[Command::Insert {
+                table: "Contact".into(),
+                fields,
+            }],
+            "u",
+            "p",
+            "c",
+            None,
+        );
+        assert!(!xml.contains('\u{1}') && !xml.contains('\u{FFFF}'));
+        let req = parse_request(&xml).expect("parses");
+        let Command::Insert { fields, .. } = &req.commands[0] else {
+            panic!("{:?}", req.commands);
+        };
+        assert_eq!(fields.get("Subject").map(String::as_str), Some("ab"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The `<response>` document: parser (client side) and builder (simulator side). Every [profile]
-//! answer shape lives here.
+//! The `<response>` parser (client side). Every [profile] answer shape the client reads lives
+//! here; the simulator writes its answers with its own builder (`sim::build_response`).
+//!
+//! Tolerance: a record element of a query answer that cannot be read (no id, an id that is not
+//! a record id, an unknown `return` type inside it) is skipped, logged and counted in
+//! [`ParsedResponse::malformed`]; it never fails the whole answer. Ids are trimmed.
 
 use super::error::CrmError;
-use super::xml::{Element, XmlOut, parse_document};
-use crate::model::{
-    Command, ErrorCode, Outcome, QueryPage, Record, ReturnKind, is_valid_name, parse_record_id,
-};
+use super::xml::{Element, parse_document};
+use crate::model::{Command, ErrorCode, Outcome, QueryPage, Record, ReturnKind, parse_record_id};
 
 /// A `<response>` as read by the client.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +18,8 @@ pub struct ParsedResponse {
     pub error: Option<(ErrorCode, String)>,
     /// One outcome per answered command (breaks have no answer).
     pub outcomes: Vec<Outcome>,
+    /// Record elements of query answers that were skipped because they could not be read.
+    pub malformed: u64,
 }
 
 impl ParsedResponse {
@@ -41,6 +45,7 @@ pub fn parse_response(xml: &str, commands: &[Command]) -> Result<ParsedResponse,
         attrs: root.attrs.clone(),
         error: None,
         outcomes: Vec::new(),
+        malformed: 0,
     };
     if let Some(ret) = root.child("return") {
         let (code, message) = match parse_return(ret).map_err(bad)? {
@@ -74,7 +79,7 @@ pub fn parse_response(xml: &str, commands: &[Command]) -> Result<ParsedResponse,
         }
         let table = command.table().unwrap_or_default();
         let outcome = match command {
-            Command::Query(_) => parse_query_answer(answer, table),
+            Command::Query(_) => parse_query_answer(answer, table, &mut parsed.malformed),
             _ => parse_write_answer(answer, table),
         }
         .map_err(bad)?;
@@ -123,7 +128,11 @@ fn direct_failure(ret: &Element, table: &str) -> Result<Outcome, String> {
     }
 }
 
-fn parse_query_answer(answer: &Element, table: &str) -> Result<Outcome, String> {
+fn parse_query_answer(
+    answer: &Element,
+    table: &str,
+    malformed: &mut u64,
+) -> Result<Outcome, String> {
     if let Some(ret) = answer.child("return") {
         return direct_failure(ret, table);
     }
@@ -133,19 +142,38 @@ fn parse_query_answer(answer: &Element, table: &str) -> Result<Outcome, String> 
     let mut records = Vec::with_capacity(answer.children.len());
     for rec in &answer.children {
         if let Some(ret) = rec.child("return") {
-            // A record-level error inside a query answer: the query failed.
-            if let Ret::Error(code, message) = parse_return(ret)? {
-                return Ok(Outcome::Failed {
-                    table: rec.name.clone(),
-                    id: rec.attr("id").and_then(parse_record_id),
-                    code,
-                    message,
-                });
+            match parse_return(ret) {
+                // A record-level error inside a query answer: the query failed.
+                Ok(Ret::Error(code, message)) => {
+                    return Ok(Outcome::Failed {
+                        table: rec.name.clone(),
+                        id: rec.attr("id").and_then(parse_record_id),
+                        code,
+                        message,
+                    });
+                }
+                Ok(Ret::Ok(_)) => {}
+                Err(reason) => {
+                    skip_malformed(rec, &reason, malformed);
+                    continue;
+                }
             }
         }
-        records.push(parse_record(rec)?);
+        match parse_record(rec) {
+            Ok(record) => records.push(record),
+            Err(reason) => skip_malformed(rec, &reason, malformed),
+        }
     }
     Ok(Outcome::Records(QueryPage { records, more }))
+}
+
+fn skip_malformed(rec: &Element, reason: &str, malformed: &mut u64) {
+    *malformed += 1;
+    tracing::warn!(
+        element = %rec.name.chars().take(40).collect::<String>(),
+        reason,
+        "CRM.interface answer: skipping a record that cannot be read"
+    );
 }
 
 fn parse_record(rec: &Element) -> Result<Record, String> {
@@ -162,12 +190,16 @@ fn parse_record(rec: &Element) -> Result<Record, String> {
     let fields = rec
         .children
         .iter()
-        .filter(|f| f.children.is_empty())
+        .filter(|f| f.children.is_empty() && f.name != "return")
         .map(|f| (f.name.clone(), f.text.clone()))
         .collect();
     Ok(Record {
         table: rec.name.clone(),
-        tableshort: rec.attr("tableshort").unwrap_or_default().to_string(),
+        tableshort: rec
+            .attr("tableshort")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         id,
         fields,
     })
@@ -209,102 +241,6 @@ fn parse_write_answer(answer: &Element, table: &str) -> Result<Outcome, String> 
             code,
             message,
         }),
-    }
-}
-
-/// One command's answer for [`build_response`]: the command element name and what it did.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Answer {
-    /// `query`, `insert`, `update`, `delete` or `import`.
-    pub command: &'static str,
-    pub outcome: Outcome,
-}
-
-/// Builds a `<response>` document (used by the simulator). `attrs` are copied onto `<response>`;
-/// `error` is a request-level error, in which case no answer is written.
-pub fn build_response(
-    attrs: &[(String, String)],
-    error: Option<(&ErrorCode, &str)>,
-    answers: &[Answer],
-) -> String {
-    let mut out = XmlOut::new();
-    let attr_refs: Vec<(&str, &str)> = attrs
-        .iter()
-        .filter(|(k, _)| is_valid_name(k))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    out.start("response", &attr_refs);
-    if let Some((code, message)) = error {
-        write_error(&mut out, code, message);
-    } else {
-        for answer in answers {
-            write_answer(&mut out, answer);
-        }
-    }
-    out.end("response");
-    out.finish()
-}
-
-fn write_error(out: &mut XmlOut, code: &ErrorCode, message: &str) {
-    out.text_element(
-        "return",
-        &[("type", "error"), ("code", code.as_str())],
-        message,
-    );
-}
-
-fn write_answer(out: &mut XmlOut, answer: &Answer) {
-    match &answer.outcome {
-        Outcome::Records(page) => {
-            if page.more {
-                out.start(answer.command, &[("more", "true")]);
-            } else {
-                out.start(answer.command, &[]);
-            }
-            for rec in &page.records {
-                let id = rec.id.to_string();
-                out.start(&rec.table, &[("tableshort", &rec.tableshort), ("id", &id)]);
-                for (name, value) in &rec.fields {
-                    out.text_element(name, &[], value);
-                }
-                out.end(&rec.table);
-            }
-            out.end(answer.command);
-        }
-        Outcome::Written { table, id, kind } => {
-            let id = id.to_string();
-            let short = crate::sim::schema::table_short(table).unwrap_or_default();
-            out.start(answer.command, &[]);
-            out.start(table, &[("tableshort", short), ("id", &id)]);
-            out.empty("return", &[("type", kind.as_str())]);
-            out.end(table);
-            out.end(answer.command);
-        }
-        Outcome::Failed {
-            table,
-            id,
-            code,
-            message,
-        } => {
-            out.start(answer.command, &[]);
-            if answer.command != "query" && is_valid_name(table) {
-                let id = id.map(|i| i.to_string());
-                let short = crate::sim::schema::table_short(table);
-                let mut attrs: Vec<(&str, &str)> = Vec::new();
-                if let Some(s) = short {
-                    attrs.push(("tableshort", s));
-                }
-                if let Some(i) = id.as_deref() {
-                    attrs.push(("id", i));
-                }
-                out.start(table, &attrs);
-                write_error(out, code, message);
-                out.end(table);
-            } else {
-                write_error(out, code, message);
-            }
-            out.end(answer.command);
-        }
     }
 }
 
@@ -424,49 +360,22 @@ mod tests {
     }
 
     #[test]
-    fn build_then_parse_gives_same_outcomes() {
-        let mut fields = BTreeMap::new();
-        fields.insert("Subject".to_string(), "a <b> & \"c\"".to_string());
-        let answers = vec![
-            Answer {
-                command: "query",
-                outcome: Outcome::Records(QueryPage {
-                    records: vec![Record {
-                        table: "Contact".into(),
-                        tableshort: "MA".into(),
-                        id: 5,
-                        fields,
-                    }],
-                    more: true,
-                }),
-            },
-            Answer {
-                command: "query",
-                outcome: Outcome::Failed {
-                    table: "No such".into(),
-                    id: None,
-                    code: ErrorCode::Field,
-                    message: "unknown table".into(),
-                },
-            },
-            Answer {
-                command: "insert",
-                outcome: Outcome::Written {
-                    table: "Contact".into(),
-                    id: 7,
-                    kind: ReturnKind::Insert,
-                },
-            },
-        ];
-        let commands = vec![
-            Command::Query(Query::new("Contact")),
-            Command::Query(Query::new("No such")),
-            insert(),
-        ];
-        let xml = build_response(&[("corr".into(), "c".into())], None, &answers);
-        let parsed = parse_response(&xml, &commands).expect("parses");
-        let expected: Vec<Outcome> = answers.into_iter().map(|a| a.outcome).collect();
-        assert_eq!(parsed.outcomes, expected);
-        assert_eq!(parsed.attr("corr"), Some("c"));
+    fn malformed_query_records_are_skipped_and_counted() {
+        let xml = r#"<response><query>
+  <Contact tableshort="MA" id="  4294967394  "><Subject>ok</Subject></Contact>
+  <Contact tableshort="MA"><Subject>no id</Subject></Contact>
+  <Contact tableshort="MA" id="abc"><Subject>bad id</Subject></Contact>
+  <Contact tableshort="MA" id=""><Subject>empty id</Subject></Contact>
+  <Contact tableshort="MA" id="5"><return type="perhaps"/></Contact>
+  <Contact tableshort=" MA " id="7"><Subject>ok too</Subject></Contact>
+</query></response>"#;
+        let parsed = parse_response(xml, &[Command::Query(Query::new("Contact"))]).expect("parses");
+        assert_eq!(parsed.malformed, 4);
+        let Outcome::Records(page) = &parsed.outcomes[0] else {
+            panic!("{:?}", parsed.outcomes);
+        };
+        let ids: Vec<u64> = page.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![4_294_967_394, 7]);
+        assert_eq!(page.records[1].tableshort, "MA");
     }
 }

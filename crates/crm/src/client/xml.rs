@@ -206,13 +206,25 @@ fn element_from(start: &BytesStart<'_>) -> Result<Element, XmlError> {
     })
 }
 
+/// `true` for characters XML 1.0 allows in a document (`Char` production, minus what Rust strings
+/// cannot hold anyway): everything but U+0000–U+0008, U+000B, U+000C, U+000E–U+001F, U+FFFE and
+/// U+FFFF.
+pub fn is_xml10_char(c: char) -> bool {
+    !matches!(
+        c,
+        '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}'
+    )
+}
+
 /// Escapes text content: `& < >` and carriage returns (kept through end-of-line normalisation).
+/// Characters XML 1.0 forbids ([`is_xml10_char`]) are dropped: no document this writer produces
+/// can be refused for them.
 pub fn escape_text(s: &str) -> Cow<'_, str> {
     escape_with(s, false)
 }
 
 /// Escapes an attribute value: `& < > "` and tab, newline, carriage return (kept through
-/// attribute-value normalisation).
+/// attribute-value normalisation). Characters XML 1.0 forbids are dropped.
 pub fn escape_attr(s: &str) -> Cow<'_, str> {
     escape_with(s, true)
 }
@@ -221,7 +233,7 @@ fn escape_with(s: &str, attr: bool) -> Cow<'_, str> {
     let needs = |c: char| match c {
         '&' | '<' | '>' | '\r' => true,
         '"' | '\n' | '\t' => attr,
-        _ => false,
+        c => !is_xml10_char(c),
     };
     if !s.chars().any(needs) {
         return Cow::Borrowed(s);
@@ -236,6 +248,7 @@ fn escape_with(s: &str, attr: bool) -> Cow<'_, str> {
             '"' if attr => out.push_str("&quot;"),
             '\n' if attr => out.push_str("&#10;"),
             '\t' if attr => out.push_str("&#9;"),
+            c if !is_xml10_char(c) => {}
             c => out.push(c),
         }
     }
@@ -336,6 +349,18 @@ mod tests {
         let el = parse_document(&doc).expect("parses");
         assert_eq!(el.attr("k"), Some(tricky));
         assert_eq!(el.text, tricky);
+    }
+
+    #[test]
+    fn forbidden_characters_are_dropped_from_text_and_attributes() {
+        let dirty = "a\u{1}b\u{8}\u{B}\u{C}c\u{1F}\u{FFFE}\u{FFFF}d\u{0}";
+        let mut out = XmlOut::new();
+        out.text_element("v", &[("k", dirty)], dirty);
+        let doc = out.finish();
+        assert!(!doc.chars().any(|c| !is_xml10_char(c)), "{doc:?}");
+        let el = parse_document(&doc).expect("parses");
+        assert_eq!(el.attr("k"), Some("abcd"));
+        assert_eq!(el.text, "abcd");
     }
 
     #[test]

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::{ENDPOINT_PATH, Shared};
+use super::conn::KillSwitch;
+use super::state::{CommitFail, EmptyRule};
+use super::{AfterCommit, ENDPOINT_PATH, Shared};
 use crate::client::xml::MAX_DOCUMENT_BYTES;
 use crate::model::RecordId;
 
@@ -40,11 +42,22 @@ pub(crate) fn router(shared: AppState) -> Router {
 const UNAVAILABLE_HTML: &str = "<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>\
 <body><h1>Service Unavailable</h1><p>The server is temporarily unable to service your request.</p></body></html>\n";
 
-async fn crm_interface(State(shared): State<AppState>, body: Bytes) -> Response {
-    let (delay, answer) = {
+const INTERNAL_ERROR_HTML: &str = "<!DOCTYPE html>\n<html><head><title>500 Internal Server Error</title></head>\
+<body><h1>Internal Server Error</h1><p>The server encountered an internal error.</p></body></html>\n";
+
+async fn crm_interface(
+    State(shared): State<AppState>,
+    ConnectInfo(conn): ConnectInfo<KillSwitch>,
+    body: Bytes,
+) -> Response {
+    let (delay, answer, after_commit) = {
         let mut st = shared.lock();
         st.request_count += 1;
+        if let Ok(text) = std::str::from_utf8(&body) {
+            st.remember_request(text);
+        }
         let delay = st.delay;
+        let mut after_commit = None;
         let unavailable = st
             .unavailable_until
             .is_some_and(|until| Instant::now() < until);
@@ -59,15 +72,35 @@ async fn crm_interface(State(shared): State<AppState>, body: Bytes) -> Response 
                     StatusCode::BAD_REQUEST,
                     "request body is not UTF-8\n".to_string(),
                 )),
-                Ok(xml) => st
-                    .handle(xml)
-                    .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n"))),
+                Ok(xml) => match st.handle(xml) {
+                    Ok(handled) => {
+                        after_commit = st.take_commit_fail(&handled);
+                        Ok(handled.xml)
+                    }
+                    Err(e) => Err((StatusCode::BAD_REQUEST, format!("{e}\n"))),
+                },
             }
         };
-        (delay, answer)
+        (delay, answer, after_commit)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    match after_commit {
+        Some(AfterCommit::Close) => {
+            // The write is committed; the client gets no answer at all.
+            conn.kill();
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        Some(AfterCommit::Status500) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/html")],
+                INTERNAL_ERROR_HTML,
+            )
+                .into_response();
+        }
+        None => {}
     }
     match answer {
         Ok(xml) => ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response(),
@@ -190,6 +223,38 @@ struct Faults {
     lock: Option<LockFault>,
     delay_ms: Option<u64>,
     unavailable_ms: Option<u64>,
+    pad_ids: Option<bool>,
+    upd_time_minutes: Option<bool>,
+    next_id: Option<NextId>,
+    /// RFC 3339 instant for UpdDate/UpdTime; an empty text goes back to the system clock.
+    clock: Option<String>,
+    empty_answers: Option<EmptyFault>,
+    commit_then_fail: Option<CommitFault>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextId {
+    stat_no: u32,
+    seq_no: u32,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyFault {
+    /// `null` or absent: every table.
+    table: Option<String>,
+    ms: Option<u64>,
+    queries: Option<u32>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitFault {
+    /// `null` or absent: a write on any table.
+    table: Option<String>,
+    times: u32,
+    mode: AfterCommit,
 }
 
 #[derive(serde::Deserialize)]
@@ -200,7 +265,63 @@ struct LockFault {
 }
 
 async fn faults(State(shared): State<AppState>, Json(f): Json<Faults>) -> Response {
+    let clock = match f.clock.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(text) => match chrono::DateTime::parse_from_rfc3339(text) {
+            Ok(t) => Some(Some(t.with_timezone(&chrono::Utc))),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "clock: expected an RFC 3339 instant such as 2026-11-20T09:00:30Z",
+                );
+            }
+        },
+    };
+    if let Some(e) = &f.empty_answers
+        && e.ms.is_some() == e.queries.is_some()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty_answers: give exactly one of ms and queries",
+        );
+    }
     let mut st = shared.lock();
+    if let Some(clock) = clock {
+        st.clock = clock;
+    }
+    if let Some(on) = f.pad_ids {
+        st.pad_ids = on;
+    }
+    if let Some(on) = f.upd_time_minutes {
+        st.minute_upd_time = on;
+    }
+    if let Some(n) = f.next_id {
+        st.set_next_id(n.stat_no, n.seq_no);
+    }
+    if let Some(e) = f.empty_answers {
+        let rule = match (e.ms, e.queries) {
+            (Some(ms), _) if ms > 0 => Some(EmptyRule {
+                table: e.table.clone(),
+                until: Some(super::instant_after(Duration::from_millis(ms))),
+                remaining: None,
+            }),
+            (_, Some(n)) if n > 0 => Some(EmptyRule {
+                table: e.table.clone(),
+                until: None,
+                remaining: Some(n),
+            }),
+            _ => None,
+        };
+        st.set_empty_rule(e.table, rule);
+    }
+    if let Some(c) = f.commit_then_fail {
+        st.commit_fail = (c.times > 0).then_some(CommitFail {
+            table: c.table,
+            remaining: c.times,
+            how: c.mode,
+        });
+    }
     if let Some(lock) = f.lock {
         st.lock(lock.id, lock.times);
     }
@@ -213,6 +334,10 @@ async fn faults(State(shared): State<AppState>, Json(f): Json<Faults>) -> Respon
     Json(json!({
         "delay_ms": st.delay.as_millis() as u64,
         "unavailable": st.unavailable_until.is_some_and(|u| Instant::now() < u),
+        "pad_ids": st.pad_ids,
+        "upd_time_minutes": st.minute_upd_time,
+        "empty_answers": st.empty_rules.len(),
+        "commit_then_fail": st.commit_fail.as_ref().map_or(0, |c| c.remaining),
     }))
     .into_response()
 }

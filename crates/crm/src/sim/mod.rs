@@ -2,6 +2,8 @@
 //! (`shared/protocols/crm-interface.md`), with fault knobs and a small JSON control API under
 //! `/_sim/`.
 
+mod answer;
+mod conn;
 mod http;
 pub mod schema;
 mod state;
@@ -12,10 +14,33 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::model::{Record, RecordId};
-use state::State;
+use chrono::{DateTime, Utc};
 
-pub use state::SIM_STAT_NO;
+use crate::model::{Record, RecordId};
+use state::{CommitFail, EmptyRule, State};
+
+pub use answer::{Answer, AnswerStyle, build_response, build_response_with};
+pub use state::{KEPT_REQUESTS, SIM_STAT_NO};
+
+/// How long an "empty answers" fault lasts ([`CrmSim::set_empty_answers`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EmptyAnswers {
+    /// For this long from now.
+    For(Duration),
+    /// For this many `<query>` commands.
+    Queries(u32),
+}
+
+/// How a write request is answered after it was carried out ([`CrmSim::fail_after_commit`]).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCommit {
+    /// HTTP 500 with a short HTML body (JSON: `status_500`).
+    #[serde(rename = "status_500")]
+    Status500,
+    /// The connection is closed without any answer.
+    Close,
+}
 
 /// Initial data and settings, e.g. read from a JSON file for `simulate crm`:
 /// `{"time_zone": "Europe/Berlin", "tables": {"Rep": [{"RepID": "4", "EMail": "rep1@contoso.com",
@@ -108,10 +133,11 @@ pub async fn start(listen: SocketAddr, cfg: CrmSimConfig) -> std::io::Result<Crm
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
     });
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
+    let listener = conn::SimListener::new(tokio::net::TcpListener::bind(listen).await?);
+    let addr = listener.addr()?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let app = http::router(shared.clone());
+    let app =
+        http::router(shared.clone()).into_make_service_with_connect_info::<conn::KillSwitch>();
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -284,6 +310,77 @@ impl CrmSim {
     /// Number of requests to the XML endpoint so far (503 answers included).
     pub fn request_count(&self) -> u64 {
         self.shared.lock().request_count
+    }
+
+    /// The raw bodies of the last [`KEPT_REQUESTS`] requests to the XML endpoint, oldest first
+    /// (bodies that are not UTF-8 are not kept).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.lock().recent_requests.iter().cloned().collect()
+    }
+
+    /// Answers print every record id padded with spaces (`id="  4294967298 "`, and
+    /// `RecordId` values), as CRM.interface may (expected-behaviour line 19).
+    pub fn set_pad_ids(&self, on: bool) {
+        self.shared.lock().pad_ids = on;
+    }
+
+    /// The next record created gets the id `StatNo × 2^32 + SeqNo` = `record_id(stat_no,
+    /// seq_no)`, later ones count up from there (ids in use are skipped). `set_next_id(u32::MAX,
+    /// 1)` hands out ids above 2^63 (line 19). Default: StatNo [`SIM_STAT_NO`], SeqNo 1.
+    pub fn set_next_id(&self, stat_no: u32, seq_no: u32) {
+        self.shared.lock().set_next_id(stat_no, seq_no);
+    }
+
+    /// `UpdTime` is stored as HH:MM (seconds dropped), so two versions of a record written in
+    /// the same minute carry the same `UpdDate`/`UpdTime` (line 21). Default: HH:MM:SS.
+    pub fn set_upd_time_minutes(&self, on: bool) {
+        self.shared.lock().minute_upd_time = on;
+    }
+
+    /// A fixed clock for `UpdDate`/`UpdTime` (`None`: the system clock).
+    pub fn set_clock(&self, now: Option<DateTime<Utc>>) {
+        self.shared.lock().clock = now;
+    }
+
+    /// "Empty answers" fault: every `<query>` on `table` (`None`: on every table) answers no
+    /// records and no error, as a CRM does during a restore, a replication lag or a permission
+    /// change, for a duration or a number of queries. A new call for the same `table` replaces
+    /// the old one; `For(ZERO)` or `Queries(0)` ends it. Writes are not affected.
+    pub fn set_empty_answers(&self, table: Option<&str>, how: EmptyAnswers) {
+        let rule = match how {
+            EmptyAnswers::For(d) if d.is_zero() => None,
+            EmptyAnswers::Queries(0) => None,
+            EmptyAnswers::For(d) => Some(EmptyRule {
+                table: table.map(str::to_string),
+                until: Some(instant_after(d)),
+                remaining: None,
+            }),
+            EmptyAnswers::Queries(n) => Some(EmptyRule {
+                table: table.map(str::to_string),
+                until: None,
+                remaining: Some(n),
+            }),
+        };
+        self.shared
+            .lock()
+            .set_empty_rule(table.map(str::to_string), rule);
+    }
+
+    /// Ends every "empty answers" fault.
+    pub fn clear_empty_answers(&self) {
+        self.shared.lock().empty_rules.clear();
+    }
+
+    /// "Committed but failed" fault: the next `times` requests that carry a write command on
+    /// `table` (`None`: on any table) are carried out (committed) and then answered with HTTP 500
+    /// or not at all (the connection is closed), as [`AfterCommit`] says. A new call replaces the
+    /// old one; `times = 0` ends it.
+    pub fn fail_after_commit(&self, table: Option<&str>, times: u32, how: AfterCommit) {
+        self.shared.lock().commit_fail = (times > 0).then(|| CommitFail {
+            table: table.map(str::to_string),
+            remaining: times,
+            how,
+        });
     }
 
     /// Stops accepting connections; in-flight requests finish.

@@ -1,22 +1,25 @@
 //! The simulator's data and the profile's command semantics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::WriteLogEntry;
+use super::answer::{Answer, AnswerStyle, build_response_with};
 use super::schema::{self, FieldType, IGNORED_ON_WRITE, SYSTEM_FIELDS, TableDef};
+use super::{AfterCommit, WriteLogEntry};
 use crate::client::request::{BREAK_ON_ERROR_IF, ParsedRequest, parse_request};
-use crate::client::response::{Answer, build_response};
 use crate::model::{
     Command, Cond, CondOp, DEL_CD, ErrorCode, ImportField, Outcome, Query, QueryPage, Record,
-    RecordId, ReturnKind, UPD_DATE, UPD_TIME, parse_id_ref, parse_record_id, record_id, seq_no,
-    stat_no,
+    RecordId, ReturnKind, UPD_DATE, UPD_TIME, parse_record_id, record_id, seq_no, stat_no,
 };
 
-/// Station number of every record the simulator creates.
+/// Station number of the records the simulator creates (until [`super::CrmSim::set_next_id`]).
 pub const SIM_STAT_NO: u32 = 1;
+
+/// How many raw request bodies the simulator keeps ([`super::CrmSim::requests`]).
+pub const KEPT_REQUESTS: usize = 64;
 
 type Fields = BTreeMap<String, String>;
 type Failure = (ErrorCode, String);
@@ -27,12 +30,69 @@ pub(crate) struct State {
     pub zone: Tz,
     /// table name → id → stored fields (including UpdDate, UpdTime, DelCd).
     tables: BTreeMap<&'static str, BTreeMap<RecordId, Fields>>,
+    next_stat: u32,
     next_seq: u32,
     pub write_log: Vec<WriteLogEntry>,
     locks: HashMap<RecordId, u32>,
     pub delay: Duration,
     pub unavailable_until: Option<Instant>,
     pub request_count: u64,
+    /// Answers print ids padded with spaces.
+    pub pad_ids: bool,
+    /// `UpdTime` is stored as HH:MM (seconds dropped).
+    pub minute_upd_time: bool,
+    /// A fixed "now" for UpdDate/UpdTime instead of the system clock.
+    pub clock: Option<DateTime<Utc>>,
+    /// `<query>` answers with no rows while a rule matches.
+    pub empty_rules: Vec<EmptyRule>,
+    /// The next `n` write requests (on this table, `None`: any) are carried out, then answered
+    /// this way.
+    pub commit_fail: Option<CommitFail>,
+    /// The last [`KEPT_REQUESTS`] request bodies to the XML endpoint.
+    pub recent_requests: VecDeque<String>,
+}
+
+/// "Empty answers" fault: queries on `table` (`None`: every table) answer no rows, no error.
+#[derive(Clone, Debug)]
+pub(crate) struct EmptyRule {
+    pub table: Option<String>,
+    pub until: Option<Instant>,
+    pub remaining: Option<u32>,
+}
+
+/// "Committed but failed" fault.
+#[derive(Clone, Debug)]
+pub(crate) struct CommitFail {
+    pub table: Option<String>,
+    pub remaining: u32,
+    pub how: AfterCommit,
+}
+
+/// What [`State::handle`] produced.
+pub(crate) struct Handled {
+    pub xml: String,
+    /// Tables of the write commands the simulator ran (authenticated requests only).
+    pub written_tables: Vec<String>,
+}
+
+impl State {
+    /// Consumes one failure of the "committed but failed" fault if this answer is hit by it.
+    pub fn take_commit_fail(&mut self, handled: &Handled) -> Option<AfterCommit> {
+        let fault = self.commit_fail.as_mut()?;
+        let hit = match &fault.table {
+            None => !handled.written_tables.is_empty(),
+            Some(t) => handled.written_tables.iter().any(|w| w == t),
+        };
+        if !hit {
+            return None;
+        }
+        let how = fault.how;
+        fault.remaining = fault.remaining.saturating_sub(1);
+        if fault.remaining == 0 {
+            self.commit_fail = None;
+        }
+        Some(how)
+    }
 }
 
 /// Who is writing: an API request (impersonating a rep or not) or a CRM user.
@@ -52,23 +112,91 @@ impl State {
                 .iter()
                 .map(|t| (t.name, BTreeMap::new()))
                 .collect(),
+            next_stat: SIM_STAT_NO,
             next_seq: 1,
             write_log: Vec::new(),
             locks: HashMap::new(),
             delay: Duration::ZERO,
             unavailable_until: None,
             request_count: 0,
+            pad_ids: false,
+            minute_upd_time: false,
+            clock: None,
+            empty_rules: Vec::new(),
+            commit_fail: None,
+            recent_requests: VecDeque::new(),
         }
     }
 
+    /// UpdDate/UpdTime for a change made now.
     fn now(&self) -> (String, String) {
-        crate::time::from_utc(chrono::Utc::now(), self.zone)
+        let (date, time) =
+            crate::time::from_utc(self.clock.unwrap_or_else(chrono::Utc::now), self.zone);
+        if self.minute_upd_time {
+            (date, time.chars().take(5).collect())
+        } else {
+            (date, time)
+        }
+    }
+
+    /// The next record gets `StatNo × 2^32 + SeqNo` = `record_id(stat, seq)` (ids in use are
+    /// skipped).
+    pub fn set_next_id(&mut self, stat: u32, seq: u32) {
+        self.next_stat = stat;
+        self.next_seq = seq;
+    }
+
+    fn id_in_use(&self, id: RecordId) -> bool {
+        self.tables.values().any(|rows| rows.contains_key(&id))
     }
 
     fn new_id(&mut self) -> RecordId {
-        let id = record_id(SIM_STAT_NO, self.next_seq);
-        self.next_seq = self.next_seq.saturating_add(1);
-        id
+        loop {
+            let id = record_id(self.next_stat, self.next_seq);
+            match self.next_seq.checked_add(1) {
+                Some(n) => self.next_seq = n,
+                None => {
+                    self.next_stat = self.next_stat.wrapping_add(1);
+                    self.next_seq = 1;
+                }
+            }
+            if !self.id_in_use(id) && id != 0 {
+                return id;
+            }
+        }
+    }
+
+    pub fn remember_request(&mut self, body: &str) {
+        if self.recent_requests.len() >= KEPT_REQUESTS {
+            self.recent_requests.pop_front();
+        }
+        self.recent_requests.push_back(body.to_string());
+    }
+
+    /// Replaces the empty-answers rule for `table` (`None`: all tables); `None` rule clears it.
+    pub fn set_empty_rule(&mut self, table: Option<String>, rule: Option<EmptyRule>) {
+        self.empty_rules.retain(|r| r.table != table);
+        if let Some(rule) = rule {
+            self.empty_rules.push(rule);
+        }
+    }
+
+    /// Whether a query on `table` must answer no rows now (consumes one query of a counted rule).
+    fn take_empty(&mut self, table: &str) -> bool {
+        let now = Instant::now();
+        self.empty_rules
+            .retain(|r| r.until.is_none_or(|u| now < u) && r.remaining.is_none_or(|n| n > 0));
+        let Some(rule) = self
+            .empty_rules
+            .iter_mut()
+            .find(|r| r.table.as_deref().is_none_or(|t| t == table))
+        else {
+            return false;
+        };
+        if let Some(n) = rule.remaining.as_mut() {
+            *n -= 1;
+        }
+        true
     }
 
     /// Adds a seed row: any known field, system fields included (UpdDate/UpdTime default to now).
@@ -89,7 +217,7 @@ impl State {
             if !schema::check_value(ty, value) {
                 return Err(format!("invalid value {value:?} for {table}.{name}"));
             }
-            stored.insert(name.clone(), value.clone());
+            stored.insert(name.clone(), stored_value(ty, value));
         }
         let (date, time) = self.now();
         stored.entry(UPD_DATE.into()).or_insert(date);
@@ -181,15 +309,18 @@ impl State {
     // ----- the XML API -----
 
     /// Answers one request document; `Err` is a request that is not a CRM.interface request at all.
-    pub fn handle(&mut self, xml: &str) -> Result<String, String> {
+    pub fn handle(&mut self, xml: &str) -> Result<Handled, String> {
         let req = parse_request(xml).map_err(|e| e.to_string())?;
         let attrs = req.extra_attrs.clone();
+        let style = AnswerStyle {
+            pad_ids: self.pad_ids,
+        };
+        let refused = |code: ErrorCode, message: &str| Handled {
+            xml: build_response_with(&attrs, Some((&code, message)), &[], style),
+            written_tables: Vec::new(),
+        };
         if req.user.as_deref() != Some(self.user.as_str()) || !req.pwd_matches(&self.password) {
-            return Ok(build_response(
-                &attrs,
-                Some((&ErrorCode::Auth, "invalid user or password")),
-                &[],
-            ));
+            return Ok(refused(ErrorCode::Auth, "invalid user or password"));
         }
         let mut writer = Writer {
             api: true,
@@ -203,16 +334,32 @@ impl State {
                     writer.rep_id = Some(rep_id);
                 }
                 None => {
-                    return Ok(build_response(
-                        &attrs,
-                        Some((&ErrorCode::Impersonate, "no rep with this e-mail address")),
-                        &[],
+                    return Ok(refused(
+                        ErrorCode::Impersonate,
+                        "no rep with this e-mail address",
                     ));
                 }
             }
         }
         let answers = self.run_commands(&req, &writer);
-        Ok(build_response(&attrs, None, &answers))
+        let written_tables = req
+            .commands
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Insert { .. }
+                        | Command::Update { .. }
+                        | Command::Delete { .. }
+                        | Command::Import { .. }
+                )
+            })
+            .filter_map(|c| c.table().map(str::to_string))
+            .collect();
+        Ok(Handled {
+            xml: build_response_with(&attrs, None, &answers, style),
+            written_tables,
+        })
     }
 
     fn rep_by_email(&self, email: &str) -> Option<String> {
@@ -227,7 +374,6 @@ impl State {
 
     fn run_commands(&mut self, req: &ParsedRequest, writer: &Writer<'_>) -> Vec<Answer> {
         let mut answers: Vec<Answer> = Vec::new();
-        let mut written: HashMap<usize, RecordId> = HashMap::new();
         for (index, command) in req.commands.iter().enumerate() {
             let outcome = match command {
                 Command::BreakOnError => {
@@ -251,15 +397,23 @@ impl State {
                     }
                     continue;
                 }
-                Command::Query(q) => self.query(q),
+                Command::Query(q) => {
+                    if self.take_empty(&q.table) {
+                        // "Empty answers" fault: no rows, no error, as during a restore.
+                        Outcome::Records(QueryPage {
+                            records: Vec::new(),
+                            more: false,
+                        })
+                    } else {
+                        self.query(q)
+                    }
+                }
                 Command::Insert { table, fields } => self.api_write(table, |s, def| {
-                    let fields = resolve_refs(fields.clone(), &written)?;
-                    let id = s.insert(def, fields, writer, "insert")?;
+                    let id = s.insert(def, fields.clone(), writer, "insert")?;
                     Ok((id, ReturnKind::Insert))
                 }),
                 Command::Update { table, id, fields } => self.api_write(table, |s, def| {
-                    let fields = resolve_refs(fields.clone(), &written)?;
-                    let kind = s.update(def, *id, fields, writer, "update")?;
+                    let kind = s.update(def, *id, fields.clone(), writer, "update")?;
                     Ok((*id, kind))
                 }),
                 Command::Delete { table, id } => self.api_write(table, |s, def| {
@@ -267,12 +421,9 @@ impl State {
                     Ok((*id, kind))
                 }),
                 Command::Import { table, fields } => {
-                    self.api_write(table, |s, def| s.import(def, fields, &written, writer))
+                    self.api_write(table, |s, def| s.import(def, fields, writer))
                 }
             };
-            if let Outcome::Written { id, .. } = &outcome {
-                written.insert(index, *id);
-            }
             answers.push(Answer {
                 command: command.element(),
                 outcome,
@@ -458,17 +609,15 @@ impl State {
         &mut self,
         def: &'static TableDef,
         fields: &[ImportField],
-        written: &HashMap<usize, RecordId>,
         writer: &Writer<'_>,
     ) -> Result<(RecordId, ReturnKind), Failure> {
         let mut all = Fields::new();
         let mut matchup = Fields::new();
         for f in fields {
-            let value = resolve_ref(&f.value, written)?;
             if f.matchup {
-                matchup.insert(f.name.clone(), value.clone());
+                matchup.insert(f.name.clone(), f.value.clone());
             }
-            all.insert(f.name.clone(), value);
+            all.insert(f.name.clone(), f.value.clone());
         }
         // Validate everything (and the match-up fields) before looking anything up.
         let all = checked(def, all)?;
@@ -601,28 +750,20 @@ fn checked(def: &TableDef, fields: Fields) -> Result<Fields, Failure> {
                 ),
             ));
         }
+        let value = stored_value(ty, &value);
         out.insert(name, value);
     }
     Ok(out)
 }
 
-fn resolve_ref(value: &str, written: &HashMap<usize, RecordId>) -> Result<String, Failure> {
-    match parse_id_ref(value) {
-        None => Ok(value.to_string()),
-        Some(index) => written.get(&index).map(|id| id.to_string()).ok_or_else(|| {
-            (
-                ErrorCode::Value,
-                format!("ref=\"{index}\" names a command that wrote no record"),
-            )
-        }),
+/// The value as CRM stores it: `Time`/`EndTime` hold HH:MM (seconds dropped).
+fn stored_value(ty: FieldType, value: &str) -> String {
+    match ty {
+        FieldType::Time if !value.is_empty() => crate::time::parse_time(value)
+            .map(|t| t.format("%H:%M").to_string())
+            .unwrap_or_else(|_| value.to_string()),
+        _ => value.to_string(),
     }
-}
-
-fn resolve_refs(fields: Fields, written: &HashMap<usize, RecordId>) -> Result<Fields, Failure> {
-    fields
-        .into_iter()
-        .map(|(k, v)| resolve_ref(&v, written).map(|v| (k, v)))
-        .collect()
 }
 
 fn is_break_on_error(cond: &str) -> bool {
@@ -690,6 +831,13 @@ fn cond_matches(id: RecordId, fields: &Fields, c: &Cond) -> Result<bool, Failure
     if let (Some(a), Some(b)) = (as_int(&have), as_int(&c.value)) {
         return Ok(compare(c.op, a.cmp(&b), || false));
     }
+    // Times compare as HH:MM:SS: a stored "10:15" equals "10:15:00".
+    if let (Ok(a), Ok(b)) = (
+        crate::time::parse_time(&have),
+        crate::time::parse_time(&c.value),
+    ) {
+        return Ok(compare(c.op, a.cmp(&b), || false));
+    }
     let a = have.to_lowercase();
     let b = c.value.to_lowercase();
     Ok(compare(c.op, a.cmp(&b), || a.contains(&b)))
@@ -726,7 +874,7 @@ mod tests {
 
     fn run(s: &mut State, commands: &[Command], imp: Option<&str>) -> Vec<Outcome> {
         let xml = build_request(commands, "OCSU", "secret", "c", imp);
-        let answer = s.handle(&xml).expect("answered");
+        let answer = s.handle(&xml).expect("answered").xml;
         parse_response(&answer, commands).expect("parses").outcomes
     }
 
@@ -763,25 +911,9 @@ mod tests {
     fn unknown_break_condition_stops_the_request() {
         let mut s = state();
         let xml = r#"<request user="OCSU" pwd="secret"><break if="count(//x) &gt; 0"/><insert><fields><Task><Subject>x</Subject></Task></fields></insert></request>"#;
-        let answer = s.handle(xml).expect("answered");
+        let answer = s.handle(xml).expect("answered").xml;
         assert!(!answer.contains("<insert>"), "{answer}");
         assert!(s.records("Task").is_empty());
-    }
-
-    #[test]
-    fn ref_to_failed_command_is_value_error() {
-        let mut s = state();
-        let cmds = vec![Command::Import {
-            table: "ExtKey".into(),
-            fields: vec![ImportField::new("RecordId", crate::model::id_ref(5), false)],
-        }];
-        assert!(matches!(
-            &run(&mut s, &cmds, None)[0],
-            Outcome::Failed {
-                code: ErrorCode::Value,
-                ..
-            }
-        ));
     }
 
     #[test]
