@@ -712,14 +712,23 @@ fn a10_dst_conversion() {
     };
     assert_eq!(read("2026-03-29", "02:30"), json!("2026-03-29T01:30Z"));
     assert_eq!(read("2026-10-25", "02:30"), json!("2026-10-25T00:30Z"));
-    assert!(matches!(
-        from_graph(
-            E,
-            &json!({"start": {"dateTime": "2026-01-01T09:00:00", "timeZone": "Mars Standard Time"}}),
-            &ctx
-        ),
-        Err(MapError::UnknownTimeZone { .. })
-    ));
+    // an unknown zone is kept in UTC, never a reason to drop the item (expected-behaviour 40)
+    let unknown =
+        json!({"start": {"dateTime": "2026-01-01T09:00:00", "timeZone": "Mars Standard Time"}});
+    assert_eq!(
+        from_graph(E, &unknown, &ctx).expect("maps").get("start"),
+        &json!("2026-01-01T09:00Z")
+    );
+    assert_eq!(
+        cgc_core::mapping::time::unknown_time_zones(&unknown),
+        vec!["Mars Standard Time".to_string()]
+    );
+    // any Windows zone of CLDR is read in its own zone
+    let brazil = json!({"start": {"dateTime": "2026-01-01T09:00:00", "timeZone": "Central Brazilian Standard Time"}});
+    assert_eq!(
+        from_graph(E, &brazil, &ctx).expect("maps").get("start"),
+        &json!("2026-01-01T13:00Z")
+    );
 }
 
 // ---------------------------------------------------------------- A12
