@@ -292,6 +292,7 @@ impl World {
         Input {
             entity,
             shadow: Some(shadow),
+            fingerprint: None,
             graph: SideState::Present(GraphItem {
                 item: self.graph.clone(),
                 changed_at: self.graph_at,
@@ -442,6 +443,7 @@ proptest! {
         let input = Input {
             entity: e,
             shadow: if has_shadow { Some(&shadow) } else { None },
+            fingerprint: None,
             graph: graph.clone(),
             crm: crm.clone(),
             graph_organizer: organizer,

@@ -499,29 +499,53 @@ fn a7_without_shadow_nothing_is_deleted() {
     assert_eq!(plan.writes(), 0, "{plan}");
 }
 
+/// Absence is not deletion (expected-behaviour 35): a side missing from an answer while the pair
+/// is linked gives a no-op that keeps the shadow; nothing is deleted, marked, unlinked or written.
 #[test]
-fn a7_absent_with_shadow_unlinks_without_deleting() {
+fn a7_absent_with_shadow_keeps_the_link_and_writes_nothing() {
     let ctx = ctx();
-    let (shadow, graph, crm) = linked_appointment();
+    let (shadow, graph, mut crm) = linked_appointment();
     let p = Policy::default();
+    // even when the present side has changed meanwhile
+    let mut edited = graph.clone();
+    edited["subject"] = json!("Renamed while CRM was not in the answer");
+    crm.insert("Subject".into(), "Renamed in CRM".into());
+    for (g, c, what) in [
+        (SideState::Absent, present_crm(crm.clone(), None), "Graph item"),
+        (present_graph(edited.clone(), None), SideState::Absent, "CRM record"),
+        (SideState::Absent, SideState::Absent, "both sides"),
+        (SideState::Absent, SideState::Deleted, "Graph item"),
+        (SideState::Deleted, SideState::Absent, "CRM record"),
+    ] {
+        let plan = decide(&input(E, Some(&shadow), g, c, &p, &ctx));
+        assert_eq!(plan.kind, PlanKind::NoOp, "{plan}");
+        assert!(plan.ops.is_empty(), "{plan}");
+        assert_eq!(plan.new_shadow.as_ref(), Some(&shadow), "{plan}");
+        assert!(plan.audit.is_empty(), "{plan}");
+        assert!(plan.reason.starts_with("absent:"), "{}", plan.reason);
+        assert!(plan.reason.contains(what), "{what}: {}", plan.reason);
+        assert!(plan.reason.contains("link kept"), "{}", plan.reason);
+    }
+    // only a confirmed delete deletes (here: Graph read back as 404, organizer's event)
     let plan = decide(&input(
         E,
         Some(&shadow),
-        SideState::Absent,
+        SideState::Deleted,
         present_crm(crm, None),
         &p,
         &ctx,
     ));
-    assert_eq!(plan.ops, vec![Op::Unlink], "{plan}");
+    assert_eq!(plan.ops, vec![Op::MarkCrmDeleted], "{plan}");
+    // without a shadow, absent means "not there yet": the other side's item is created
     let plan = decide(&input(
         E,
-        Some(&shadow),
+        None,
         present_graph(graph, None),
         SideState::Absent,
         &p,
         &ctx,
     ));
-    assert_eq!(plan.ops, vec![Op::Unlink], "{plan}");
+    assert_eq!(plan.kind, PlanKind::Create, "{plan}");
 }
 
 // ---------------------------------------------------------------- A8
