@@ -64,7 +64,9 @@ fn other(entity: Entity, field: &str, current: &Value, n: usize) -> Value {
         FieldKind::Bool => json!(!current.as_bool().unwrap_or(false)),
         FieldKind::Minutes => json!(30 + n as u64),
         FieldKind::Date => json!(format!("2026-12-0{}", 1 + n)),
-        FieldKind::Instant | FieldKind::DateOrInstant => json!(format!("2026-11-2{}T1{n}:00Z", 4 + n)),
+        FieldKind::Instant | FieldKind::DateOrInstant => {
+            json!(format!("2026-11-2{}T1{n}:00Z", 4 + n))
+        }
         FieldKind::Enum(list) => {
             let options: Vec<&&str> = list
                 .iter()
@@ -90,7 +92,10 @@ fn edit(entity: Entity, shadow: &Canonical, field: &str, n: usize) -> Vec<(Strin
             ("all_day".into(), json!(false)),
         ];
     }
-    vec![(field.to_string(), other(entity, field, shadow.get(field), n))]
+    vec![(
+        field.to_string(),
+        other(entity, field, shadow.get(field), n),
+    )]
 }
 
 struct Pair {
@@ -197,7 +202,11 @@ fn one_sided_edit_with_lost_store_travels_like_with_the_shadow() {
                     let stored = pair.decide(e, Some(&shadow), None, &p, &ctx);
                     let rebuilt = pair.decide(e, None, Some(&fp), &p, &ctx);
                     let what = format!("{e} {field} edited in {side}, {}", conflict.as_str());
-                    assert_eq!(both(&rebuilt), both(&stored), "{what}\nstored: {stored}\nrebuilt: {rebuilt}");
+                    assert_eq!(
+                        both(&rebuilt),
+                        both(&stored),
+                        "{what}\nstored: {stored}\nrebuilt: {rebuilt}"
+                    );
                     let expected = match side {
                         Side::Graph => PlanKind::CopyToCrm,
                         Side::Crm => PlanKind::CopyToGraph,
@@ -205,11 +214,17 @@ fn one_sided_edit_with_lost_store_travels_like_with_the_shadow() {
                     assert_eq!(rebuilt.kind, expected, "{what}: {rebuilt}");
                     assert!(rebuilt.conflicts().is_empty(), "{what}: {rebuilt}");
                     assert!(
-                        rebuilt.reason.contains("shadow rebuilt from the item's fingerprint"),
+                        rebuilt
+                            .reason
+                            .contains("shadow rebuilt from the item's fingerprint"),
                         "{what}: {}",
                         rebuilt.reason
                     );
-                    assert!(!rebuilt.reason.contains("settled by"), "{what}: {}", rebuilt.reason);
+                    assert!(
+                        !rebuilt.reason.contains("settled by"),
+                        "{what}: {}",
+                        rebuilt.reason
+                    );
                     // the edited value (as the edited side reads it) survives and reaches the other
                     let new = rebuilt.new_shadow.as_ref().expect("a shadow");
                     assert_eq!(rebuilt.new_shadow, stored.new_shadow, "{what}");
@@ -225,8 +240,16 @@ fn one_sided_edit_with_lost_store_travels_like_with_the_shadow() {
                     let g_after = from_graph(e, &g.expect("graph"), &ctx).expect("maps");
                     let c_after = from_crm(e, &c.expect("crm"), &ctx).expect("maps");
                     for (f, v) in &changes {
-                        assert_eq!(project_graph(e, &new.clone()).get(f), g_after.get(f), "{what}: Graph {f}");
-                        assert_eq!(project_crm(e, new, &ctx).get(f), c_after.get(f), "{what}: CRM {f} ({v})");
+                        assert_eq!(
+                            project_graph(e, &new.clone()).get(f),
+                            g_after.get(f),
+                            "{what}: Graph {f}"
+                        );
+                        assert_eq!(
+                            project_crm(e, new, &ctx).get(f),
+                            c_after.get(f),
+                            "{what}: CRM {f} ({v})"
+                        );
                     }
                 }
             }
@@ -242,7 +265,13 @@ fn untouched_pair_with_lost_store_is_a_noop() {
     for (e, shadow) in shadows() {
         let pair = Pair::new(e, &shadow, &ctx);
         for conflict in POLICIES {
-            let plan = pair.decide(e, None, Some(&fingerprint(e, &shadow)), &policy(conflict), &ctx);
+            let plan = pair.decide(
+                e,
+                None,
+                Some(&fingerprint(e, &shadow)),
+                &policy(conflict),
+                &ctx,
+            );
             assert_eq!(plan.kind, PlanKind::NoOp, "{e}: {plan}");
             assert!(plan.ops.is_empty(), "{e}: {plan}");
             assert_eq!(plan.new_shadow.as_ref(), Some(&shadow), "{e}: {plan}");
@@ -272,19 +301,37 @@ fn field_edited_on_both_sides_is_a_conflict_like_with_the_shadow() {
                 let stored = pair.decide(e, Some(&shadow), None, &p, &ctx);
                 let rebuilt = pair.decide(e, None, Some(&fp), &p, &ctx);
                 let what = format!("{e} {field}, {}", conflict.as_str());
-                assert_eq!(both(&rebuilt), both(&stored), "{what}\nstored: {stored}\nrebuilt: {rebuilt}");
+                assert_eq!(
+                    both(&rebuilt),
+                    both(&stored),
+                    "{what}\nstored: {stored}\nrebuilt: {rebuilt}"
+                );
                 let g_read = from_graph(e, &pair.graph, &ctx).expect("maps");
                 let c_read = from_crm(e, &pair.crm, &ctx).expect("maps");
-                let edited: Vec<String> = edit(e, &shadow, field, 1).into_iter().map(|(f, _)| f).collect();
+                let edited: Vec<String> = edit(e, &shadow, field, 1)
+                    .into_iter()
+                    .map(|(f, _)| f)
+                    .collect();
                 if edited.iter().all(|f| g_read.get(f) == c_read.get(f)) {
                     // a flag can only be flipped the same way on both sides
-                    assert!(rebuilt.reason.contains("the same way"), "{what}: {}", rebuilt.reason);
+                    assert!(
+                        rebuilt.reason.contains("the same way"),
+                        "{what}: {}",
+                        rebuilt.reason
+                    );
                     assert_eq!(rebuilt.writes(), 0, "{what}: {rebuilt}");
                 } else if conflict == ConflictPolicy::Manual {
                     assert_eq!(rebuilt.kind, PlanKind::Conflict, "{what}: {rebuilt}");
-                    assert!(rebuilt.conflicts().iter().all(|c| c.base.is_null()), "{what}");
+                    assert!(
+                        rebuilt.conflicts().iter().all(|c| c.base.is_null()),
+                        "{what}"
+                    );
                 } else {
-                    assert!(rebuilt.reason.contains("settled by"), "{what}: {}", rebuilt.reason);
+                    assert!(
+                        rebuilt.reason.contains("settled by"),
+                        "{what}: {}",
+                        rebuilt.reason
+                    );
                 }
             }
         }
@@ -299,16 +346,40 @@ fn different_fields_merge_with_lost_store() {
     let (shadow, _, _) = linked_appointment();
     let e = Entity::Appointment;
     let mut pair = Pair::new(e, &shadow, &ctx);
-    pair.edit(e, Side::Graph, &[("location".into(), json!("Wien, Ringstraße 1"))], &ctx);
-    pair.edit(e, Side::Crm, &[("subject".into(), json!("Jahresgespräch"))], &ctx);
+    pair.edit(
+        e,
+        Side::Graph,
+        &[("location".into(), json!("Wien, Ringstraße 1"))],
+        &ctx,
+    );
+    pair.edit(
+        e,
+        Side::Crm,
+        &[("subject".into(), json!("Jahresgespräch"))],
+        &ctx,
+    );
     for conflict in POLICIES {
-        let plan = pair.decide(e, None, Some(&fingerprint(e, &shadow)), &policy(conflict), &ctx);
+        let plan = pair.decide(
+            e,
+            None,
+            Some(&fingerprint(e, &shadow)),
+            &policy(conflict),
+            &ctx,
+        );
         assert_eq!(plan.kind, PlanKind::Merge, "{plan}");
         let new = plan.new_shadow.as_ref().expect("shadow");
         assert_eq!(new.get("location"), &json!("Wien, Ringstraße 1"));
         assert_eq!(new.get("subject"), &json!("Jahresgespräch"));
-        assert!(plan.reason.contains("Graph changed location"), "{}", plan.reason);
-        assert!(plan.reason.contains("CRM changed subject"), "{}", plan.reason);
+        assert!(
+            plan.reason.contains("Graph changed location"),
+            "{}",
+            plan.reason
+        );
+        assert!(
+            plan.reason.contains("CRM changed subject"),
+            "{}",
+            plan.reason
+        );
     }
 }
 
@@ -336,7 +407,10 @@ fn unusable_fingerprint_is_a_first_contact() {
     // with a stored shadow the fingerprint is not consulted
     let other = fingerprint(e, &Canonical::new());
     let with_shadow = pair.decide(e, Some(&shadow), Some(&other), &p, &ctx);
-    assert_eq!(both(&with_shadow), both(&pair.decide(e, Some(&shadow), None, &p, &ctx)));
+    assert_eq!(
+        both(&with_shadow),
+        both(&pair.decide(e, Some(&shadow), None, &p, &ctx))
+    );
     assert_eq!(with_shadow.kind, PlanKind::CopyToCrm, "{with_shadow}");
 }
 
@@ -404,23 +478,58 @@ fn start_outside_the_window_on_either_side_unlinks_without_delete() {
     c_out.insert("Date".into(), "2026-10-01".into());
     c_out.insert("EndDate".into(), "2026-10-01".into());
     let cases = [
-        ("Graph moved out", present_graph(g_out.clone(), None), present_crm(crm.clone(), None)),
-        ("CRM moved out", present_graph(graph.clone(), None), present_crm(c_out.clone(), None)),
-        ("Graph out, CRM deleted", present_graph(g_out.clone(), None), SideState::Deleted),
-        ("CRM out, Graph deleted", SideState::Deleted, present_crm(c_out.clone(), None)),
+        (
+            "Graph moved out",
+            present_graph(g_out.clone(), None),
+            present_crm(crm.clone(), None),
+        ),
+        (
+            "CRM moved out",
+            present_graph(graph.clone(), None),
+            present_crm(c_out.clone(), None),
+        ),
+        (
+            "Graph out, CRM deleted",
+            present_graph(g_out.clone(), None),
+            SideState::Deleted,
+        ),
+        (
+            "CRM out, Graph deleted",
+            SideState::Deleted,
+            present_crm(c_out.clone(), None),
+        ),
         // the present side's own start is outside: the absence is explained by the scope
-        ("Graph out, CRM absent", present_graph(g_out, None), SideState::Absent),
-        ("CRM out, Graph absent", SideState::Absent, present_crm(c_out, None)),
+        (
+            "Graph out, CRM absent",
+            present_graph(g_out, None),
+            SideState::Absent,
+        ),
+        (
+            "CRM out, Graph absent",
+            SideState::Absent,
+            present_crm(c_out, None),
+        ),
     ];
     for (what, g, c) in cases {
         for organizer in [true, false] {
-            let mut i = input(Entity::Appointment, Some(&shadow), g.clone(), c.clone(), &p, &ctx);
+            let mut i = input(
+                Entity::Appointment,
+                Some(&shadow),
+                g.clone(),
+                c.clone(),
+                &p,
+                &ctx,
+            );
             i.window = window();
             i.graph_organizer = organizer;
             let plan = decide(&i);
             assert_eq!(plan.kind, PlanKind::Unlink, "{what}: {plan}");
             assert_eq!(plan.ops, vec![Op::Unlink], "{what}: {plan}");
-            assert!(plan.reason.contains("nothing deleted"), "{what}: {}", plan.reason);
+            assert!(
+                plan.reason.contains("nothing deleted"),
+                "{what}: {}",
+                plan.reason
+            );
             no_delete(&plan);
         }
     }
@@ -451,8 +560,10 @@ fn relinked_pair_copies_the_start_moved_while_apart() {
     let ctx = ctx();
     let (shadow, mut graph, crm) = linked_appointment();
     let fp = fingerprint(Entity::Appointment, &shadow);
-    graph["start"] = json!({"dateTime": "2026-11-24T14:00:00.0000000", "timeZone": "W. Europe Standard Time"});
-    graph["end"] = json!({"dateTime": "2026-11-24T15:00:00.0000000", "timeZone": "W. Europe Standard Time"});
+    graph["start"] =
+        json!({"dateTime": "2026-11-24T14:00:00.0000000", "timeZone": "W. Europe Standard Time"});
+    graph["end"] =
+        json!({"dateTime": "2026-11-24T15:00:00.0000000", "timeZone": "W. Europe Standard Time"});
     for conflict in POLICIES {
         let p = policy(conflict);
         let mut i = input(
@@ -466,7 +577,12 @@ fn relinked_pair_copies_the_start_moved_while_apart() {
         i.fingerprint = Some(&fp);
         i.window = window();
         let plan = decide(&i);
-        assert_eq!(plan.kind, PlanKind::CopyToCrm, "{}: {plan}", conflict.as_str());
+        assert_eq!(
+            plan.kind,
+            PlanKind::CopyToCrm,
+            "{}: {plan}",
+            conflict.as_str()
+        );
         let Some(Op::UpdateCrm { fields }) = plan.ops.first() else {
             panic!("expected a CRM update: {plan}")
         };
@@ -474,7 +590,11 @@ fn relinked_pair_copies_the_start_moved_while_apart() {
         assert_eq!(fields.get("Time").map(String::as_str), Some("14:00"));
         assert_eq!(fields.get("EndTime").map(String::as_str), Some("15:00"));
         assert!(!fields.contains_key("Subject"), "{fields:?}");
-        assert!(plan.reason.contains("Graph changed start"), "{}", plan.reason);
+        assert!(
+            plan.reason.contains("Graph changed start"),
+            "{}",
+            plan.reason
+        );
         assert!(!plan.reason.contains("settled by"), "{}", plan.reason);
         let new = plan.new_shadow.as_ref().expect("shadow");
         assert_eq!(new.get("start"), &json!("2026-11-24T13:00Z"));

@@ -511,8 +511,16 @@ fn a7_absent_with_shadow_keeps_the_link_and_writes_nothing() {
     edited["subject"] = json!("Renamed while CRM was not in the answer");
     crm.insert("Subject".into(), "Renamed in CRM".into());
     for (g, c, what) in [
-        (SideState::Absent, present_crm(crm.clone(), None), "Graph item"),
-        (present_graph(edited.clone(), None), SideState::Absent, "CRM record"),
+        (
+            SideState::Absent,
+            present_crm(crm.clone(), None),
+            "Graph item",
+        ),
+        (
+            present_graph(edited.clone(), None),
+            SideState::Absent,
+            "CRM record",
+        ),
         (SideState::Absent, SideState::Absent, "both sides"),
         (SideState::Absent, SideState::Deleted, "Graph item"),
         (SideState::Deleted, SideState::Absent, "CRM record"),

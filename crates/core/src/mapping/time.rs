@@ -177,10 +177,17 @@ mod tests {
         for (w, tz) in &all {
             for name in [w.to_string(), w.to_lowercase(), format!("  {w} ")] {
                 let got = resolve_zone(&name);
-                assert!(got.is_some_and(|g| same_zone(g, *tz)), "{name:?} -> {got:?}, CLDR {tz}");
+                assert!(
+                    got.is_some_and(|g| same_zone(g, *tz)),
+                    "{name:?} -> {got:?}, CLDR {tz}"
+                );
             }
             // and the IANA zone CLDR gives resolves by its own name
-            assert!(resolve_zone(tz.name()).is_some_and(|g| same_zone(g, *tz)), "{}", tz.name());
+            assert!(
+                resolve_zone(tz.name()).is_some_and(|g| same_zone(g, *tz)),
+                "{}",
+                tz.name()
+            );
         }
     }
 
@@ -214,13 +221,22 @@ mod tests {
             let got = resolve_zone(name);
             // CLDR may name the default zone by an alias (Asia/Calcutta for Asia/Kolkata): compare
             // offsets over a year rather than names
-            assert!(got.is_some_and(|g| same_zone(g, tz)), "{name} -> {got:?}, expected {tz}");
+            assert!(
+                got.is_some_and(|g| same_zone(g, tz)),
+                "{name} -> {got:?}, expected {tz}"
+            );
         }
-        assert_eq!(resolve_zone("w. europe standard time"), Some(Europe::Berlin));
+        assert_eq!(
+            resolve_zone("w. europe standard time"),
+            Some(Europe::Berlin)
+        );
         assert_eq!(resolve_zone("Europe/Berlin"), Some(Europe::Berlin));
         assert_eq!(resolve_zone("europe/vienna"), Some(Europe::Vienna));
         assert_eq!(resolve_zone("Asia/Kolkata"), Some(Asia::Kolkata));
-        assert_eq!(resolve_zone("America/Argentina/Buenos_Aires"), Some(America::Argentina::Buenos_Aires));
+        assert_eq!(
+            resolve_zone("America/Argentina/Buenos_Aires"),
+            Some(America::Argentina::Buenos_Aires)
+        );
         assert_eq!(resolve_zone("UTC"), Some(Tz::UTC));
         assert_eq!(resolve_zone("tzone://Microsoft/Utc"), Some(Tz::UTC));
         assert_eq!(resolve_zone("Coordinated Universal Time"), Some(Tz::UTC));
@@ -238,14 +254,26 @@ mod tests {
         });
         assert_eq!(
             unknown_time_zones(&item),
-            vec!["Customized Time Zone".to_string(), "Mars Standard Time".to_string()]
+            vec![
+                "Customized Time Zone".to_string(),
+                "Mars Standard Time".to_string()
+            ]
         );
         assert!(unknown_time_zones(&serde_json::json!("not an object")).is_empty());
     }
 
     #[test]
     fn unknown_zone_names_are_none() {
-        for name in ["Mars/Olympus", "Mars Standard Time", "", "   ", "Customized Time Zone", "UTC+99", "\u{0}", "W. Europe Standard Time (Mexico)"] {
+        for name in [
+            "Mars/Olympus",
+            "Mars Standard Time",
+            "",
+            "   ",
+            "Customized Time Zone",
+            "UTC+99",
+            "\u{0}",
+            "W. Europe Standard Time (Mexico)",
+        ] {
             assert_eq!(resolve_zone(name), None, "{name:?}");
         }
     }

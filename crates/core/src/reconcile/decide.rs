@@ -84,7 +84,9 @@ fn absent(input: &Input<'_>, what: &str) -> Plan {
     noop(
         input.entity,
         input.shadow.cloned(),
-        format!("absent: {what} was not in the answer; nothing deleted, unlinked or written; link kept"),
+        format!(
+            "absent: {what} was not in the answer; nothing deleted, unlinked or written; link kept"
+        ),
     )
 }
 

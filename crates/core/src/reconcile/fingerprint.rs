@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(fp.matches('~').count(), 1, "{fp}");
         let parsed = Fingerprint::parse(Entity::Appointment, &fp).expect("parses");
         for f in Entity::Appointment.fields() {
-            assert!(parsed.graph_unchanged(f, project_graph(Entity::Appointment, &s).get(f)), "{f}");
+            assert!(
+                parsed.graph_unchanged(f, project_graph(Entity::Appointment, &s).get(f)),
+                "{f}"
+            );
         }
         assert!(!parsed.graph_unchanged("subject", &json!("Other")));
         assert!(parsed.crm_unchanged(
@@ -166,7 +169,9 @@ mod tests {
         let fp = fingerprint(Entity::Contact, &Canonical::new().with("surname", "Gruber"));
         assert!(Fingerprint::parse(Entity::Contact, &fp).is_some());
         assert!(Fingerprint::parse(Entity::Contact, &format!("  {fp}\n")).is_some());
-        assert!(Fingerprint::parse(Entity::Contact, &fp.to_uppercase().replace("V1:", "v1:")).is_some());
+        assert!(
+            Fingerprint::parse(Entity::Contact, &fp.to_uppercase().replace("V1:", "v1:")).is_some()
+        );
         for bad in [
             "",
             "v1:",
@@ -178,7 +183,10 @@ mod tests {
             &format!("{fp}~zzzzzzzzzzzz"),
             "v1:ääääääääääää",
         ] {
-            assert!(Fingerprint::parse(Entity::Contact, bad).is_none(), "{bad:?}");
+            assert!(
+                Fingerprint::parse(Entity::Contact, bad).is_none(),
+                "{bad:?}"
+            );
         }
         // another entity's fingerprint has another number of fields
         assert!(Fingerprint::parse(Entity::Appointment, &fp).is_none());
