@@ -289,9 +289,21 @@ impl World {
         policy: &'a Policy,
         ctx: &'a MapContext,
     ) -> Input<'a> {
+        self.input_with(entity, Some(shadow), None, policy, ctx)
+    }
+
+    fn input_with<'a>(
+        &self,
+        entity: Entity,
+        shadow: Option<&'a Canonical>,
+        fingerprint: Option<&'a str>,
+        policy: &'a Policy,
+        ctx: &'a MapContext,
+    ) -> Input<'a> {
         Input {
             entity,
-            shadow: Some(shadow),
+            shadow,
+            fingerprint,
             graph: SideState::Present(GraphItem {
                 item: self.graph.clone(),
                 changed_at: self.graph_at,
@@ -442,6 +454,7 @@ proptest! {
         let input = Input {
             entity: e,
             shadow: if has_shadow { Some(&shadow) } else { None },
+            fingerprint: None,
             graph: graph.clone(),
             crm: crm.clone(),
             graph_organizer: organizer,
@@ -482,5 +495,87 @@ proptest! {
         let text = serde_json::to_string(&c).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let back: Canonical = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(back.content_hash(), c.content_hash());
+    }
+
+    /// (5) lost state is not a fresh start: with random one-sided edits (and touches), deciding
+    /// from the item's fingerprint of the shadow, with no stored shadow, gives the same plan
+    /// kind and operations as deciding with the stored shadow.
+    #[test]
+    fn fingerprint_decides_like_the_stored_shadow(
+        (e, shadow, steps, policy) in scenario(),
+        editor in side(),
+    ) {
+        let ctx = ctx();
+        let mut w = World::new(e, &shadow, &ctx);
+        let one_sided: Vec<Step> = steps
+            .into_iter()
+            .map(|s| match s {
+                Step::Edit(_, f) => Step::Edit(editor, f),
+                Step::Touch(t) => Step::Touch(t),
+            })
+            .collect();
+        for s in &one_sided {
+            w.step(e, s, &ctx).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        let fp = fingerprint(e, &shadow);
+        prop_assert!(fp.len() < 250, "{}", fp);
+        let stored = try_decide(&w.input(e, &shadow, &policy, &ctx)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let rebuilt = try_decide(&w.input_with(e, None, Some(&fp), &policy, &ctx)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&rebuilt.kind, &stored.kind, "stored: {}\nrebuilt: {}", stored, rebuilt);
+        prop_assert_eq!(&rebuilt.ops, &stored.ops, "stored: {}\nrebuilt: {}", stored, rebuilt);
+        prop_assert!(rebuilt.reason.contains("fingerprint"), "{}", rebuilt.reason);
+    }
+
+    /// (6) absence is not deletion: whenever a side is Absent while a shadow exists, the plan
+    /// has no operation at all (no delete, mark, unlink, write or conflict) and keeps the shadow.
+    #[test]
+    fn absent_side_with_shadow_never_acts(
+        (e, shadow, other_c) in entity().prop_flat_map(|e| (Just(e), item(e), item(e))),
+        other_state in 0u8..3,
+        graph_absent in any::<bool>(),
+        organizer in any::<bool>(),
+        policy in entity().prop_flat_map(policy),
+        with_window in any::<bool>(),
+    ) {
+        let ctx = ctx();
+        let other_graph = || match other_state {
+            0 => SideState::Absent,
+            1 => SideState::Deleted,
+            _ => SideState::Present(GraphItem { item: to_graph(e, &other_c, None), changed_at: None }),
+        };
+        let other_crm = || match other_state {
+            0 => SideState::Absent,
+            1 => SideState::Deleted,
+            _ => SideState::Present(CrmItem { fields: to_crm(e, &other_c, None, &ctx), changed_at: None }),
+        };
+        let (graph, crm) = if graph_absent {
+            (SideState::Absent, other_crm())
+        } else {
+            (other_graph(), SideState::Absent)
+        };
+        // a window that holds every generated start (an absent side never counts as outside)
+        let window = with_window.then(|| (at("2026-03-01T00:00:00Z"), at("2026-05-01T00:00:00Z")));
+        let fp = fingerprint(e, &other_c);
+        let input = Input {
+            entity: e,
+            shadow: Some(&shadow),
+            fingerprint: Some(&fp),
+            graph,
+            crm,
+            graph_organizer: organizer,
+            policy: &policy,
+            ctx: &ctx,
+            now: at("2026-03-20T00:00:00Z"),
+            window,
+            cause: Cause::Delta,
+        };
+        let plan = decide(&input);
+        prop_assert!(plan.ops.is_empty(), "{}", plan);
+        prop_assert_eq!(&plan.kind, &PlanKind::NoOp, "{}", plan);
+        prop_assert_eq!(plan.new_shadow.as_ref(), Some(&shadow), "{}", plan);
+        prop_assert!(plan.audit.is_empty(), "{}", plan);
+        if policy.direction != Direction::Off {
+            prop_assert!(plan.reason.starts_with("absent:"), "{}", plan.reason);
+        }
     }
 }

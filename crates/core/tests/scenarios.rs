@@ -499,29 +499,61 @@ fn a7_without_shadow_nothing_is_deleted() {
     assert_eq!(plan.writes(), 0, "{plan}");
 }
 
+/// Absence is not deletion (expected-behaviour 35): a side missing from an answer while the pair
+/// is linked gives a no-op that keeps the shadow; nothing is deleted, marked, unlinked or written.
 #[test]
-fn a7_absent_with_shadow_unlinks_without_deleting() {
+fn a7_absent_with_shadow_keeps_the_link_and_writes_nothing() {
     let ctx = ctx();
-    let (shadow, graph, crm) = linked_appointment();
+    let (shadow, graph, mut crm) = linked_appointment();
     let p = Policy::default();
+    // even when the present side has changed meanwhile
+    let mut edited = graph.clone();
+    edited["subject"] = json!("Renamed while CRM was not in the answer");
+    crm.insert("Subject".into(), "Renamed in CRM".into());
+    for (g, c, what) in [
+        (
+            SideState::Absent,
+            present_crm(crm.clone(), None),
+            "Graph item",
+        ),
+        (
+            present_graph(edited.clone(), None),
+            SideState::Absent,
+            "CRM record",
+        ),
+        (SideState::Absent, SideState::Absent, "both sides"),
+        (SideState::Absent, SideState::Deleted, "Graph item"),
+        (SideState::Deleted, SideState::Absent, "CRM record"),
+    ] {
+        let plan = decide(&input(E, Some(&shadow), g, c, &p, &ctx));
+        assert_eq!(plan.kind, PlanKind::NoOp, "{plan}");
+        assert!(plan.ops.is_empty(), "{plan}");
+        assert_eq!(plan.new_shadow.as_ref(), Some(&shadow), "{plan}");
+        assert!(plan.audit.is_empty(), "{plan}");
+        assert!(plan.reason.starts_with("absent:"), "{}", plan.reason);
+        assert!(plan.reason.contains(what), "{what}: {}", plan.reason);
+        assert!(plan.reason.contains("link kept"), "{}", plan.reason);
+    }
+    // only a confirmed delete deletes (here: Graph read back as 404, organizer's event)
     let plan = decide(&input(
         E,
         Some(&shadow),
-        SideState::Absent,
+        SideState::Deleted,
         present_crm(crm, None),
         &p,
         &ctx,
     ));
-    assert_eq!(plan.ops, vec![Op::Unlink], "{plan}");
+    assert_eq!(plan.ops, vec![Op::MarkCrmDeleted], "{plan}");
+    // without a shadow, absent means "not there yet": the other side's item is created
     let plan = decide(&input(
         E,
-        Some(&shadow),
+        None,
         present_graph(graph, None),
         SideState::Absent,
         &p,
         &ctx,
     ));
-    assert_eq!(plan.ops, vec![Op::Unlink], "{plan}");
+    assert_eq!(plan.kind, PlanKind::Create, "{plan}");
 }
 
 // ---------------------------------------------------------------- A8
@@ -712,14 +744,23 @@ fn a10_dst_conversion() {
     };
     assert_eq!(read("2026-03-29", "02:30"), json!("2026-03-29T01:30Z"));
     assert_eq!(read("2026-10-25", "02:30"), json!("2026-10-25T00:30Z"));
-    assert!(matches!(
-        from_graph(
-            E,
-            &json!({"start": {"dateTime": "2026-01-01T09:00:00", "timeZone": "Mars Standard Time"}}),
-            &ctx
-        ),
-        Err(MapError::UnknownTimeZone { .. })
-    ));
+    // an unknown zone is kept in UTC, never a reason to drop the item (expected-behaviour 40)
+    let unknown =
+        json!({"start": {"dateTime": "2026-01-01T09:00:00", "timeZone": "Mars Standard Time"}});
+    assert_eq!(
+        from_graph(E, &unknown, &ctx).expect("maps").get("start"),
+        &json!("2026-01-01T09:00Z")
+    );
+    assert_eq!(
+        cgc_core::mapping::time::unknown_time_zones(&unknown),
+        vec!["Mars Standard Time".to_string()]
+    );
+    // any Windows zone of CLDR is read in its own zone
+    let brazil = json!({"start": {"dateTime": "2026-01-01T09:00:00", "timeZone": "Central Brazilian Standard Time"}});
+    assert_eq!(
+        from_graph(E, &brazil, &ctx).expect("maps").get("start"),
+        &json!("2026-01-01T13:00Z")
+    );
 }
 
 // ---------------------------------------------------------------- A12

@@ -107,10 +107,9 @@ fn date_time_zone(o: &Obj, key: &str) -> Result<Option<DateTime<Utc>>, MapError>
             let zone_name = opt_str(d, "timeZone")
                 .map_err(|_| MapError::bad(key, "timeZone", "expected a string"))?
                 .unwrap_or("UTC");
-            let tz = resolve_zone(zone_name).ok_or_else(|| MapError::UnknownTimeZone {
-                field: key.to_string(),
-                zone: zone_name.to_string(),
-            })?;
+            // an unknown zone is read as UTC, never a reason to drop the item (the worker logs
+            // it: see `time::unknown_time_zones`)
+            let tz = resolve_zone(zone_name).unwrap_or(chrono_tz::Tz::UTC);
             Ok(Some(local_to_utc(local, tz)))
         }
     }

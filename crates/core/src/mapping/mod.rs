@@ -47,6 +47,8 @@ pub enum MapError {
         value: String,
         reason: String,
     },
+    /// Kept for callers that match on it; the mapping no longer produces it (an unknown zone is
+    /// read as UTC, see `time::unknown_time_zones`).
     #[error(
         "field `{field}`: unknown time zone {zone:?} (expected UTC, an IANA name such as Europe/Berlin or a Windows name such as W. Europe Standard Time)"
     )]

@@ -10,88 +10,87 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
-/// Windows time-zone names (as Graph's `timeZone` and `originalStartTimeZone` use them) -> IANA.
-pub const WINDOWS_ZONES: &[(&str, &str)] = &[
-    ("Dateline Standard Time", "Etc/GMT+12"),
-    ("UTC-11", "Etc/GMT+11"),
-    ("Hawaiian Standard Time", "Pacific/Honolulu"),
-    ("Alaskan Standard Time", "America/Anchorage"),
-    ("Pacific Standard Time", "America/Los_Angeles"),
-    ("Pacific Standard Time (Mexico)", "America/Tijuana"),
-    ("US Mountain Standard Time", "America/Phoenix"),
-    ("Mountain Standard Time", "America/Denver"),
-    ("Mountain Standard Time (Mexico)", "America/Mazatlan"),
-    ("Central Standard Time", "America/Chicago"),
-    ("Central America Standard Time", "America/Guatemala"),
-    ("Central Standard Time (Mexico)", "America/Mexico_City"),
-    ("Canada Central Standard Time", "America/Regina"),
-    ("Eastern Standard Time", "America/New_York"),
-    ("US Eastern Standard Time", "America/Indiana/Indianapolis"),
-    ("SA Pacific Standard Time", "America/Bogota"),
-    ("Atlantic Standard Time", "America/Halifax"),
-    ("Newfoundland Standard Time", "America/St_Johns"),
-    ("E. South America Standard Time", "America/Sao_Paulo"),
-    ("Argentina Standard Time", "America/Argentina/Buenos_Aires"),
-    ("Azores Standard Time", "Atlantic/Azores"),
-    ("Cape Verde Standard Time", "Atlantic/Cape_Verde"),
-    ("UTC", "Etc/UTC"),
-    ("Coordinated Universal Time", "Etc/UTC"),
-    ("GMT Standard Time", "Europe/London"),
-    ("Greenwich Standard Time", "Atlantic/Reykjavik"),
-    ("Morocco Standard Time", "Africa/Casablanca"),
-    ("W. Europe Standard Time", "Europe/Berlin"),
-    ("Central Europe Standard Time", "Europe/Budapest"),
-    ("Central European Standard Time", "Europe/Warsaw"),
-    ("Romance Standard Time", "Europe/Paris"),
-    ("W. Central Africa Standard Time", "Africa/Lagos"),
-    ("GTB Standard Time", "Europe/Bucharest"),
-    ("E. Europe Standard Time", "Europe/Chisinau"),
-    ("FLE Standard Time", "Europe/Kiev"),
-    ("Israel Standard Time", "Asia/Jerusalem"),
-    ("Egypt Standard Time", "Africa/Cairo"),
-    ("South Africa Standard Time", "Africa/Johannesburg"),
-    ("Turkey Standard Time", "Europe/Istanbul"),
-    ("Russian Standard Time", "Europe/Moscow"),
-    ("Arab Standard Time", "Asia/Riyadh"),
-    ("Arabian Standard Time", "Asia/Dubai"),
-    ("Iran Standard Time", "Asia/Tehran"),
-    ("Pakistan Standard Time", "Asia/Karachi"),
-    ("India Standard Time", "Asia/Kolkata"),
-    ("Sri Lanka Standard Time", "Asia/Colombo"),
-    ("Nepal Standard Time", "Asia/Kathmandu"),
-    ("Central Asia Standard Time", "Asia/Almaty"),
-    ("Bangladesh Standard Time", "Asia/Dhaka"),
-    ("SE Asia Standard Time", "Asia/Bangkok"),
-    ("North Asia East Standard Time", "Asia/Irkutsk"),
-    ("China Standard Time", "Asia/Shanghai"),
-    ("Singapore Standard Time", "Asia/Singapore"),
-    ("Taipei Standard Time", "Asia/Taipei"),
-    ("W. Australia Standard Time", "Australia/Perth"),
-    ("Tokyo Standard Time", "Asia/Tokyo"),
-    ("Korea Standard Time", "Asia/Seoul"),
-    ("Cen. Australia Standard Time", "Australia/Adelaide"),
-    ("E. Australia Standard Time", "Australia/Brisbane"),
-    ("AUS Eastern Standard Time", "Australia/Sydney"),
-    ("New Zealand Standard Time", "Pacific/Auckland"),
+/// Names Graph uses for UTC that are not Windows zone ids of CLDR (`tzone://Microsoft/Utc` is
+/// what Exchange calls it in some answers).
+const UTC_ALIASES: &[&str] = &[
+    "utc",
+    "z",
+    "gmt",
+    "etc/utc",
+    "etc/gmt",
+    "coordinated universal time",
+    "tzone://microsoft/utc",
 ];
 
-/// A zone by name: `UTC`, an IANA name (`Europe/Berlin`) or a common Windows name
-/// (`W. Europe Standard Time`). Letter case is ignored for Windows names.
+/// Every Windows time-zone id of CLDR's `windowsZones.xml` (as Graph's `timeZone`,
+/// `originalStartTimeZone` and `recurrenceTimeZone` use them) with its zone: CLDR's default
+/// (territory `001`) IANA zone. The table is the `windows-timezones` crate's (generated from
+/// CLDR), not a hand-picked subset.
+pub fn windows_zones() -> impl Iterator<Item = (&'static str, Tz)> {
+    use strum::IntoEnumIterator;
+    windows_timezones::WindowsTimezone::iter().map(|w| (w.name(), Tz::from(w)))
+}
+
+/// A zone by name: `UTC`, any IANA name (`Europe/Berlin`, `Asia/Calcutta`) or any Windows zone
+/// id of CLDR (`W. Europe Standard Time`, `Central Brazilian Standard Time`,
+/// `Mountain Standard Time (Mexico)`, `UTC-11`). Letter case and surrounding space are ignored.
+/// An unknown name is None (never a panic).
 pub fn resolve_zone(name: &str) -> Option<Tz> {
     let name = name.trim();
-    if name.eq_ignore_ascii_case("utc")
-        || name.eq_ignore_ascii_case("z")
-        || name.eq_ignore_ascii_case("etc/utc")
-    {
+    if name.is_empty() {
+        return None;
+    }
+    if UTC_ALIASES.iter().any(|a| a.eq_ignore_ascii_case(name)) {
         return Some(Tz::UTC);
+    }
+    if let Ok(w) = name.parse::<windows_timezones::WindowsTimezone>() {
+        return Some(Tz::from(w));
     }
     if let Ok(tz) = name.parse::<Tz>() {
         return Some(tz);
     }
-    WINDOWS_ZONES
-        .iter()
+    windows_zones()
         .find(|(w, _)| w.eq_ignore_ascii_case(name))
-        .and_then(|(_, iana)| iana.parse::<Tz>().ok())
+        .map(|(_, tz)| tz)
+        .or_else(|| {
+            chrono_tz::TZ_VARIANTS
+                .iter()
+                .find(|tz| tz.name().eq_ignore_ascii_case(name))
+                .copied()
+        })
+}
+
+/// The zone names in a Graph item that [`resolve_zone`] does not know (the mapping reads those
+/// times as UTC; the caller logs these names): the `timeZone` of every top-level
+/// `dateTimeTimeZone` (`start`, `end`, `dueDateTime`, ...), `originalStartTimeZone`,
+/// `originalEndTimeZone` and `recurrence.range.recurrenceTimeZone`. Empty names are not listed.
+pub fn unknown_time_zones(item: &serde_json::Value) -> Vec<String> {
+    let Some(o) = item.as_object() else {
+        return Vec::new();
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for v in o.values() {
+        if let Some(z) = v.get("timeZone").and_then(|z| z.as_str())
+            && v.get("dateTime").is_some()
+        {
+            names.push(z);
+        }
+    }
+    for key in ["originalStartTimeZone", "originalEndTimeZone"] {
+        names.extend(o.get(key).and_then(|z| z.as_str()));
+    }
+    names.extend(
+        item.pointer("/recurrence/range/recurrenceTimeZone")
+            .and_then(|z| z.as_str()),
+    );
+    let mut out: Vec<String> = names
+        .into_iter()
+        .filter(|n| !n.trim().is_empty() && resolve_zone(n).is_none())
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// A local wall-clock time in `tz` as a UTC instant (see the module doc for gaps and overlaps).
@@ -159,21 +158,124 @@ pub fn parse_crm_date(s: &str) -> Option<NaiveDate> {
 mod tests {
     use super::*;
 
+    /// Two zones with the same offsets all through 2026 (CLDR may name a zone by an alias:
+    /// Asia/Calcutta for Asia/Kolkata, Etc/UTC for UTC).
+    fn same_zone(a: Tz, b: Tz) -> bool {
+        (1..=12).all(|month| {
+            let t = NaiveDate::from_ymd_opt(2026, month, 15)
+                .and_then(|d| d.and_hms_opt(12, 0, 0))
+                .unwrap_or_default();
+            local_to_utc(t, a) == local_to_utc(t, b)
+        })
+    }
+
     #[test]
-    fn every_windows_name_resolves() {
-        for (w, iana) in WINDOWS_ZONES {
-            assert!(resolve_zone(w).is_some(), "{w} -> {iana} does not resolve");
+    fn every_windows_name_of_cldr_resolves() {
+        let all: Vec<(&str, Tz)> = windows_zones().collect();
+        // CLDR 46 lists about 140 Windows zones
+        assert!(all.len() >= 135, "only {} Windows zones", all.len());
+        for (w, tz) in &all {
+            for name in [w.to_string(), w.to_lowercase(), format!("  {w} ")] {
+                let got = resolve_zone(&name);
+                assert!(
+                    got.is_some_and(|g| same_zone(g, *tz)),
+                    "{name:?} -> {got:?}, CLDR {tz}"
+                );
+            }
+            // and the IANA zone CLDR gives resolves by its own name
+            assert!(
+                resolve_zone(tz.name()).is_some_and(|g| same_zone(g, *tz)),
+                "{}",
+                tz.name()
+            );
+        }
+    }
+
+    #[test]
+    fn tricky_windows_names() {
+        use chrono_tz::{America, Asia, Australia, Etc, Europe, Pacific};
+        for (name, tz) in [
+            ("Central Brazilian Standard Time", America::Cuiaba),
+            ("E. South America Standard Time", America::Sao_Paulo),
+            ("Mountain Standard Time (Mexico)", America::Mazatlan),
+            ("Pacific Standard Time (Mexico)", America::Tijuana),
+            ("Mountain Standard Time", America::Denver),
+            ("US Mountain Standard Time", America::Phoenix),
+            ("UTC-11", Etc::GMTPlus11),
+            ("UTC-02", Etc::GMTPlus2),
+            ("UTC+12", Etc::GMTMinus12),
+            ("UTC+13", Etc::GMTMinus13),
+            ("UTC", Etc::UTC),
+            ("India Standard Time", Asia::Calcutta),
+            ("Nepal Standard Time", Asia::Katmandu),
+            ("W. Europe Standard Time", Europe::Berlin),
+            ("Central Europe Standard Time", Europe::Budapest),
+            ("Romance Standard Time", Europe::Paris),
+            ("GMT Standard Time", Europe::London),
+            ("Russia Time Zone 11", Asia::Kamchatka),
+            ("Lord Howe Standard Time", Australia::Lord_Howe),
+            ("Chatham Islands Standard Time", Pacific::Chatham),
+            ("Line Islands Standard Time", Pacific::Kiritimati),
+            ("Dateline Standard Time", Etc::GMTPlus12),
+        ] {
+            let got = resolve_zone(name);
+            // CLDR may name the default zone by an alias (Asia/Calcutta for Asia/Kolkata): compare
+            // offsets over a year rather than names
+            assert!(
+                got.is_some_and(|g| same_zone(g, tz)),
+                "{name} -> {got:?}, expected {tz}"
+            );
         }
         assert_eq!(
             resolve_zone("w. europe standard time"),
-            Some(chrono_tz::Europe::Berlin)
+            Some(Europe::Berlin)
         );
+        assert_eq!(resolve_zone("Europe/Berlin"), Some(Europe::Berlin));
+        assert_eq!(resolve_zone("europe/vienna"), Some(Europe::Vienna));
+        assert_eq!(resolve_zone("Asia/Kolkata"), Some(Asia::Kolkata));
         assert_eq!(
-            resolve_zone("Europe/Berlin"),
-            Some(chrono_tz::Europe::Berlin)
+            resolve_zone("America/Argentina/Buenos_Aires"),
+            Some(America::Argentina::Buenos_Aires)
         );
         assert_eq!(resolve_zone("UTC"), Some(Tz::UTC));
-        assert_eq!(resolve_zone("Mars/Olympus"), None);
+        assert_eq!(resolve_zone("tzone://Microsoft/Utc"), Some(Tz::UTC));
+        assert_eq!(resolve_zone("Coordinated Universal Time"), Some(Tz::UTC));
+    }
+
+    #[test]
+    fn unknown_zones_of_an_item_are_listed() {
+        let item = serde_json::json!({
+            "start": {"dateTime": "2026-01-01T09:00:00", "timeZone": "Mars Standard Time"},
+            "end": {"dateTime": "2026-01-01T10:00:00", "timeZone": "W. Europe Standard Time"},
+            "originalStartTimeZone": "Customized Time Zone",
+            "originalEndTimeZone": "India Standard Time",
+            "recurrence": {"range": {"recurrenceTimeZone": "Mars Standard Time"}},
+            "subject": "x"
+        });
+        assert_eq!(
+            unknown_time_zones(&item),
+            vec![
+                "Customized Time Zone".to_string(),
+                "Mars Standard Time".to_string()
+            ]
+        );
+        assert!(unknown_time_zones(&serde_json::json!("not an object")).is_empty());
+    }
+
+    #[test]
+    fn unknown_zone_names_are_none() {
+        for name in [
+            "Mars/Olympus",
+            "Mars Standard Time",
+            "",
+            "   ",
+            "Customized Time Zone",
+            "UTC+99",
+            "\u{0}",
+            "W. Europe Standard Time (Mexico)",
+        ] {
+            assert_eq!(resolve_zone(name), None, "{name:?}");
+        }
     }
 
     fn local(s: &str) -> NaiveDateTime {

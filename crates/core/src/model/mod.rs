@@ -282,6 +282,13 @@ impl Canonical {
     }
 }
 
+/// Canonical JSON text of one value: object keys sorted at every level.
+pub fn canonical_value_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_sorted(&mut out, v);
+    out
+}
+
 fn write_json_string(out: &mut String, s: &str) {
     // serde_json's string escaping is deterministic; a String always serialises.
     out.push_str(&Value::String(s.to_string()).to_string());

@@ -4,11 +4,24 @@ use super::{ATTENDEE_TYPES, Entity, FieldKind};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Value, json};
 
-/// Canonical text: CRLF/CR -> LF, non-breaking spaces -> spaces, runs of spaces/tabs folded to
-/// one space, every line trimmed, more than one blank line folded to one, whole text trimmed.
-/// None when nothing is left.
+/// Whether XML 1.0 forbids `c` in a document (C0 controls other than tab, LF and CR, and the
+/// non-characters U+FFFE and U+FFFF). CRM.interface speaks XML: such characters never reach it.
+pub fn is_xml_forbidden(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
+}
+
+/// `s` without the characters XML 1.0 forbids (see [`is_xml_forbidden`]).
+pub fn strip_xml_forbidden(s: &str) -> String {
+    s.chars().filter(|c| !is_xml_forbidden(*c)).collect()
+}
+
+/// Canonical text: characters XML 1.0 forbids removed, CRLF/CR -> LF, non-breaking spaces ->
+/// spaces, runs of spaces/tabs folded to one space, every line trimmed, more than one blank line
+/// folded to one, whole text trimmed. None when nothing is left.
 pub fn normalize_text(s: &str) -> Option<String> {
-    let unified = s.replace("\r\n", "\n").replace(['\r'], "\n");
+    let unified = strip_xml_forbidden(s)
+        .replace("\r\n", "\n")
+        .replace(['\r'], "\n");
     let mut lines: Vec<String> = Vec::new();
     for line in unified.split('\n') {
         let mut folded = String::with_capacity(line.len());
@@ -50,130 +63,185 @@ pub fn text_value(s: &str) -> Value {
     normalize_text(s).map(Value::String).unwrap_or(Value::Null)
 }
 
-const BLOCK_TAGS: &[&str] = &[
-    "br",
-    "p",
-    "div",
-    "li",
-    "tr",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "ul",
-    "ol",
-    "table",
-    "blockquote",
-    "pre",
-    "hr",
-];
-const DROPPED_CONTENT: &[&str] = &["head", "style", "script", "title"];
-
-/// HTML reduced to canonical text: comments and head/style/script content dropped, tags dropped,
-/// `<br>`, `<p>` and other block tags become line breaks, entities decoded, then [`normalize_text`].
-pub fn html_to_text(html: &str) -> Option<String> {
-    let mut out = String::with_capacity(html.len());
-    let lower = html.to_ascii_lowercase();
-    let mut i = 0usize;
-    let bytes = html.as_bytes();
-    while i < bytes.len() {
-        if bytes[i] != b'<' {
-            // copy up to the next '<' (char boundaries: '<' is ASCII, so slicing is safe)
-            let next = html[i..].find('<').map(|n| i + n).unwrap_or(bytes.len());
-            out.push_str(&html[i..next]);
-            i = next;
-            continue;
-        }
-        if lower[i..].starts_with("<!--") {
-            i = match lower[i + 4..].find("-->") {
-                Some(n) => i + 4 + n + 3,
-                None => bytes.len(),
-            };
-            continue;
-        }
-        let Some(close) = html[i..].find('>').map(|n| i + n) else {
-            // a lone '<' is text
-            out.push_str(&html[i..]);
-            break;
-        };
-        let inner = &lower[i + 1..close];
-        let is_end = inner.starts_with('/');
-        let name: String = inner
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect();
-        if name.is_empty() && !inner.starts_with('!') && !inner.starts_with('?') && !is_end {
-            // "a < b" style text, not a tag
-            out.push('<');
-            i += 1;
-            continue;
-        }
-        i = close + 1;
-        if !is_end && DROPPED_CONTENT.contains(&name.as_str()) {
-            let end_tag = format!("</{name}");
-            i = match lower[i..].find(&end_tag) {
-                Some(n) => match lower[i + n..].find('>') {
-                    Some(m) => i + n + m + 1,
-                    None => bytes.len(),
-                },
-                None => bytes.len(),
-            };
-            continue;
-        }
-        if BLOCK_TAGS.contains(&name.as_str()) {
-            out.push('\n');
-        } else if name == "td" || name == "th" {
-            out.push(' ');
-        }
-    }
-    normalize_text(&decode_entities(&out))
+/// How an element shapes the text around it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Inline: no break (`b`, `span`, `a`, `o:p`, unknown elements, ...).
+    Inline,
+    /// `<br>`: one line break, always (two in a row make a blank line).
+    Break,
+    /// A block (`div`, `li`, `tr`, `table`, ...): its content starts and ends on a line of its
+    /// own; breaks of adjacent blocks do not add up (`<div>a</div><div>b</div>` is two lines).
+    Block,
+    /// A paragraph (`p`, `h1`-`h6`): like a block, set off by a blank line.
+    Paragraph,
+    /// A table cell: separated from the previous cell by a space.
+    Cell,
+    /// Not content (`head`, `title`, `script`, `style`, `template`, `noscript`): dropped with
+    /// everything inside.
+    Dropped,
 }
 
-/// Decodes `&amp; &lt; &gt; &quot; &#39; &apos; &nbsp;`, `&#NNN;` and `&#xHH;`; unknown entities stay.
-pub fn decode_entities(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find('&') {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos..];
-        let end = tail[1..].find(';').map(|n| n + 1).filter(|&n| n <= 12);
-        let decoded = end.and_then(|end| {
-            let name = &tail[1..end];
-            let ch = match name {
-                "amp" => Some('&'),
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                "quot" => Some('"'),
-                "apos" => Some('\''),
-                "nbsp" => Some(' '),
-                _ if name.starts_with("#x") || name.starts_with("#X") => {
-                    u32::from_str_radix(&name[2..], 16)
-                        .ok()
-                        .and_then(char::from_u32)
-                }
-                _ if name.starts_with('#') => {
-                    name[1..].parse::<u32>().ok().and_then(char::from_u32)
-                }
-                _ => None,
-            };
-            ch.map(|c| (c, end))
-        });
-        match decoded {
-            Some((c, end)) => {
-                out.push(if c == '\u{a0}' { ' ' } else { c });
-                rest = &tail[end + 1..];
+fn shape(name: &str) -> Shape {
+    match name {
+        "br" => Shape::Break,
+        "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => Shape::Paragraph,
+        "td" | "th" => Shape::Cell,
+        "head" | "title" | "script" | "style" | "template" | "noscript" | "iframe" | "object"
+        | "xml" => Shape::Dropped,
+        "address" | "article" | "aside" | "blockquote" | "caption" | "center" | "dd"
+        | "details" | "dialog" | "dir" | "div" | "dl" | "dt" | "fieldset" | "figcaption"
+        | "figure" | "footer" | "form" | "header" | "hgroup" | "hr" | "legend" | "li"
+        | "listing" | "main" | "menu" | "nav" | "ol" | "pre" | "section" | "summary" | "table"
+        | "tbody" | "tfoot" | "thead" | "tr" | "ul" | "xmp" | "plaintext" => Shape::Block,
+        _ => Shape::Inline,
+    }
+}
+
+/// Elements whose text keeps its line breaks and spaces.
+fn preformatted(name: &str) -> bool {
+    matches!(name, "pre" | "listing" | "xmp" | "plaintext" | "textarea")
+}
+
+/// HTML's white space (a run of it inside text is one space, outside `<pre>`). Form feed, also
+/// HTML white space, is one of the characters XML forbids: it is removed, like the others.
+fn is_html_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// Ends `out` with at least `n` line breaks (nothing at the very start of the text).
+fn line_breaks(out: &mut String, n: usize) {
+    let kept = out.trim_end_matches([' ', '\t']).len();
+    out.truncate(kept);
+    if out.is_empty() {
+        return;
+    }
+    let have = out.len() - out.trim_end_matches('\n').len();
+    for _ in have..n {
+        out.push('\n');
+    }
+}
+
+/// HTML reduced to canonical text, the way a browser shows it: the document is parsed by
+/// html5ever (browser-grade HTML5 parsing: every named and numeric character reference decoded,
+/// unclosed and misnested tags repaired), comments and `head`/`title`/`script`/`style` content
+/// dropped, tags dropped; `<br>` is a line break, blocks (`div`, `li`, `tr`, ...) start and end
+/// a line, paragraphs (`p`, `h1`-`h6`) are set off by a blank line, table cells by a space; runs
+/// of white space inside text are one space (outside `<pre>`); then [`normalize_text`] (which
+/// also removes the characters XML 1.0 forbids, e.g. from `&#1;`). None when no text is left.
+///
+/// The round trip is stable: a canonical text that Graph serves back as HTML (`<div>` per line
+/// or `<br>` between lines, `<div><br></div>` for a blank line, entities) reads as that text.
+pub fn html_to_text(html: &str) -> Option<String> {
+    use ego_tree::iter::Edge;
+    use scraper::Node;
+    use scraper::node::Element;
+    let doc = scraper::Html::parse_document(html);
+    let mut out = String::with_capacity(html.len());
+    let mut dropped = 0usize;
+    let mut pre = 0usize;
+    let element = |n: &Node| -> Option<(Shape, bool)> {
+        match n {
+            Node::Element(e) => {
+                let e: &Element = e;
+                Some((shape(e.name()), preformatted(e.name())))
             }
-            None => {
-                out.push('&');
-                rest = &tail[1..];
+            _ => None,
+        }
+    };
+    for edge in doc.tree.root().traverse() {
+        match edge {
+            Edge::Open(node) => {
+                if let Some((sh, is_pre)) = element(node.value()) {
+                    if sh == Shape::Dropped {
+                        dropped += 1;
+                        continue;
+                    }
+                    if dropped > 0 {
+                        continue;
+                    }
+                    if is_pre {
+                        pre += 1;
+                    }
+                    match sh {
+                        Shape::Break => {
+                            line_breaks(&mut out, 0);
+                            out.push('\n');
+                        }
+                        Shape::Block => line_breaks(&mut out, 1),
+                        Shape::Paragraph => line_breaks(&mut out, 2),
+                        Shape::Cell => {
+                            if !out.is_empty() && !out.ends_with(['\n', ' ']) {
+                                out.push(' ');
+                            }
+                        }
+                        Shape::Inline | Shape::Dropped => {}
+                    }
+                } else if let Node::Text(t) = node.value()
+                    && dropped == 0
+                {
+                    if pre > 0 {
+                        out.push_str(t);
+                    } else {
+                        let mut in_space = false;
+                        for c in t.chars() {
+                            if is_html_space(c) {
+                                in_space = true;
+                            } else {
+                                if in_space {
+                                    out.push(' ');
+                                }
+                                in_space = false;
+                                out.push(c);
+                            }
+                        }
+                        if in_space {
+                            out.push(' ');
+                        }
+                    }
+                }
+            }
+            Edge::Close(node) => {
+                if let Some((sh, is_pre)) = element(node.value()) {
+                    if sh == Shape::Dropped {
+                        dropped = dropped.saturating_sub(1);
+                        continue;
+                    }
+                    if dropped > 0 {
+                        continue;
+                    }
+                    if is_pre {
+                        pre = pre.saturating_sub(1);
+                    }
+                    match sh {
+                        Shape::Block => line_breaks(&mut out, 1),
+                        Shape::Paragraph => line_breaks(&mut out, 2),
+                        _ => {}
+                    }
+                }
             }
         }
     }
-    out.push_str(rest);
-    out
+    normalize_text(&out)
+}
+
+/// Decodes every HTML5 character reference (named: `&amp;`, `&ndash;`, `&uuml;`, `&szlig;`, ...;
+/// numeric: `&#8364;`, `&#x20B9;`) the way a browser does, through html5ever; `&nbsp;` becomes a
+/// plain space; text that is not a known reference (`&unknown;`, a lone `&`) stays as it is.
+/// Tags are not interpreted (`<b>` stays `<b>`).
+pub fn decode_entities(s: &str) -> String {
+    use scraper::Node;
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    let frag = scraper::Html::parse_fragment(&s.replace('<', "&lt;"));
+    let mut out = String::with_capacity(s.len());
+    for node in frag.tree.root().descendants() {
+        if let Node::Text(t) = node.value() {
+            out.push_str(t);
+        }
+    }
+    out.replace('\u{a0}', " ")
 }
 
 /// Canonical e-mail address: trimmed, surrounding `<>` and a `mailto:` prefix removed, lower-cased.
@@ -187,7 +255,7 @@ pub fn normalize_email(s: &str) -> Option<String> {
         .strip_prefix("mailto:")
         .or_else(|| t.strip_prefix("MAILTO:"))
         .unwrap_or(t);
-    let t = t.trim().to_lowercase();
+    let t = strip_xml_forbidden(t.trim()).trim().to_lowercase();
     if t.is_empty() { None } else { Some(t) }
 }
 
@@ -487,15 +555,246 @@ mod tests {
         let html = "<html><head><style>p{color:red}</style><title>x</title></head><body>\
                     <p>Agenda&nbsp;for&amp;with</p><p>Line&lt;2&gt; &quot;q&quot; &#39;s&#39; &#8364;&#x41;</p>\
                     first<br>second<br/>third<!-- hidden --></body></html>";
+        // paragraphs are set off by a blank line, <br> is one line break
         assert_eq!(
             html_to_text(html),
-            Some("Agenda for&with\n\nLine<2> \"q\" 's' €A\nfirst\nsecond\nthird".into())
+            Some("Agenda for&with\n\nLine<2> \"q\" 's' €A\n\nfirst\nsecond\nthird".into())
         );
         assert_eq!(
             html_to_text("a < b &unknown; c"),
             Some("a < b &unknown; c".into())
         );
         assert_eq!(html_to_text("<div>  </div>"), None);
+        assert_eq!(html_to_text(""), None);
+    }
+
+    #[test]
+    fn every_html5_entity_is_decoded() {
+        assert_eq!(
+            html_to_text("Bitte &amp; danke &ndash; Gr&uuml;&szlig;e"),
+            Some("Bitte & danke – Grüße".into())
+        );
+        assert_eq!(
+            html_to_text(
+                "&Auml;rger&nbsp;&Ouml;l &Uuml;bung &euro;&nbsp;12,50 &mdash; &hellip; &laquo;x&raquo; &sect;3 &copy;"
+            ),
+            Some("Ärger Öl Übung € 12,50 — … «x» §3 ©".into())
+        );
+        // numeric references, decimal and hex, including Indian rupee and Devanagari
+        assert_eq!(
+            html_to_text("&#8377;&#x20B9; &#2344;&#2350;&#2360;&#2381;&#2340;&#2375; &#x1F600;"),
+            Some("₹₹ नमस्ते 😀".into())
+        );
+        // legacy references without the semicolon, as browsers read them
+        assert_eq!(
+            html_to_text("a &amp b &copy 2026"),
+            Some("a & b © 2026".into())
+        );
+        assert_eq!(
+            decode_entities("Bitte &amp; danke &ndash; Gr&uuml;&szlig;e &lt;b&gt; <i>"),
+            "Bitte & danke – Grüße <b> <i>"
+        );
+        assert_eq!(decode_entities("x&nbsp;y &bogus; &"), "x y &bogus; &");
+    }
+
+    #[test]
+    fn blocks_become_lines_and_hidden_content_is_dropped() {
+        let html = "<h1>Titel</h1><ul><li>eins</li><li>zwei</li></ul>\
+                    <table><tr><td>Preis</td><td>100 €</td></tr><tr><th>Summe</th><td>₹ 8.300</td></tr></table>\
+                    <script>alert('x')</script><noscript>no</noscript><div>ende</div>";
+        assert_eq!(
+            html_to_text(html),
+            Some("Titel\n\neins\nzwei\nPreis 100 €\nSumme ₹ 8.300\nende".into())
+        );
+        // source line breaks and indentation are white space, not lines; <pre> keeps its lines
+        assert_eq!(
+            html_to_text("<div>\n   Sehr geehrte\n   Frau Müller,\n</div>\n<pre>a  b\nc</pre>"),
+            Some("Sehr geehrte Frau Müller,\na b\nc".into())
+        );
+        // comments (Outlook's conditional comments too) are dropped
+        assert_eq!(
+            html_to_text(
+                "<!--[if gte mso 9]><xml><o:OfficeDocumentSettings/></xml><![endif]-->Hallo<!-- x -->"
+            ),
+            Some("Hallo".into())
+        );
+        // unclosed and misnested markup is repaired the way a browser does
+        assert_eq!(
+            html_to_text("<div><b>fett <i>kursiv</b> weiter<div>neu"),
+            Some("fett kursiv weiter\nneu".into())
+        );
+    }
+
+    /// A body as Outlook / Graph serves it (desktop Outlook's Word HTML and OWA's div HTML).
+    #[test]
+    fn outlook_bodies() {
+        let owa = "<html><head>\r\n<meta http-equiv=\"Content-Type\" content=\"text/html; charset=utf-8\">\r\n\
+                   <style type=\"text/css\" style=\"display:none;\"> P {margin-top:0;margin-bottom:0;} </style>\r\n\
+                   </head>\r\n<body dir=\"ltr\">\r\n\
+                   <div class=\"elementToProof\" style=\"font-family: Aptos, Calibri, Helvetica, sans-serif; font-size: 12pt\">\
+                   Gr&uuml;&szlig; Gott Herr Gruber,</div>\r\n\
+                   <div class=\"elementToProof\"><br></div>\r\n\
+                   <div class=\"elementToProof\">die Besprechung in Wien &ndash; Stra&szlig;e 7 &ndash; kostet 1.200&nbsp;&euro;.</div>\r\n\
+                   <div class=\"elementToProof\">Namaste &#2344;&#2350;&#2360;&#2381;&#2340;&#2375;, &#8377;&nbsp;5.000</div>\r\n\
+                   </body>\r\n</html>\r\n";
+        assert_eq!(
+            html_to_text(owa),
+            Some(
+                "Grüß Gott Herr Gruber,\n\ndie Besprechung in Wien – Straße 7 – kostet 1.200 €.\nNamaste नमस्ते, ₹ 5.000"
+                    .into()
+            )
+        );
+        let word = "<html xmlns:o=\"urn:schemas-microsoft-com:office:office\"><head>\
+                    <meta name=\"Generator\" content=\"Microsoft Word 15 (filtered medium)\">\
+                    <style><!-- p.MsoNormal {margin:0cm;} --></style></head>\
+                    <body lang=\"DE-AT\"><div class=\"WordSection1\">\
+                    <p class=\"MsoNormal\">Termin&nbsp;best&auml;tigt<o:p></o:p></p>\
+                    </div></body></html>";
+        assert_eq!(html_to_text(word), Some("Termin bestätigt".into()));
+    }
+
+    #[test]
+    fn hostile_html_never_panics() {
+        let deep = "<div><b><i>".repeat(3_000) + "tief" + &"</i></b></div>".repeat(3_000);
+        assert_eq!(html_to_text(&deep), Some("tief".into()));
+        for junk in [
+            "<",
+            "<<>>",
+            "</p></div>",
+            "<!--",
+            "<![CDATA[x]]>",
+            "&#xFFFFFFFF;&#0;",
+            "<script>",
+            "<p <p <p",
+        ] {
+            let _ = html_to_text(junk);
+            let _ = decode_entities(junk);
+        }
+    }
+
+    #[test]
+    fn forbidden_xml_characters_never_survive() {
+        assert_eq!(
+            html_to_text("a&#1;b&#x0B;c&#12;d\u{1}e"),
+            Some("abcde".into())
+        );
+        assert_eq!(
+            normalize_text("x\u{0}y\u{8}\u{b}\u{c}\u{1f}z\u{fffe}\u{ffff}"),
+            Some("xyz".into())
+        );
+        // tab, LF and CR are allowed (and folded as usual)
+        assert_eq!(normalize_text("a\tb\r\nc"), Some("a b\nc".into()));
+        assert_eq!(normalize_text("\u{1}\u{2}"), None);
+        assert_eq!(normalize_email(" a\u{1}@b.test "), Some("a@b.test".into()));
+    }
+
+    /// Escapes text the way Exchange renders a text body as HTML: named entities for markup
+    /// characters and many Latin-1 letters, numeric references for some others.
+    fn escape(line: &str, numeric_non_ascii: bool) -> String {
+        let mut out = String::new();
+        for c in line.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                'ä' => out.push_str("&auml;"),
+                'ö' => out.push_str("&ouml;"),
+                'ü' => out.push_str("&uuml;"),
+                'Ä' => out.push_str("&Auml;"),
+                'Ü' => out.push_str("&Uuml;"),
+                'ß' => out.push_str("&szlig;"),
+                '€' => out.push_str("&euro;"),
+                '–' => out.push_str("&ndash;"),
+                c if numeric_non_ascii && !c.is_ascii() => {
+                    out.push_str(&format!("&#{};", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    const HEAD: &str = "<html><head>\r\n<meta http-equiv=\"Content-Type\" content=\"text/html; charset=utf-8\">\r\n<style type=\"text/css\" style=\"display:none;\"> P {margin-top:0;margin-bottom:0;} </style>\r\n</head>\r\n<body dir=\"ltr\">\r\n";
+    const TAIL: &str = "\r\n</body>\r\n</html>\r\n";
+
+    /// Text as one `<div>`, lines separated by `<br>` (blank line: two `<br>`).
+    fn render_br(text: &str, numeric: bool) -> String {
+        let lines: Vec<String> = text.split('\n').map(|l| escape(l, numeric)).collect();
+        format!(
+            "{HEAD}<div class=\"PlainText\">{}</div>{TAIL}",
+            lines.join("<br>\r\n")
+        )
+    }
+
+    /// One `<div>` per line, `<div><br></div>` for a blank line (how OWA writes it).
+    fn render_divs(text: &str, numeric: bool) -> String {
+        let body: String = text
+            .split('\n')
+            .map(|l| {
+                if l.is_empty() {
+                    "<div><br></div>\r\n".to_string()
+                } else {
+                    format!(
+                        "<div style=\"font-size: 12pt\">{}</div>\r\n",
+                        escape(l, numeric)
+                    )
+                }
+            })
+            .collect();
+        format!("{HEAD}{body}{TAIL}")
+    }
+
+    #[test]
+    fn text_graph_html_text_round_trip() {
+        for text in [
+            "Bitte & danke – Grüße",
+            "Sehr geehrte Frau Müller,\n\nanbei das Angebot über 1.200 €.\nMit freundlichen Grüßen\nÖAMTC <Wien>",
+            "Namaste नमस्ते\n₹ 5.000 \"inkl.\" Steuer",
+            "a\nb\n\nc",
+        ] {
+            for numeric in [false, true] {
+                assert_eq!(
+                    html_to_text(&render_br(text, numeric)).as_deref(),
+                    Some(text),
+                    "br {text:?}"
+                );
+                assert_eq!(
+                    html_to_text(&render_divs(text, numeric)).as_deref(),
+                    Some(text),
+                    "divs {text:?}"
+                );
+            }
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No text the core produces contains a character XML 1.0 forbids.
+        #[test]
+        fn output_never_contains_forbidden_chars(s in "(?s).{0,60}", n in 0u32..0x11_0000) {
+            let html = format!("<div>{s}&#{n};&#x{n:X};</div>{s}");
+            let outputs = [html_to_text(&html), html_to_text(&s), normalize_text(&s), normalize_text(&html)];
+            for t in outputs.into_iter().flatten() {
+                prop_assert!(!t.chars().any(is_xml_forbidden), "{:?}", t);
+            }
+            prop_assert!(!decode_entities(&html).is_empty() || html.is_empty());
+        }
+
+        /// text -> Graph HTML -> text is the identity on canonical text (no ping-pong).
+        #[test]
+        fn canonical_text_survives_graph_html(
+            raw in "[a-zA-Z0-9 äöüÄÜß€₹–नमस्ते&<>\"'.,;:!?()\\-\t\n]{0,80}",
+            numeric in any::<bool>(),
+        ) {
+            if let Some(text) = normalize_text(&raw) {
+                prop_assert_eq!(html_to_text(&render_br(&text, numeric)), Some(text.clone()));
+                prop_assert_eq!(html_to_text(&render_divs(&text, numeric)), Some(text.clone()));
+                // and canonical text is a fixed point of normalisation
+                prop_assert_eq!(normalize_text(&text), Some(text));
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The decision procedure (ARCHITECTURE.md "Reconciliation", MAPPING.md comparison rule).
 
+use super::fingerprint::Fingerprint;
 use super::{
     AuditEntry, Cause, ConflictField, ConflictPolicy, Direction, Input, Op, Plan, PlanKind, Side,
     SideState,
@@ -76,6 +77,19 @@ fn noop(entity: Entity, shadow: Option<Canonical>, reason: impl Into<String>) ->
     )
 }
 
+/// A side was not in a query's, listing's or delta's answer while the pair is linked: absence is
+/// not deletion (expected-behaviour 35), so nothing is written, deleted or unlinked and the
+/// shadow is kept.
+fn absent(input: &Input<'_>, what: &str) -> Plan {
+    noop(
+        input.entity,
+        input.shadow.cloned(),
+        format!(
+            "absent: {what} was not in the answer; nothing deleted, unlinked or written; link kept"
+        ),
+    )
+}
+
 fn unlink(entity: Entity, reason: impl Into<String>) -> Plan {
     simple(
         entity,
@@ -128,10 +142,12 @@ pub fn try_decide(input: &Input<'_>) -> Result<Plan, DecideError> {
     if e == Entity::Appointment
         && let Some((from, to)) = input.window
     {
+        // the sides' own starts; the shadow's only for a side confirmed deleted (an absent side
+        // proves nothing, and a stale shadow start must not unlink it: expected-behaviour 35)
         let mut starts: Vec<&Value> = Vec::new();
         starts.extend(g.as_ref().map(|g| g.get("start")));
         starts.extend(c.as_ref().map(|c| c.get("start")));
-        if g.is_none() || c.is_none() {
+        if matches!(input.graph, SideState::Deleted) || matches!(input.crm, SideState::Deleted) {
             starts.extend(input.shadow.map(|s| s.get("start")));
         }
         let outside = starts
@@ -156,16 +172,23 @@ pub fn try_decide(input: &Input<'_>) -> Result<Plan, DecideError> {
 
     let graph_deleted = matches!(input.graph, SideState::Deleted);
     let crm_deleted = matches!(input.crm, SideState::Deleted);
+    let graph_absent = matches!(input.graph, SideState::Absent);
+    let crm_absent = matches!(input.crm, SideState::Absent);
     Ok(match (g, c) {
-        (Some(g), Some(c)) => reconcile_both(input, g, c, shadow, caps),
+        (Some(g), Some(c)) => {
+            // lost store: the item's fingerprint tells the agreed state field by field
+            let rebuilt = if shadow.is_none() {
+                input.fingerprint.and_then(|t| Fingerprint::parse(e, t))
+            } else {
+                None
+            };
+            reconcile_both(input, g, c, shadow, rebuilt, caps)
+        }
         (Some(g), None) => {
             if crm_deleted {
                 on_crm_deleted(input, &g, shadow.as_ref(), caps)
             } else if shadow.is_some() {
-                unlink(
-                    e,
-                    "the CRM record was not found; link removed, nothing deleted",
-                )
+                absent(input, "the CRM record")
             } else {
                 create_in_crm(input, g, caps)
             }
@@ -174,16 +197,22 @@ pub fn try_decide(input: &Input<'_>) -> Result<Plan, DecideError> {
             if graph_deleted {
                 on_graph_deleted(input, caps)
             } else if shadow.is_some() {
-                unlink(
-                    e,
-                    "the Graph item was not found; link removed, nothing deleted",
-                )
+                absent(input, "the Graph item")
             } else {
                 create_in_graph(input, c, caps)
             }
         }
         (None, None) => {
-            if shadow.is_some() || graph_deleted || crm_deleted {
+            if shadow.is_some() && (graph_absent || crm_absent) {
+                absent(
+                    input,
+                    match (graph_absent, crm_absent) {
+                        (true, true) => "the item, on both sides,",
+                        (true, false) => "the Graph item",
+                        _ => "the CRM record",
+                    },
+                )
+            } else if shadow.is_some() || graph_deleted || crm_deleted {
                 unlink(e, "the item is gone on both sides; link removed")
             } else {
                 noop(e, None, "nothing on either side")
@@ -457,11 +486,15 @@ fn list(fields: &[&str]) -> String {
     fields.join(", ")
 }
 
+/// Both sides present. The agreed state is the stored `shadow`, or (store lost) the item's
+/// fingerprint `rebuilt`, which tells per field whether each side still shows the agreed value,
+/// or neither (first contact).
 fn reconcile_both(
     input: &Input<'_>,
     g: Canonical,
     c: Canonical,
     shadow: Option<Canonical>,
+    rebuilt: Option<Fingerprint>,
     caps: Caps,
 ) -> Plan {
     let e = input.entity;
@@ -492,8 +525,20 @@ fn reconcile_both(
     let c_on_graph = project_graph(e, &fill(&c, &g));
     let c_val = enrich_crm(e, &c, &g, shadow.as_ref());
 
+    // per field: (Graph changed, CRM changed) since the agreed state, when it is known
+    let changes = |f: &str| -> Option<(bool, bool)> {
+        match (&projected, &rebuilt) {
+            (Some((pg, pc)), _) => Some((g.get(f) != pg.get(f), c.get(f) != pc.get(f))),
+            (None, Some(fp)) => Some((
+                !fp.graph_unchanged(f, g.get(f)),
+                !fp.crm_unchanged(f, c.get(f)),
+            )),
+            (None, None) => None,
+        }
+    };
     let mut d: BTreeMap<&'static str, D> = BTreeMap::new();
     let (mut g_only, mut c_only, mut same) = (Vec::new(), Vec::new(), Vec::new());
+    let mut both_changed: Vec<&str> = Vec::new();
     for &f in &fields {
         let (gv, cv) = (g.get(f), c.get(f));
         let agreed = if gv == cv || g_on_crm.get(f) == cv {
@@ -503,8 +548,8 @@ fn reconcile_both(
         } else {
             None
         };
-        let dec = match &projected {
-            Some((pg, pc)) => match (gv != pg.get(f), cv != pc.get(f)) {
+        let dec = match changes(f) {
+            Some(changed) => match changed {
                 (false, false) => D::Keep,
                 (true, false) => {
                     g_only.push(f);
@@ -519,7 +564,10 @@ fn reconcile_both(
                         same.push(f);
                         D::Agree(v)
                     }
-                    None => D::Conflict,
+                    None => {
+                        both_changed.push(f);
+                        D::Conflict
+                    }
                 },
             },
             None => match agreed {
@@ -589,11 +637,14 @@ fn reconcile_both(
         }
     }
 
-    let base = |f: &str| {
-        shadow
-            .as_ref()
-            .map(|b| b.get(f).clone())
-            .unwrap_or(Value::Null)
+    // the agreed value: the stored shadow's, or (rebuilt) the reading of a side that still shows
+    // it, Null when unknown
+    let has_base = shadow.is_some() || rebuilt.is_some();
+    let base = |f: &str| match (&shadow, &rebuilt) {
+        (Some(b), _) => b.get(f).clone(),
+        (None, Some(fp)) if fp.graph_unchanged(f, g.get(f)) => g.get(f).clone(),
+        (None, Some(fp)) if fp.crm_unchanged(f, c.get(f)) => c_val.get(f).clone(),
+        _ => Value::Null,
     };
     let mut new = Canonical::new();
     for &f in &fields {
@@ -602,14 +653,28 @@ fn reconcile_both(
             D::FromGraph => g.get(f).clone(),
             D::FromCrm => c_val.get(f).clone(),
             D::Agree(v) => v.clone(),
-            D::Ignored(side) => match (&shadow, side) {
-                (Some(_), _) => base(f),
-                (None, Side::Crm) => c_val.get(f).clone(),
-                (None, Side::Graph) => g.get(f).clone(),
+            D::Ignored(side) => match (has_base, side) {
+                (true, _) => base(f),
+                (false, Side::Crm) => c_val.get(f).clone(),
+                (false, Side::Graph) => g.get(f).clone(),
             },
             D::Manual | D::Conflict => base(f),
         };
         new.set(f, v);
+    }
+    // rebuilt: a kept field holds Graph's reading; where that reading is lossy for CRM (a
+    // cancelled task shows as completed in To Do) the CRM reading is the agreed value
+    if shadow.is_none() && rebuilt.is_some() {
+        let pg = project_graph(e, &fill(&new, &g));
+        let pc = project_crm(e, &fill(&new, &c), ctx);
+        let lossy: Vec<&str> = fields
+            .iter()
+            .copied()
+            .filter(|f| d[*f] == D::Keep && (pg.get(f) != g.get(f) || pc.get(f) != c.get(f)))
+            .collect();
+        for f in lossy {
+            new.set(f, c_val.get(f).clone());
+        }
     }
 
     let pg_new = project_graph(e, &fill(&new, &g));
@@ -685,7 +750,9 @@ fn reconcile_both(
     };
 
     let mut parts: Vec<String> = Vec::new();
-    if shadow.is_none() {
+    if shadow.is_none() && rebuilt.is_some() {
+        parts.push("shadow rebuilt from the item's fingerprint".into());
+    } else if shadow.is_none() {
         parts.push("first sync of a matched pair".into());
     }
     if !g_only.is_empty() {
@@ -696,6 +763,13 @@ fn reconcile_both(
     }
     if !same.is_empty() {
         parts.push(format!("both changed {} the same way", list(&same)));
+    }
+    both_changed.retain(|f| settled.contains(f) || manual.contains(f));
+    if !both_changed.is_empty() && shadow.is_none() {
+        parts.push(format!(
+            "both changed {} since the agreed state",
+            list(&both_changed)
+        ));
     }
     if !settled.is_empty() {
         let by = if caps.graph && caps.crm {
@@ -719,7 +793,7 @@ fn reconcile_both(
         ));
     }
     if parts.is_empty() || (parts.len() == 1 && shadow.is_none()) {
-        parts.push(if shadow.is_none() {
+        parts.push(if shadow.is_none() && rebuilt.is_none() {
             "both sides already agree".into()
         } else {
             "neither side changed content since the last sync".into()

@@ -1,11 +1,13 @@
 //! Reconciliation: compare both sides with the shadow, field by field, and plan the writes.
 
 mod decide;
+pub mod fingerprint;
 pub mod guard;
 pub mod plan;
 mod resolve;
 
 pub use decide::{DecideError, decide, try_decide};
+pub use fingerprint::fingerprint;
 pub use guard::{MassDeleteRefused, mass_delete_guard};
 pub use plan::{AuditEntry, Cause, ConflictField, Op, Plan, PlanKind, Side};
 pub use resolve::{Resolution, ResolveError, resolve_conflict};
@@ -94,10 +96,14 @@ impl Policy {
 /// What the worker found on one side.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SideState<T> {
-    /// Never existed / not found while unlinked. With a shadow it is treated as "not found":
-    /// the link is dropped, nothing is deleted (destructive plans need an explicit `Deleted`).
+    /// Not in the answer of a query, listing or delta (or never existed). Without a shadow it is
+    /// "not there yet" (the other side's item is created there). With a shadow, absence is not
+    /// deletion (expected-behaviour 35): the plan is a no-op whose reason starts with `absent:`
+    /// and that keeps the shadow; nothing is written, deleted, marked or unlinked.
     Absent,
-    /// Deleted (Graph: 404 / `@removed` confirmed by GET; CRM: `DelCd=1` or gone).
+    /// Read back as deleted: Graph answered 404 to a GET of the item (a delta `@removed` is
+    /// confirmed that way); CRM returned it with `DelCd = 1` (or not at all to a read by id).
+    /// Only this state leads to deletes, marks and unlinks.
     Deleted,
     Present(T),
 }
@@ -123,6 +129,11 @@ pub struct Input<'a> {
     pub entity: Entity,
     /// Last agreed state (None: first contact or lost store).
     pub shadow: Option<&'a Canonical>,
+    /// The item's fingerprint of the last agreed state ([`fingerprint()`], read from the Graph
+    /// item's extended property). Used only when `shadow` is None and both sides are present:
+    /// the agreed state is rebuilt from it field by field, so a lost store is not a fresh start.
+    /// A fingerprint that does not parse is ignored (first contact).
+    pub fingerprint: Option<&'a str>,
     pub graph: SideState<GraphItem>,
     pub crm: SideState<CrmItem>,
     /// The mailbox owner organises this event (from item or link).

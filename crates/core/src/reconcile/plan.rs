@@ -181,6 +181,15 @@ impl Plan {
         self.ops.iter().filter(|o| o.is_write()).count()
     }
 
+    /// The fingerprint of the new shadow ([`crate::fingerprint()`]), for the worker to carry on
+    /// the Graph item (its extended property) when it writes the item; None when the plan keeps
+    /// no shadow.
+    pub fn fingerprint(&self) -> Option<String> {
+        self.new_shadow
+            .as_ref()
+            .map(|s| crate::reconcile::fingerprint::fingerprint(self.entity, s))
+    }
+
     /// The conflict fields, when the plan raises a conflict.
     pub fn conflicts(&self) -> &[ConflictField] {
         self.ops

@@ -89,6 +89,7 @@ pub fn input<'a>(
     Input {
         entity,
         shadow,
+        fingerprint: None,
         graph,
         crm,
         graph_organizer: true,
