@@ -1264,7 +1264,16 @@ impl<'a> Sync<'a> {
         };
         let policy = policy(tenant, self.entity);
         let window = (self.entity == Entity::Appointment).then(|| window(tenant, now));
+        // Without a shadow (lost store, re-linked pair), the item's fingerprint of the last agreed
+        // state lets the core tell an edit from a stale copy (expected-behaviour.md 38).
+        let fingerprint = match (&shadow, &item) {
+            (None, Some(v)) if carries_sync_state(self.entity) => {
+                cgc_graph::extended_property(v, cgc_graph::SYNC_STATE_PROPERTY)
+            }
+            _ => None,
+        };
         let plan = cgc_core::decide(&Input {
+            fingerprint: fingerprint.as_deref(),
             entity: self.entity,
             shadow: shadow.as_ref(),
             graph: graph_side,
@@ -1341,6 +1350,18 @@ impl<'a> Sync<'a> {
             .as_ref()
             .and_then(|v| v.get("@odata.etag").and_then(Value::as_str))
             .map(str::to_string);
+        // The fingerprint of the new agreed state travels on the Graph item: inside the plan's own
+        // Graph write when there is one, else in one PATCH of the property alone (no meeting mail).
+        let mut fp_pending: Option<String> = if carries_sync_state(self.entity) {
+            plan.fingerprint().filter(|fp| {
+                item.as_ref()
+                    .and_then(|v| cgc_graph::extended_property(v, cgc_graph::SYNC_STATE_PROPERTY))
+                    .as_deref()
+                    != Some(fp.as_str())
+            })
+        } else {
+            None
+        };
         for op in &plan.ops {
             match op {
                 Op::CreateCrm { fields } => {
@@ -1363,19 +1384,21 @@ impl<'a> Sync<'a> {
                     let crm_id = self.create_crm_once(table, &fields, &ext).await?;
                     writes += 1;
                     let l = self.new_link(crm_id, &graph_id, item, list_id);
-                    // Stamp the CRM id on the Graph item too, so a lost store is rebuilt by matching.
+                    // Stamp the CRM id (and the agreed state) on the Graph item too, so a lost
+                    // store is rebuilt by matching: one PATCH of the two properties.
+                    let cid = crm_id.to_string();
+                    let mut props: Vec<(&str, &str)> = vec![(CRM_ID_PROPERTY, &cid)];
+                    let fp = fp_pending.take();
+                    if let Some(fp) = &fp {
+                        props.push((cgc_graph::SYNC_STATE_PROPERTY, fp));
+                    }
                     match self.entity {
                         Entity::Appointment => {
-                            g.set_event_crm_id(self.mailbox, &graph_id, &crm_id.to_string())
-                                .await?
+                            g.set_event_properties(self.mailbox, &graph_id, &props).await?
                         }
                         Entity::Contact => {
-                            g.set_contact_properties(
-                                self.mailbox,
-                                &graph_id,
-                                &[(CRM_ID_PROPERTY, &crm_id.to_string())],
-                            )
-                            .await?;
+                            g.set_contact_properties(self.mailbox, &graph_id, &props)
+                                .await?
                         }
                         _ => {}
                     }
@@ -1387,7 +1410,11 @@ impl<'a> Sync<'a> {
                             reason: "plan creates a Graph item without a CRM record id".into(),
                         }
                     })?;
-                    let (created, list) = self.create_graph_once(crm_id, body, list_id).await?;
+                    let body = match fp_pending.take() {
+                        Some(fp) => with_property(body, cgc_graph::SYNC_STATE_PROPERTY, &fp),
+                        None => body.clone(),
+                    };
+                    let (created, list) = self.create_graph_once(crm_id, &body, list_id).await?;
                     writes += 1;
                     let gid = created
                         .get("id")
@@ -1411,6 +1438,11 @@ impl<'a> Sync<'a> {
                     let l = link.as_ref().ok_or_else(|| Failure::Dead {
                         reason: "plan updates Graph without a link".into(),
                     })?;
+                    let patch = match fp_pending.take() {
+                        Some(fp) => with_property(patch, cgc_graph::SYNC_STATE_PROPERTY, &fp),
+                        None => patch.clone(),
+                    };
+                    let patch = &patch;
                     match self.entity {
                         Entity::Appointment => {
                             g.update_event(self.mailbox, &l.graph_id, patch, etag.as_deref())
@@ -1510,6 +1542,27 @@ impl<'a> Sync<'a> {
                 if self.matched.load(std::sync::atomic::Ordering::Relaxed) {
                     self.mark_link(l, item.as_ref()).await?;
                 }
+                if let Some(fp) = fp_pending.take() {
+                    match self.entity {
+                        Entity::Appointment => {
+                            g.set_event_properties(
+                                self.mailbox,
+                                &l.graph_id,
+                                &[(cgc_graph::SYNC_STATE_PROPERTY, &fp)],
+                            )
+                            .await?
+                        }
+                        Entity::Contact => {
+                            g.set_contact_properties(
+                                self.mailbox,
+                                &l.graph_id,
+                                &[(cgc_graph::SYNC_STATE_PROPERTY, &fp)],
+                            )
+                            .await?
+                        }
+                        _ => {}
+                    }
+                }
                 self.state().put_link(self.tid(), l).await?;
                 self.state().put_shadow(self.tid(), l, s).await?;
             }
@@ -1537,6 +1590,31 @@ impl<'a> Sync<'a> {
             writes,
         })
     }
+}
+
+/// Entities whose Graph items carry the fingerprint of the last agreed state.
+fn carries_sync_state(e: Entity) -> bool {
+    matches!(e, Entity::Appointment | Entity::Contact)
+}
+
+/// `v` with the single-value extended property `id` set to `value` (others kept).
+fn with_property(v: &Value, id: &str, value: &str) -> Value {
+    let mut v = v.clone();
+    if let Value::Object(m) = &mut v {
+        let mut props: Vec<Value> = m
+            .get("singleValueExtendedProperties")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter(|p| !p["id"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(id)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        props.push(serde_json::json!({"id": id, "value": value}));
+        m.insert("singleValueExtendedProperties".into(), Value::Array(props));
+    }
+    v
 }
 
 /// Stable Graph `transactionId` for creating the event of a CRM record: a retried create returns
