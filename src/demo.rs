@@ -507,15 +507,12 @@ pub async fn run() -> anyhow::Result<()> {
         .record("Contact", crm_id)
         .and_then(|r| r.fields.get("Text").cloned())
         .unwrap_or_default();
-    println!(
-        "   CRM text: {crm_text:?}; Outlook body: {:?}",
-        ev["body"]["content"].as_str().unwrap_or_default()
-    );
-    let kept = crm_text == "Agenda: numbers, hiring plan"
-        && ev["body"]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("hiring plan");
+    let outlook_text = ev["body"]["content"]
+        .as_str()
+        .and_then(cgc_core::model::normalize::html_to_text)
+        .unwrap_or_default();
+    println!("   CRM text: {crm_text:?}; Outlook body (as text): {outlook_text:?}");
+    let kept = crm_text == "Agenda: numbers, hiring plan" && outlook_text.contains("hiring plan");
     println!(
         "   {} the opened-not-edited event did not revert the CRM edit (a timestamp rule would have).",
         if kept { "OK:" } else { "FAILED:" }

@@ -925,6 +925,7 @@ impl<'a> Sync<'a> {
         table: &str,
         fields: &CrmFields,
         ext: &ExtLink,
+        owner: &str,
     ) -> Result<u64, Failure> {
         let crm = &self.tenant.crm;
         let uid = ext
@@ -976,7 +977,7 @@ impl<'a> Sync<'a> {
                     reason: "finished the link of a record an earlier try made; processing again".into(),
                 });
             }
-            match crm.create_linked(table, fields, ext, Some(self.mailbox)).await {
+            match crm.create_linked(table, fields, ext, Some(owner)).await {
                 Ok(id) => Ok(id),
                 Err(CrmError::LinkNotWritten { record_id, source }) => {
                     // The record exists; only its ExtKey row is missing: finish it, never create again.
@@ -1091,6 +1092,31 @@ impl<'a> Sync<'a> {
         .await;
         held.release().await;
         result
+    }
+
+    /// Whose record a new CRM appointment is: a meeting seen first through an attendee's copy
+    /// belongs to its organizer when the organizer is a synced rep of the tenant (the record is
+    /// created impersonating the organizer, so its `RepID` is the organizer's).
+    async fn record_owner(&self, item: &Value) -> Result<String, Failure> {
+        if self.entity != Entity::Appointment
+            || item.get("isOrganizer").and_then(Value::as_bool) != Some(false)
+        {
+            return Ok(self.mailbox.to_string());
+        }
+        let Some(org) = item
+            .pointer("/organizer/emailAddress/address")
+            .and_then(Value::as_str)
+            .map(|a| a.trim().to_ascii_lowercase())
+        else {
+            return Ok(self.mailbox.to_string());
+        };
+        let synced = self
+            .state()
+            .mailboxes(self.tid())
+            .await?
+            .iter()
+            .any(|m| m.mailbox == org);
+        Ok(if synced { org } else { self.mailbox.to_string() })
     }
 
     /// A record this connector made from Outlook whose link is missing: `F5021` (new from
@@ -1381,7 +1407,8 @@ impl<'a> Sync<'a> {
                         // "new from connector": marks a record made from Outlook (never mirrored back).
                         fields.insert("F5021".into(), "true".into());
                     }
-                    let crm_id = self.create_crm_once(table, &fields, &ext).await?;
+                    let owner = self.record_owner(item).await?;
+                    let crm_id = self.create_crm_once(table, &fields, &ext, &owner).await?;
                     writes += 1;
                     let l = self.new_link(crm_id, &graph_id, item, list_id);
                     // Stamp the CRM id (and the agreed state) on the Graph item too, so a lost
