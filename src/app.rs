@@ -65,8 +65,9 @@ pub struct Tuning {
     pub drain: Duration,
     /// Requested subscription lifetime.
     pub subscription_lifetime: chrono::Duration,
-    /// A plan may delete at most this share of a mailbox's links in one delta round.
-    pub mass_delete_share: f64,
+    /// How long an event waits before it is tried again while its mailbox is held by the
+    /// mass-change guard.
+    pub held_retry: Duration,
     /// Attempts before an event is parked in the dead letters.
     pub max_attempts: u32,
 }
@@ -80,7 +81,7 @@ impl Default for Tuning {
             scheduler_tick: Duration::from_secs(5),
             drain: Duration::from_secs(20),
             subscription_lifetime: chrono::Duration::minutes(6 * 24 * 60),
-            mass_delete_share: 0.5,
+            held_retry: Duration::from_secs(30),
             max_attempts: 8,
         }
     }

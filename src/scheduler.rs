@@ -673,7 +673,7 @@ async fn enqueue_round(
         .filter(|l| l.entity == entity && l.mailbox == mailbox)
         .count();
     if let Err(e) =
-        cgc_core::mass_delete_guard(linked, linked_removed.len(), app.tuning.mass_delete_share)
+        cgc_core::mass_delete_guard(linked, linked_removed.len(), t.cfg.mass_change_share.max(0.5))
     {
         app.metrics
             .inc("mass_delete_refused_total", &[("tenant", &t.cfg.id)]);

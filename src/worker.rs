@@ -1346,7 +1346,7 @@ impl<'a> Sync<'a> {
                 tracing::error!(tenant = %self.tid(), mailbox = %mailbox, pairs, share = cfg.mass_change_share,
                     plan = ?plan.kind, "mass-change guard: too many deletes/unlinks in this mailbox; held, nothing changed; release it through the admin API once checked");
                 return Err(Failure::Wait {
-                    after: Duration::from_secs(30),
+                    after: self.app.tuning.held_retry,
                     reason: "mailbox held by the mass-change guard".into(),
                 });
             }

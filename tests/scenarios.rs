@@ -1704,6 +1704,107 @@ async fn x8_retry_after_holds_every_request_to_the_mailbox(b: Backend) {
     h.stop().await;
 }
 
+async fn x8_two_crm_edits_in_one_minute_both_reach_outlook(b: Backend) {
+    let h = start(b).await;
+    // UpdTime with minute precision and a clock that stands still: both edits carry the same
+    // UpdDate/UpdTime (expected-behaviour.md 21).
+    h.crm.set_upd_time_minutes(true);
+    h.crm.set_clock(Some(chrono::Utc::now()));
+    let (crm_id, ev_id) = crm_appointment(&h, "X8 minute", 2).await;
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "X8 minute first")]);
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "X8 minute first");
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "X8 minute second")]);
+    h.settle().await.unwrap();
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "X8 minute second",
+        "the second edit of the same minute is not taken for a duplicate"
+    );
+    h.stop().await;
+}
+
+async fn x8_task_from_crm_is_created_once_when_the_create_answer_is_lost(b: Backend) {
+    let h = start(b).await;
+    // The To Do create is applied, but its answer never arrives.
+    h.graph
+        .commit_then_fail(MAILBOX, 1, cgc_graph::sim::CommitFail::CloseConnection);
+    let (date, _) = crm_slot(3, 10);
+    h.crm.user_insert(
+        "Task",
+        &[("Subject", "X8 call back"), ("RepID", REP_ID), ("DueDate", &date), ("Status", "Open")],
+    );
+    wait_for("the To Do task", Duration::from_secs(30), || async {
+        h.graph.tasks(MAILBOX).iter().any(|t| t["title"] == "X8 call back")
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let n = h
+        .graph
+        .tasks(MAILBOX)
+        .iter()
+        .filter(|t| t["title"] == "X8 call back")
+        .count();
+    assert_eq!(n, 1, "found by its linkedResource, not created again");
+    assert_eq!(dead_letter_count(&h).await, 0);
+    h.stop().await;
+}
+
+async fn x8_success_folder_found_anywhere_and_every_message_linked(b: Backend) {
+    let mut opts = b.options();
+    opts.reps = vec![(REP_ID, MAILBOX), ("5", "rep2@contoso.com")];
+    let h = start_with(opts).await;
+    // rep2 keeps its success folder under the Inbox (expected-behaviour.md 33).
+    h.graph.deliver_message(
+        "rep2@contoso.com",
+        "Inbox/Sync_Success",
+        json!({"subject": "older", "internetMessageId": "<older@customer.test>",
+               "receivedDateTime": "2026-11-01T10:00:00Z"}),
+    );
+    wait_for("the archive folders", Duration::from_secs(20), || async {
+        h.graph
+            .subscriptions()
+            .iter()
+            .filter(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/messages")))
+            .count()
+            >= 2
+    })
+    .await
+    .unwrap();
+    let msg = json!({"subject": "X8 offer", "internetMessageId": "<x8-offer@kunde.at>",
+        "body": {"contentType": "html", "content": "<p>Gr&uuml;&szlig;e aus Graz</p>"},
+        "receivedDateTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "from": {"emailAddress": {"address": "ana@customer.test", "name": "Ana"}},
+        "toRecipients": [{"emailAddress": {"address": MAILBOX, "name": "Rep"}}]});
+    let m1 = h.graph.deliver_message(MAILBOX, "Inbox/CRM", msg.clone());
+    let m2 = h.graph.deliver_message("rep2@contoso.com", "Inbox/CRM", msg);
+    wait_for("both messages moved", Duration::from_secs(30), || async {
+        h.graph.messages_in(MAILBOX, "Sync_Success").len() == 1
+            && h.graph.messages_in("rep2@contoso.com", "Inbox/Sync_Success").len() == 2
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert!(
+        h.graph.folder_id("rep2@contoso.com", "Sync_Success").is_none(),
+        "no second success folder made at the top"
+    );
+    let recs = crm_records_with_subject(&h, "X8 offer");
+    assert_eq!(recs.len(), 1, "one CRM record");
+    assert_eq!(recs[0].fields.get("Text").map(String::as_str), Some("Grüße aus Graz"));
+    let rows = extkey_rows(&h, recs[0].id);
+    assert_eq!(rows.len(), 2, "every message's ExtKey row points to the one record: {rows:?}");
+    for r in &rows {
+        assert_eq!(r.fields.get("ExtUid").map(String::as_str), Some("<x8-offer@kunde.at>"));
+    }
+    let keys: Vec<&str> = rows.iter().filter_map(|r| r.fields.get("ExtKey").map(String::as_str)).collect();
+    assert!(keys.contains(&m1["id"].as_str().unwrap()) && keys.contains(&m2["id"].as_str().unwrap()), "{keys:?}");
+    h.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Issue 15: absence is not deletion, lost state is not a fresh start.
 
@@ -1894,6 +1995,205 @@ async fn x15_patch_carries_only_changed_properties_and_crm_only_fields_never_wri
     h.stop().await;
 }
 
+async fn admin_get(h: &Harness, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", h.admin_url()))
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `n` CRM appointments of rep1, linked to their Outlook events; (record id, event id) each.
+async fn linked_appointments(h: &Harness, prefix: &str, n: usize) -> Vec<(u64, String)> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (date, time) = crm_slot(2 + (i % 20) as i64, 8 + (i % 8) as u32);
+        let subject = format!("{prefix} {i}");
+        let id = h.crm.user_insert(
+            "Contact",
+            &[
+                ("Contact", "Visit"),
+                ("Subject", &subject),
+                ("Date", &date),
+                ("Time", &time),
+                ("EndDate", &date),
+                ("RepID", REP_ID),
+            ],
+        );
+        ids.push((id, subject));
+    }
+    wait_for("every event in Outlook", Duration::from_secs(60), || async {
+        let evs = h.graph.events(MAILBOX);
+        ids.iter().all(|(_, s)| evs.iter().any(|e| e["subject"] == s.as_str()))
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let evs = h.graph.events(MAILBOX);
+    ids.into_iter()
+        .map(|(id, s)| {
+            let ev = evs.iter().find(|e| e["subject"] == s.as_str()).unwrap();
+            (id, ev["id"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+async fn x15_empty_answers_delete_cancel_and_unlink_nothing(b: Backend) {
+    let h = start(b).await;
+    let pairs = linked_appointments(&h, "X15 empty", 20).await;
+    let w = Writes::now(&h);
+    // CRM answers every Contact query with no rows for several poll periods (a restore, a lag,
+    // a permission change), while Outlook keeps notifying about the events.
+    h.crm
+        .set_empty_answers(Some("Contact"), cgc_crm::sim::EmptyAnswers::For(Duration::from_secs(6)));
+    for (_, ev) in &pairs {
+        h.graph.user_touch_event(MAILBOX, ev);
+    }
+    // And one Graph listing comes back empty once, during a delta catch-up.
+    h.graph.empty_listing_once(MAILBOX);
+    let sub = h
+        .graph
+        .subscriptions()
+        .into_iter()
+        .find(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
+        .unwrap();
+    h.graph.send_lifecycle(sub["id"].as_str().unwrap(), "missed");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    h.settle().await.unwrap();
+    w.assert(&h, 0, 0, "nothing written while answers were empty");
+    for (crm_id, ev) in &pairs {
+        let e = h.graph.event(MAILBOX, ev).expect("event kept");
+        assert_ne!(e["isCancelled"], true);
+        assert_ne!(crm_field(&h, *crm_id, "ConnectorDeleted"), "true");
+    }
+    // Still linked: an edit on either side travels.
+    let (c0, e0) = &pairs[0];
+    h.crm.user_update("Contact", *c0, &[("Subject", "X15 empty edited in CRM")]);
+    h.graph
+        .user_update_event(MAILBOX, &pairs[1].1, json!({"subject": "X15 empty edited in Outlook"}));
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.event(MAILBOX, e0).unwrap()["subject"], "X15 empty edited in CRM");
+    assert_eq!(crm_field(&h, pairs[1].0, "Subject"), "X15 empty edited in Outlook");
+    assert_eq!(h.graph.events(MAILBOX).len(), 20, "nothing deleted or created again");
+    h.stop().await;
+}
+
+async fn x15_mass_deletes_hold_the_mailbox_until_released(b: Backend) {
+    let h = start(b).await;
+    let pairs = linked_appointments(&h, "X15 guard", 12).await;
+    // 10 of 12 records deleted in CRM at once: at 0.25 (at least 5 per window) only 5 pass.
+    for (crm_id, _) in pairs.iter().take(10) {
+        h.crm.user_delete("Contact", *crm_id);
+    }
+    wait_for("the mailbox held", Duration::from_secs(30), || async {
+        admin_get(&h, "/admin/mailboxes").await["mailboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mailbox"] == MAILBOX && m["held"] == true)
+    })
+    .await
+    .unwrap();
+    // Give the held events a few rounds: nothing more is deleted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left = h.graph.events(MAILBOX).len();
+    assert_eq!(left, 12 - 5, "five deletes passed, the rest wait");
+    assert!(h.app().metrics.total("mass_change_held_total") > 0);
+    let m = admin_get(&h, "/admin/mailboxes").await;
+    let mine = m["mailboxes"].as_array().unwrap().iter().find(|m| m["mailbox"] == MAILBOX).unwrap().clone();
+    assert_eq!(mine["mass_change_share"], 0.25);
+    assert!(mine["refused_changes"].as_u64().unwrap() > 0, "{mine}");
+    // One admin call releases it; the waiting deletes go through.
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/mailboxes/release", h.admin_url()))
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .json(&json!({"tenant": "contoso", "mailbox": MAILBOX}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.events(MAILBOX).len(), 2, "the held deletes went through");
+    let m = admin_get(&h, "/admin/mailboxes").await;
+    assert!(m["mailboxes"].as_array().unwrap().iter().all(|m| m["held"] == false), "{m}");
+    h.stop().await;
+}
+
+async fn x15_committed_crm_create_with_lost_answer_gives_one_pair(b: Backend) {
+    let h = start(b).await;
+    for (n, how) in [
+        (0, cgc_crm::sim::AfterCommit::Status500),
+        (1, cgc_crm::sim::AfterCommit::Close),
+    ] {
+        let subject = format!("X15 lost answer {n}");
+        // The record's insert is committed, then answered 500 / not at all.
+        h.crm.fail_after_commit(Some("Contact"), 1, how);
+        h.graph.user_create_event(MAILBOX, outlook_event(4 + n, &subject));
+        wait_for("the CRM record", Duration::from_secs(30), || async {
+            !crm_records_with_subject(&h, &subject).is_empty()
+        })
+        .await
+        .unwrap();
+        h.settle().await.unwrap();
+        let recs = crm_records_with_subject(&h, &subject);
+        assert_eq!(recs.len(), 1, "one CRM record ({how:?})");
+        assert_eq!(extkey_rows(&h, recs[0].id).len(), 1, "its link finished ({how:?})");
+        assert_eq!(
+            h.graph.events(MAILBOX).iter().filter(|e| e["subject"] == subject.as_str()).count(),
+            1,
+            "never mirrored back as a second event ({how:?})"
+        );
+    }
+    // The ExtKey import committed but answered with a closed connection: finished, not repeated.
+    h.crm.fail_after_commit(Some("ExtKey"), 1, cgc_crm::sim::AfterCommit::Close);
+    h.graph.user_create_event(MAILBOX, outlook_event(7, "X15 lost link answer"));
+    wait_for("the CRM record", Duration::from_secs(30), || async {
+        !crm_records_with_subject(&h, "X15 lost link answer").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let recs = crm_records_with_subject(&h, "X15 lost link answer");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(extkey_rows(&h, recs[0].id).len(), 1);
+    assert_eq!(dead_letter_count(&h).await, 0);
+    assert!(admin_get(&h, "/admin/conflicts").await["conflicts"].as_array().unwrap().is_empty());
+    h.stop().await;
+}
+
+async fn x15_committed_graph_writes_with_failed_answers_give_one_item_and_no_conflict(b: Backend) {
+    let h = start_with(HarnessOptions {
+        conflict: "manual",
+        ..b.options()
+    })
+    .await;
+    // The event create is applied and answered 504: the retry's transactionId finds it.
+    h.graph
+        .commit_then_fail(MAILBOX, 1, cgc_graph::sim::CommitFail::Status504);
+    let (crm_id, ev_id) = crm_appointment(&h, "X15 graph lost answer", 3).await;
+    assert_eq!(
+        h.graph.events(MAILBOX).iter().filter(|e| e["subject"] == "X15 graph lost answer").count(),
+        1
+    );
+    // A PATCH applied and answered 500: re-read, the fields hold the intended values: done.
+    h.graph
+        .commit_then_fail(MAILBOX, 1, cgc_graph::sim::CommitFail::Status500);
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "X15 graph patched")]);
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "X15 graph patched");
+    assert!(
+        admin_get(&h, "/admin/conflicts").await["conflicts"].as_array().unwrap().is_empty(),
+        "an applied PATCH is never a conflict"
+    );
+    assert_eq!(dead_letter_count(&h).await, 0);
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -1956,6 +2256,13 @@ on_both_backends!(
     x8_lease_left_by_a_dead_process_blocks_nothing,
     x8_unknown_mailbox_does_not_stop_the_tenant,
     x8_retry_after_holds_every_request_to_the_mailbox,
+    x8_two_crm_edits_in_one_minute_both_reach_outlook,
+    x8_task_from_crm_is_created_once_when_the_create_answer_is_lost,
+    x8_success_folder_found_anywhere_and_every_message_linked,
+    x15_empty_answers_delete_cancel_and_unlink_nothing,
+    x15_mass_deletes_hold_the_mailbox_until_released,
+    x15_committed_crm_create_with_lost_answer_gives_one_pair,
+    x15_committed_graph_writes_with_failed_answers_give_one_item_and_no_conflict,
     x15_lost_store_keeps_edits_made_on_either_side,
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,
