@@ -1808,9 +1808,10 @@ async fn x8_success_folder_found_anywhere_and_every_message_linked(b: Backend) {
 // ---------------------------------------------------------------------------------------------
 // Issue 15: absence is not deletion, lost state is not a fresh start.
 
-/// Loses every link, shadow and key (Redis keys of this harness deleted; the embedded state
-/// directory removed) and restarts the connector, as after a lost store.
-async fn wipe_store_and_restart(h: &mut Harness, b: Backend) {
+/// Stops the connector and loses every link, shadow and key (Redis keys of this harness deleted;
+/// the embedded state directory removed), as after a lost store. [`restart_after_loss`] starts
+/// it again.
+async fn lose_store(h: &mut Harness, b: Backend) {
     h.stop_connector().await;
     match b {
         Backend::Embedded => {
@@ -1833,6 +1834,9 @@ async fn wipe_store_and_restart(h: &mut Harness, b: Backend) {
             }
         }
     }
+}
+
+async fn restart_after_loss(h: &mut Harness) {
     h.restart(2, crm_graph_connector::app::Roles::ALL)
         .await
         .unwrap();
@@ -1846,8 +1850,8 @@ async fn x15_lost_store_keeps_edits_made_on_either_side(b: Backend) {
     for i in 0..6 {
         pairs.push(crm_appointment(&h, &format!("X15 pair {i}"), 2 + i).await);
     }
-    wipe_store_and_restart(&mut h, b).await;
-    // Three edits in Outlook, three in CRM, on different pairs, after the loss.
+    lose_store(&mut h, b).await;
+    // Three edits in Outlook, three in CRM, on different pairs, while the store is gone.
     for (i, (crm_id, ev_id)) in pairs.iter().enumerate() {
         if i < 3 {
             h.graph.user_update_event(
@@ -1863,7 +1867,15 @@ async fn x15_lost_store_keeps_edits_made_on_either_side(b: Backend) {
             );
         }
     }
+    restart_after_loss(&mut h).await;
+    // And one more edit on each side after the restart.
+    h.graph
+        .user_update_event(MAILBOX, &pairs[0].1, json!({"location": {"displayName": "Raum 12"}}));
+    h.crm
+        .user_update("Contact", pairs[5].0, &[("A031Location", "Sala 3")]);
     h.settle().await.unwrap();
+    assert_eq!(crm_field(&h, pairs[0].0, "A031Location"), "Raum 12");
+    assert_eq!(h.graph.event(MAILBOX, &pairs[5].1).unwrap()["location"]["displayName"], "Sala 3");
     for (i, (crm_id, ev_id)) in pairs.iter().enumerate() {
         let want = if i < 3 {
             format!("X15 pair {i} edited in Outlook")
