@@ -218,6 +218,11 @@ async fn release_mailbox(AxState(app): AxState<Arc<App>>, body: axum::body::Byte
     };
     match crate::guard::release(&app.state, tenant, mailbox, t.cfg.mass_change_window_seconds).await {
         Ok(true) => {
+            app.metrics.set_gauge(
+                "mailbox_held",
+                &[("tenant", tenant), ("mailbox", &mailbox.to_ascii_lowercase())],
+                0,
+            );
             tracing::warn!(tenant, mailbox, "mass-change guard released by an operator");
             Json(json!({"released": mailbox})).into_response()
         }

@@ -535,6 +535,9 @@ pub async fn run() -> anyhow::Result<()> {
         .and_then(|r| r.fields.get("A031Location").cloned())
         .unwrap_or_default();
     println!("   CRM location now: {loc:?}");
+    println!(
+        "   (the one write to Outlook is the new agreed state's fingerprint, an extended property: no meeting mail)"
+    );
     report("location", &b, cw, gw);
 
     // 4. Conflicting subject edits.

@@ -27,6 +27,7 @@ pub fn init(default_filter: &str) {
 #[derive(Default)]
 pub struct Metrics {
     counters: Mutex<BTreeMap<(String, String), u64>>,
+    gauges: Mutex<BTreeMap<(String, String), i64>>,
     latency_ms_sum: AtomicU64,
     latency_count: AtomicU64,
 }
@@ -45,6 +46,32 @@ impl Metrics {
         if let Ok(mut m) = self.counters.lock() {
             *m.entry((name.to_string(), labels)).or_insert(0) += n;
         }
+    }
+
+    /// Sets a gauge (a value that goes up and down, e.g. `mailbox_held`).
+    pub fn set_gauge(&self, name: &str, labels: &[(&str, &str)], value: i64) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace(['"', '\\', '\n'], "_")))
+            .collect::<Vec<_>>()
+            .join(",");
+        if let Ok(mut m) = self.gauges.lock() {
+            m.insert((name.to_string(), labels), value);
+        }
+    }
+
+    /// The current value of a gauge (0 when never set).
+    pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> i64 {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.gauges
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(name.to_string(), labels)).copied())
+            .unwrap_or(0)
     }
 
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -94,6 +121,20 @@ impl Metrics {
                 }
             }
         }
+        if let Ok(m) = self.gauges.lock() {
+            let mut last = String::new();
+            for ((name, labels), v) in m.iter() {
+                if *name != last {
+                    out.push_str(&format!("# TYPE cgc_{name} gauge\n"));
+                    last = name.clone();
+                }
+                if labels.is_empty() {
+                    out.push_str(&format!("cgc_{name} {v}\n"));
+                } else {
+                    out.push_str(&format!("cgc_{name}{{{labels}}} {v}\n"));
+                }
+            }
+        }
         out.push_str("# TYPE cgc_event_latency_ms summary\n");
         out.push_str(&format!(
             "cgc_event_latency_ms_sum {}\ncgc_event_latency_ms_count {}\n",
@@ -121,5 +162,17 @@ mod tests {
             text.contains("cgc_notifications_total{outcome=\"accepted\"} 3"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn gauges_go_up_and_down_and_render_as_gauges() {
+        let m = Metrics::default();
+        m.set_gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")], 1);
+        assert_eq!(m.gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")]), 1);
+        let text = m.render();
+        assert!(text.contains("# TYPE cgc_mailbox_held gauge"), "{text}");
+        assert!(text.contains("cgc_mailbox_held{tenant=\"t\",mailbox=\"a@x\"} 1"), "{text}");
+        m.set_gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")], 0);
+        assert_eq!(m.gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")]), 0);
     }
 }

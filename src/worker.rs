@@ -740,6 +740,17 @@ impl<'a> Sync<'a> {
     ) -> Result<Processed, Failure> {
         let item = self.graph_get(graph_id, list_id).await?;
         let _ = change; // the current state decides, not the reported change type
+        if self.entity == Entity::Appointment
+            && item
+                .as_ref()
+                .and_then(|v| v.get("type"))
+                .and_then(Value::as_str)
+                == Some("occurrence")
+        {
+            // calendarView delta reports occurrences, never the master (expected-behaviour.md
+            // 11): a plain occurrence is carried by its series master and creates nothing.
+            return Ok(noop("a plain occurrence of a series: its master carries it"));
+        }
         let mut link = self
             .state()
             .link_by_graph(self.tid(), self.entity, self.mailbox, graph_id)
@@ -1342,6 +1353,11 @@ impl<'a> Sync<'a> {
                 self.app.metrics.inc(
                     "mass_change_held_total",
                     &[("tenant", self.tid()), ("mailbox", &mailbox)],
+                );
+                self.app.metrics.set_gauge(
+                    "mailbox_held",
+                    &[("tenant", self.tid()), ("mailbox", &mailbox)],
+                    1,
                 );
                 tracing::error!(tenant = %self.tid(), mailbox = %mailbox, pairs, share = cfg.mass_change_share,
                     plan = ?plan.kind, "mass-change guard: too many deletes/unlinks in this mailbox; held, nothing changed; release it through the admin API once checked");

@@ -1805,6 +1805,33 @@ async fn x8_success_folder_found_anywhere_and_every_message_linked(b: Backend) {
     h.stop().await;
 }
 
+async fn x8_slow_event_runs_once_however_long_it_takes(b: Backend) {
+    let h = start(b).await;
+    // Every CRM request takes 12 s: creating the person takes over a minute, longer than the
+    // embedded queue's old 60 s in-flight lease.
+    h.crm.set_delay(Duration::from_secs(12));
+    h.graph.user_create_contact(
+        MAILBOX,
+        json!({"givenName": "Jürgen", "surname": "Groß", "jobTitle": "Einkauf",
+               "emailAddresses": [{"address": "j.gross@kunde.de", "name": "Jürgen Groß"}]}),
+    );
+    let persons = || {
+        h.crm
+            .records("Person")
+            .into_iter()
+            .filter(|r| r.fields.get("EMail").is_some_and(|e| e.eq_ignore_ascii_case("j.gross@kunde.de")))
+            .count()
+    };
+    wait_for("the person in CRM", Duration::from_secs(150), || async { persons() > 0 })
+        .await
+        .unwrap();
+    h.crm.set_delay(Duration::ZERO);
+    h.settle().await.unwrap();
+    assert_eq!(persons(), 1, "the slow event ran once: one person");
+    assert_eq!(dead_letter_count(&h).await, 0);
+    h.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Issue 15: absence is not deletion, lost state is not a fresh start.
 
@@ -2115,6 +2142,10 @@ async fn x15_mass_deletes_hold_the_mailbox_until_released(b: Backend) {
     let left = h.graph.events(MAILBOX).len();
     assert_eq!(left, 12 - 5, "five deletes passed, the rest wait");
     assert!(h.app().metrics.total("mass_change_held_total") > 0);
+    assert_eq!(
+        h.app().metrics.gauge("mailbox_held", &[("tenant", "contoso"), ("mailbox", MAILBOX)]),
+        1
+    );
     let m = admin_get(&h, "/admin/mailboxes").await;
     let mine = m["mailboxes"].as_array().unwrap().iter().find(|m| m["mailbox"] == MAILBOX).unwrap().clone();
     assert_eq!(mine["mass_change_share"], 0.25);
@@ -2132,6 +2163,10 @@ async fn x15_mass_deletes_hold_the_mailbox_until_released(b: Backend) {
     assert_eq!(h.graph.events(MAILBOX).len(), 2, "the held deletes went through");
     let m = admin_get(&h, "/admin/mailboxes").await;
     assert!(m["mailboxes"].as_array().unwrap().iter().all(|m| m["held"] == false), "{m}");
+    assert_eq!(
+        h.app().metrics.gauge("mailbox_held", &[("tenant", "contoso"), ("mailbox", MAILBOX)]),
+        0
+    );
     h.stop().await;
 }
 
@@ -2268,6 +2303,7 @@ on_both_backends!(
     x8_lease_left_by_a_dead_process_blocks_nothing,
     x8_unknown_mailbox_does_not_stop_the_tenant,
     x8_retry_after_holds_every_request_to_the_mailbox,
+    x8_slow_event_runs_once_however_long_it_takes,
     x8_two_crm_edits_in_one_minute_both_reach_outlook,
     x8_task_from_crm_is_created_once_when_the_create_answer_is_lost,
     x8_success_folder_found_anywhere_and_every_message_linked,
