@@ -751,6 +751,18 @@ impl<'a> Sync<'a> {
             // 11): a plain occurrence is carried by its series master and creates nothing.
             return Ok(noop("a plain occurrence of a series: its master carries it"));
         }
+        if self.entity == Entity::Appointment {
+            if let Some(v) = &item {
+                for zone in cgc_core::mapping::time::unknown_time_zones(v) {
+                    // Kept in UTC, never dropped (expected-behaviour.md 40).
+                    self.app
+                        .metrics
+                        .inc("unknown_time_zones_total", &[("tenant", self.tid())]);
+                    tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, item = %graph_id, zone = %zone,
+                        "unknown time zone name; the item's times are read as UTC");
+                }
+            }
+        }
         let mut link = self
             .state()
             .link_by_graph(self.tid(), self.entity, self.mailbox, graph_id)
