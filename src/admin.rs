@@ -65,6 +65,14 @@ async fn auth(AxState(app): AxState<Arc<App>>, req: Request, next: Next) -> Resp
 }
 
 async fn metrics(AxState(app): AxState<Arc<App>>) -> Response {
+    // Rows and items the clients skipped as malformed (never an error for an unrelated event).
+    for t in app.tenants.values() {
+        let labels = [("tenant", t.cfg.id.as_str())];
+        app.metrics
+            .set_gauge("crm_malformed_rows", &labels, t.crm.malformed_rows() as i64);
+        app.metrics
+            .set_gauge("graph_malformed_items", &labels, t.graph.malformed_items() as i64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

@@ -712,6 +712,18 @@ fn stamp(f: &BTreeMap<String, String>) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
+/// The condition "changed on or after the watermark's day" (in the CRM's zone); the exact
+/// time is compared after reading, as `UpdTime` may lack seconds.
+fn changed_since(since: Option<DateTime<Utc>>, zone: chrono_tz::Tz) -> Option<Cond> {
+    let since = since?;
+    let (d, _) = cgc_crm::time::from_utc(since, zone);
+    Some(Cond {
+        field: "UpdDate".into(),
+        op: CondOp::Ge,
+        value: d,
+    })
+}
+
 /// CRM → Graph change detection for every mailbox of a tenant; one failing mailbox never stops
 /// the others (the scheduler's tick does the same with a backoff per mailbox).
 pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
@@ -755,14 +767,7 @@ async fn poll_crm_mailbox(app: &Arc<App>, t: &Arc<Tenant>, m: &MailboxRecord) ->
         tables.push((Entity::Task, vec![rep.clone()]));
     }
     for (entity, mut conds) in tables {
-        if let Some(since) = since {
-            let (d, _) = cgc_crm::time::from_utc(since, zone);
-            conds.push(Cond {
-                field: "UpdDate".into(),
-                op: CondOp::Ge,
-                value: d,
-            });
-        }
+        conds.extend(changed_since(since, zone));
         let records = t
             .crm
             .query_all(
@@ -837,15 +842,7 @@ async fn poll_linked_persons(
     if linked.is_empty() {
         return Ok(vec![]);
     }
-    let mut conds = Vec::new();
-    if let Some(since) = since {
-        let (d, _) = cgc_crm::time::from_utc(since, zone);
-        conds.push(Cond {
-            field: "UpdDate".into(),
-            op: CondOp::Ge,
-            value: d,
-        });
-    }
+    let conds: Vec<Cond> = changed_since(since, zone).into_iter().collect();
     let records = t
         .crm
         .query_all(

@@ -23,6 +23,15 @@ pub fn init(default_filter: &str) {
     };
 }
 
+/// Prometheus label text, values with `"`, `\` and line breaks replaced (never a forged line).
+fn label_text(labels: &[(&str, &str)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace(['"', '\\', '\n'], "_")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Counters by name and label set.
 #[derive(Default)]
 pub struct Metrics {
@@ -38,11 +47,7 @@ impl Metrics {
     }
 
     pub fn add(&self, name: &str, labels: &[(&str, &str)], n: u64) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace(['"', '\\', '\n'], "_")))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = label_text(labels);
         if let Ok(mut m) = self.counters.lock() {
             *m.entry((name.to_string(), labels)).or_insert(0) += n;
         }
@@ -50,11 +55,7 @@ impl Metrics {
 
     /// Sets a gauge (a value that goes up and down, e.g. `mailbox_held`).
     pub fn set_gauge(&self, name: &str, labels: &[(&str, &str)], value: i64) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace(['"', '\\', '\n'], "_")))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = label_text(labels);
         if let Ok(mut m) = self.gauges.lock() {
             m.insert((name.to_string(), labels), value);
         }
@@ -62,11 +63,7 @@ impl Metrics {
 
     /// The current value of a gauge (0 when never set).
     pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> i64 {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = label_text(labels);
         self.gauges
             .lock()
             .ok()
@@ -75,11 +72,7 @@ impl Metrics {
     }
 
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = label_text(labels);
         self.counters
             .lock()
             .ok()

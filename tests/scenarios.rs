@@ -1540,6 +1540,20 @@ async fn x8_malformed_extkey_row_never_fails_an_unrelated_event(b: Backend) {
     );
     assert_eq!(crm_records_with_subject(&h, "X8 after broken row").len(), 1);
     assert_eq!(dead_letter_count(&h).await, 0, "nothing dead-lettered");
+    // Skipped, logged and counted.
+    let metrics = reqwest::get(format!("{}/metrics", h.admin_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let skipped: i64 = metrics
+        .lines()
+        .find(|l| l.starts_with("cgc_crm_malformed_rows{tenant=\"contoso\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("cgc_crm_malformed_rows in /metrics");
+    assert!(skipped > 0, "the broken row was counted: {skipped}");
     h.stop().await;
 }
 
@@ -1687,12 +1701,17 @@ async fn x8_retry_after_holds_every_request_to_the_mailbox(b: Backend) {
         .iter()
         .find(|r| r.status == 429)
         .expect("the simulator throttled a request");
-    // Requests already on their way when the 429 was answered may still arrive within a few
-    // milliseconds; after that, none may start before the window ends.
+    // Requests already on their way when the 429 was answered (at most 3 more: 4 in flight) may
+    // still arrive just after it; none may start later before the window ends.
+    let on_their_way = log
+        .iter()
+        .filter(|r| r.at > first.at && r.at <= first.at + Duration::from_millis(500))
+        .count();
+    assert!(on_their_way <= 3, "{on_their_way} requests right after the 429");
     let inside: Vec<_> = log
         .iter()
         .filter(|r| {
-            r.at > first.at + Duration::from_millis(150) && r.at < first.at + Duration::from_millis(1900)
+            r.at > first.at + Duration::from_millis(500) && r.at < first.at + Duration::from_millis(1900)
         })
         .map(|r| format!("{} {} {}", r.method, r.path, r.status))
         .collect();
