@@ -46,6 +46,12 @@ pub struct App {
     /// Whether an e-mail address has a CRM person, per tenant, with the time it was looked up.
     pub person_cache:
         std::sync::Mutex<std::collections::HashMap<(String, String), (bool, std::time::Instant)>>,
+    /// Receiver: slots for requests served at once (load shedding beyond).
+    pub receiver_slots: Arc<tokio::sync::Semaphore>,
+    /// Receiver: recent subscription look-ups.
+    pub subscription_cache: crate::receiver::SubscriptionCache,
+    /// Receiver: rate-limited summary of dropped notifications.
+    pub drop_log: crate::receiver::DropLog,
 }
 
 /// How long a person look-up (attendee e-mail → CRM person) is reused.
@@ -68,6 +74,10 @@ pub struct Tuning {
     /// How long an event waits before it is tried again while its mailbox is held by the
     /// mass-change guard.
     pub held_retry: Duration,
+    /// Requests the public receiver serves at once; beyond, 503 (load shedding).
+    pub receiver_max_in_flight: usize,
+    /// Longest time one receiver request (body upload included) may take; beyond, 503.
+    pub receiver_request_timeout: Duration,
     /// Attempts before an event is parked in the dead letters.
     pub max_attempts: u32,
 }
@@ -82,6 +92,8 @@ impl Default for Tuning {
             drain: Duration::from_secs(20),
             subscription_lifetime: chrono::Duration::minutes(6 * 24 * 60),
             held_retry: Duration::from_secs(30),
+            receiver_max_in_flight: 256,
+            receiver_request_timeout: Duration::from_secs(10),
             max_attempts: 8,
         }
     }
@@ -179,6 +191,9 @@ impl App {
                 }),
             );
         }
+        let receiver_slots = Arc::new(tokio::sync::Semaphore::new(
+            tuning.receiver_max_in_flight.max(1),
+        ));
         Ok(Arc::new(App {
             config,
             tenants,
@@ -190,6 +205,9 @@ impl App {
             tuning,
             public_url: std::sync::OnceLock::new(),
             person_cache: Default::default(),
+            receiver_slots,
+            subscription_cache: Default::default(),
+            drop_log: Default::default(),
             recent: Default::default(),
         }))
     }

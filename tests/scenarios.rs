@@ -2260,6 +2260,93 @@ async fn x15_committed_graph_writes_with_failed_answers_give_one_item_and_no_con
     h.stop().await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Issue 11 (part): the public receiver.
+
+async fn x11_receiver_caps_batches_and_looks_each_subscription_up_once(b: Backend) {
+    let h = start(b).await;
+    let url = format!("{}/notifications", h.receiver_url());
+    let item = |id: &str| {
+        json!({"subscriptionId": id, "clientState": "x", "changeType": "created",
+               "resource": format!("Users/{MAILBOX}/Events/AAMkFLOOD"), "tenantId": "t",
+               "resourceData": {"id": "AAMkFLOOD"}})
+    };
+    // Over the cap: 413 before any look-up, nothing queued.
+    let lookups = h.app().metrics.total("subscription_lookups_total");
+    let big: Vec<Value> = (0..1001).map(|i| item(&format!("unknown-{i}"))).collect();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({"value": big}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(h.app().metrics.total("subscription_lookups_total"), lookups, "no look-up");
+    // 1,000 notifications for one unknown id (with a line break in it): one look-up, all dropped.
+    let forged = "unknown\n2026-12-03T00:00:00Z ERROR forged line";
+    let many: Vec<Value> = (0..1000).map(|_| item(forged)).collect();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({"value": many}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        h.app().metrics.total("subscription_lookups_total") - lookups,
+        1,
+        "one store look-up for one id"
+    );
+    assert_eq!(
+        h.app().metrics.get("notifications_total", &[("outcome", "unknown_subscription")]),
+        1000
+    );
+    let d = h.app().queue.depth().await.unwrap();
+    assert_eq!(d.ready + d.in_flight + d.delayed, 0, "nothing queued");
+    h.stop().await;
+}
+
+async fn x11_receiver_sheds_load_and_cuts_slow_uploads(b: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let mut h = start(b).await;
+    let mut tuning = crm_graph_connector::demo::fast_tuning(2);
+    tuning.receiver_max_in_flight = 1;
+    tuning.receiver_request_timeout = Duration::from_secs(1);
+    h.restart_with(tuning, crm_graph_connector::app::Roles::ALL)
+        .await
+        .unwrap();
+    let addr = h.receiver_url().trim_start_matches("http://").to_string();
+    // A slow client: headers sent, the body never finished.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /notifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"value\": [",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{}/notifications", h.receiver_url());
+    let r = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({"value": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "shed while the one slot is held: never 202");
+    assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    // The slow upload is cut after the request timeout; the slot is free again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({"value": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(h.app().metrics.get("notification_batches_total", &[("outcome", "timeout")]) >= 1);
+    drop(slow);
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -2330,6 +2417,8 @@ on_both_backends!(
     x15_mass_deletes_hold_the_mailbox_until_released,
     x15_committed_crm_create_with_lost_answer_gives_one_pair,
     x15_committed_graph_writes_with_failed_answers_give_one_item_and_no_conflict,
+    x11_receiver_caps_batches_and_looks_each_subscription_up_once,
+    x11_receiver_sheds_load_and_cuts_slow_uploads,
     x15_lost_store_keeps_edits_made_on_either_side,
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,
