@@ -51,7 +51,9 @@ async fn auth(AxState(app): AxState<Arc<App>>, req: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let ok: bool = given
+    // An empty bearer never matches (and the config refuses an empty token).
+    let ok: bool = !given.is_empty()
+        && given
         .as_bytes()
         .ct_eq(admin.token.expose_secret().as_bytes())
         .into();

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// A configuration mistake, phrased for the person who edits the file.
@@ -317,6 +317,19 @@ fn secret(
     )))
 }
 
+/// The longest window side accepted (ten years): beyond, date arithmetic could overflow.
+const MAX_WINDOW_DAYS: u32 = 3660;
+
+fn days(key: &str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(d) if d <= MAX_WINDOW_DAYS => Ok(d),
+        Some(d) => Err(err(format!(
+            "{key} = {d}: expected a number of days from 0 to {MAX_WINDOW_DAYS}"
+        ))),
+    }
+}
+
 fn env_name(parts: &[&str]) -> String {
     let mut s = String::from("CGC");
     for p in parts {
@@ -439,13 +452,22 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
                 "admin.listen",
                 a.listen.as_deref().unwrap_or("127.0.0.1:9090"),
             )?,
-            token: secret(
-                "admin.token",
-                a.token,
-                a.token_file,
-                &env_name(&["ADMIN", "TOKEN"]),
-                env,
-            )?,
+            token: {
+                let t = secret(
+                    "admin.token",
+                    a.token,
+                    a.token_file,
+                    &env_name(&["ADMIN", "TOKEN"]),
+                    env,
+                )?;
+                // An empty token would turn admin authentication off: refuse it.
+                if t.expose_secret().trim().is_empty() {
+                    return Err(err(
+                        "admin.token is empty: set a long random token (e.g. `openssl rand -hex 32`); an empty one would leave the admin API open".to_string(),
+                    ));
+                }
+                t
+            },
         }),
         None => None,
     };
@@ -601,8 +623,8 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
                     conflict: a.conflict.unwrap_or_default(),
                     exclude_fields,
                 },
-                past_days: a.past_days.unwrap_or(7),
-                future_days: a.future_days.unwrap_or(90),
+                past_days: days(&k("appointments.past_days"), a.past_days, 7)?,
+                future_days: days(&k("appointments.future_days"), a.future_days, 90)?,
             }
         };
         let emails = {
@@ -795,6 +817,55 @@ failure_folder = "Sync_Failure"
         let env = |k: &str| (k == "CGC_CONTOSO_CLIENT_SECRET").then(|| "fromenv".to_string());
         let c = Config::parse(&text, &env).unwrap();
         assert_eq!(c.tenants[0].client_secret.expose_secret(), "fromenv");
+    }
+
+    #[test]
+    fn an_empty_admin_token_is_refused_in_every_form() {
+        let e = Config::parse(&FULL.replace("token = \"admintoken\"", "token = \"\""), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.token is empty"), "{e}");
+        let f = std::env::temp_dir().join(format!("cgc-cfg-tok-{}", std::process::id()));
+        std::fs::write(&f, "\n").unwrap();
+        let text = FULL.replace(
+            "token = \"admintoken\"",
+            &format!("token_file = {:?}", f.display().to_string()),
+        );
+        let e = Config::parse(&text, &no_env).unwrap_err().to_string();
+        assert!(e.contains("admin.token is empty"), "{e}");
+        let text = FULL.replace("token = \"admintoken\"\n", "");
+        let env = |k: &str| (k == "CGC_ADMIN_TOKEN").then(String::new);
+        let e = Config::parse(&text, &env).unwrap_err().to_string();
+        assert!(e.contains("admin.token is empty"), "{e}");
+    }
+
+    #[test]
+    fn mass_change_keys_default_and_are_checked() {
+        let c = Config::parse(FULL, &no_env).unwrap();
+        assert_eq!(c.tenants[0].mass_change_share, 0.25);
+        assert_eq!(c.tenants[0].mass_change_window_seconds, 3600);
+        let text = FULL.replace(
+            "safety_delta_seconds = 21600",
+            "safety_delta_seconds = 21600\nmass_change_share = 0.1\nmass_change_window_seconds = 600",
+        );
+        let c = Config::parse(&text, &no_env).unwrap();
+        assert_eq!(c.tenants[0].mass_change_share, 0.1);
+        assert_eq!(c.tenants[0].mass_change_window_seconds, 600);
+        let text = FULL.replace(
+            "safety_delta_seconds = 21600",
+            "safety_delta_seconds = 21600\nmass_change_share = 1.5",
+        );
+        let e = Config::parse(&text, &no_env).unwrap_err().to_string();
+        assert!(e.contains("mass_change_share"), "{e}");
+    }
+
+    #[test]
+    fn window_days_are_bounded() {
+        let text = FULL.replace("future_days = 90", "future_days = 4294967295");
+        let e = Config::parse(&text, &no_env).unwrap_err().to_string();
+        assert!(e.contains("appointments.future_days") && e.contains("3660"), "{e}");
+        let text = FULL.replace("past_days = 7", "past_days = 3660");
+        assert!(Config::parse(&text, &no_env).is_ok());
     }
 
     #[test]
