@@ -103,17 +103,15 @@ fn is_due(last: Option<Instant>, every_secs: u64) -> bool {
 /// The scheduler loop.
 pub async fn run(app: Arc<App>) {
     let mut due: HashMap<String, Due> = HashMap::new();
-    let mut leader = false;
+    let mut was_leader = false;
+    // Leadership is renewed in the background, so a long tick never lets the lease lapse and
+    // never lets a second scheduler become active beside this one.
+    let leadership = Leadership::spawn(app.state.store().clone(), app.instance.clone(), LEADER_LEASE);
     loop {
-        let got = app
-            .state
-            .store()
-            .lease("scheduler", &app.instance, LEADER_LEASE)
-            .await
-            .unwrap_or(false);
-        if got != leader {
-            tracing::info!(active = got, "scheduler leadership changed");
-            leader = got;
+        let leader = leadership.is_leader();
+        if leader != was_leader {
+            tracing::info!(active = leader, "scheduler leadership changed");
+            was_leader = leader;
         }
         if leader {
             for tenant in app.tenants.values() {
@@ -128,10 +126,115 @@ pub async fn run(app: Arc<App>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(app.tuning.scheduler_tick) => {},
+            _ = leadership.changed() => {},
             _ = app.shutdown.cancelled() => break,
         }
     }
-    let _ = app.state.store().unlease("scheduler", &app.instance).await;
+    leadership.resign().await;
+}
+
+/// The scheduler's leader lease, taken and renewed every third of its lifetime by a task of its
+/// own; `is_leader` tells whether this process holds it now.
+pub struct Leadership {
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    notify: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+    store: Arc<dyn cgc_backends::Store>,
+    holder: String,
+}
+
+impl Leadership {
+    pub fn spawn(store: Arc<dyn cgc_backends::Store>, holder: String, lease: Duration) -> Leadership {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (f, n, s, h) = (flag.clone(), notify.clone(), store.clone(), holder.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let got = s.lease("scheduler", &h, lease).await.unwrap_or(false);
+                if f.swap(got, std::sync::atomic::Ordering::SeqCst) != got {
+                    n.notify_one();
+                }
+                tokio::time::sleep(lease / 3).await;
+            }
+        });
+        Leadership {
+            flag,
+            notify,
+            task,
+            store,
+            holder,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn changed(&self) {
+        self.notify.notified().await
+    }
+
+    /// Stops renewing and frees the lease for another scheduler.
+    pub async fn resign(self) {
+        self.task.abort();
+        let _ = self.store.unlease("scheduler", &self.holder).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Arc<dyn cgc_backends::Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let s: Arc<dyn cgc_backends::Store> =
+            Arc::new(cgc_backends::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn leadership_is_renewed_in_the_background_and_never_shared() {
+        let (_d, s) = store();
+        let lease = Duration::from_millis(300);
+        let a = Leadership::spawn(s.clone(), "a".into(), lease);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(a.is_leader());
+        let b = Leadership::spawn(s.clone(), "b".into(), lease);
+        // Several lease lifetimes pass while a's loop could be busy: a keeps it, b never gets it.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(a.is_leader() && !b.is_leader());
+        }
+        // a resigns: b takes over within one renewal period.
+        a.resign().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(b.is_leader());
+        b.resign().await;
+    }
+
+    #[test]
+    fn a_failing_mailbox_backs_off_alone() {
+        let mut d = Due::default();
+        assert!(!d.blocked(Job::Delta, "a@x"));
+        d.backoff
+            .insert((Job::Delta, "a@x".into()), (1, Instant::now() + Duration::from_secs(5)));
+        assert!(d.blocked(Job::Delta, "a@x"));
+        assert!(!d.blocked(Job::Delta, "b@x"), "another mailbox is not held back");
+        assert!(!d.blocked(Job::CrmPoll, "a@x"), "another job of the mailbox is not held back");
+    }
+
+    #[test]
+    fn crm_stamps_follow_content_not_update_time() {
+        let f = |subject: &str, time: &str| {
+            BTreeMap::from([
+                ("Subject".to_string(), subject.to_string()),
+                ("UpdDate".to_string(), "2026-12-03".to_string()),
+                ("UpdTime".to_string(), time.to_string()),
+            ])
+        };
+        assert_ne!(stamp(&f("a", "10:00")), stamp(&f("b", "10:00")), "same minute, new content");
+        assert_eq!(stamp(&f("a", "10:00")), stamp(&f("a", "10:01")), "same content");
+    }
 }
 
 async fn tick(
@@ -742,11 +845,11 @@ async fn poll_crm_mailbox(app: &Arc<App>, t: &Arc<Tenant>, m: &MailboxRecord) ->
     let started = Utc::now();
     let zone = t.cfg.crm_time_zone;
     let wm_key = format!("crm:{}", m.mailbox);
-    let since = app
-        .state
-        .watermark(&t.cfg.id, &wm_key)
-        .await?
-        .map(|w| w - POLL_OVERLAP);
+    let old_watermark = app.state.watermark(&t.cfg.id, &wm_key).await?;
+    let since = old_watermark.map(|w| w - POLL_OVERLAP);
+    // The newest change time seen, in the CRM's own clock: the next poll starts there, so a CRM
+    // clock behind the connector's loses nothing.
+    let mut newest: Option<DateTime<Utc>> = None;
     let mut events = Vec::new();
     let mut tables: Vec<(Entity, Vec<Cond>)> = Vec::new();
     let rep = Cond {
@@ -785,6 +888,9 @@ async fn poll_crm_mailbox(app: &Arc<App>, t: &Arc<Tenant>, m: &MailboxRecord) ->
             .await?;
         for r in records {
             let changed = crate::worker::crm_changed_at(&r.fields, zone);
+            if let Some(c) = changed {
+                newest = newest.max(Some(c));
+            }
             if let (Some(since), Some(c)) = (since, changed) {
                 if c < since {
                     continue;
@@ -820,7 +926,9 @@ async fn poll_crm_mailbox(app: &Arc<App>, t: &Arc<Tenant>, m: &MailboxRecord) ->
         events.extend(poll_linked_persons(app, t, &m.mailbox, since).await?);
     }
     publish(app, events).await?;
-    app.state.put_watermark(&t.cfg.id, &wm_key, started).await?;
+    if let Some(wm) = newest.max(old_watermark) {
+        app.state.put_watermark(&t.cfg.id, &wm_key, wm).await?;
+    }
     Ok(())
 }
 

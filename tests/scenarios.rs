@@ -2347,6 +2347,20 @@ async fn x11_receiver_sheds_load_and_cuts_slow_uploads(b: Backend) {
     h.stop().await;
 }
 
+async fn x11_crm_clock_behind_the_connector_loses_no_change(b: Backend) {
+    // The CRM's clock stands ten minutes behind the connector's: every UpdDate/UpdTime it writes
+    // is older than the connector's own time of the previous poll.
+    let h = start(b).await;
+    h.crm
+        .set_clock(Some(chrono::Utc::now() - chrono::Duration::minutes(10)));
+    let (crm_id, ev_id) = crm_appointment(&h, "X11 clock", 2).await;
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "X11 clock edited")]);
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "X11 clock edited");
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -2419,6 +2433,7 @@ on_both_backends!(
     x15_committed_graph_writes_with_failed_answers_give_one_item_and_no_conflict,
     x11_receiver_caps_batches_and_looks_each_subscription_up_once,
     x11_receiver_sheds_load_and_cuts_slow_uploads,
+    x11_crm_clock_behind_the_connector_loses_no_change,
     x15_lost_store_keeps_edits_made_on_either_side,
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,
