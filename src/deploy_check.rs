@@ -59,6 +59,23 @@ mod tests {
     }
 
     #[test]
+    fn compose_publishes_no_broker_or_store_port_and_the_admin_api_on_loopback_only() {
+        let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let services = &doc["services"];
+        for name in ["rabbitmq", "redis"] {
+            assert!(
+                services[name].get("ports").is_none(),
+                "{name} must not publish ports (guest credentials)"
+            );
+        }
+        for p in services["scheduler"]["ports"].as_sequence().unwrap() {
+            let p = p.as_str().unwrap();
+            assert!(p.starts_with("127.0.0.1:"), "admin port {p} published beyond loopback");
+        }
+    }
+
+    #[test]
     fn compose_config_follows_the_config_contract() {
         let text = std::fs::read_to_string(root().join("deploy/config.compose.toml")).unwrap();
         let dir = std::env::temp_dir().join(format!("cgc-secrets-{}", std::process::id()));

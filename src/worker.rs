@@ -95,6 +95,11 @@ pub struct Processed {
     pub writes: usize,
 }
 
+/// Attendee addresses of one item looked up in CRM at most (the rest count as unknown persons).
+pub const MAX_ATTENDEES_LOOKED_UP: usize = 200;
+/// Entries the attendee look-up cache holds at most.
+const PERSON_CACHE_MAX: usize = 20_000;
+
 /// How long an idempotency claim is held while an event is processed.
 const CLAIM_LEASE: Duration = Duration::from_secs(120);
 /// How long a done mark is kept.
@@ -240,6 +245,14 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             reason: format!("unknown tenant {:?} (not in the config file)", ev.tenant),
         });
     };
+    // A queue message is a claim: act only for a mailbox the tenant may sync.
+    if !tenant.cfg.owns_mailbox(&ev.mailbox) {
+        app.metrics
+            .inc("events_total", &[("outcome", "refused_mailbox")]);
+        tracing::warn!(tenant = %ev.tenant, mailbox = %crate::receiver::loggable_id(&ev.mailbox),
+            "event names a mailbox outside the tenant's domains; refused");
+        return Ok(noop("mailbox outside the tenant's domains: nothing read or written"));
+    }
     let cause = match ev.source {
         Source::Notification | Source::Lifecycle => Cause::Notification,
         Source::Delta => Cause::Delta,
@@ -495,7 +508,17 @@ impl<'a> Sync<'a> {
         let crm = &self.tenant.crm;
         if let Some(id) = crm_id_on_item(item) {
             if let Some(f) = self.crm_get(id).await? {
-                if !is_deleted(&f) {
+                // The CRM id on an item is a claim by whoever edits the item: an appointment is
+                // linked on it only when the record belongs to this rep (RepID or participant).
+                let foreign = self.entity == Entity::Appointment
+                    && self.out_of_scope(&f).await?.is_some();
+                if foreign {
+                    tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, crm_id = id,
+                        "the item claims a CRM record of another rep; claim ignored");
+                    self.app
+                        .metrics
+                        .inc("foreign_crm_id_claims_total", &[("tenant", self.tid())]);
+                } else if !is_deleted(&f) {
                     return Ok(Matched::One(id));
                 }
             }
@@ -665,7 +688,11 @@ impl<'a> Sync<'a> {
             }
         }
         let mut known = BTreeSet::new();
-        for addr in addrs {
+        if addrs.len() > MAX_ATTENDEES_LOOKED_UP {
+            tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, attendees = addrs.len(),
+                cap = MAX_ATTENDEES_LOOKED_UP, "very large attendee list: only the first addresses are looked up in CRM");
+        }
+        for addr in addrs.into_iter().take(MAX_ATTENDEES_LOOKED_UP) {
             if addr.is_empty() {
                 continue;
             }
@@ -700,6 +727,13 @@ impl<'a> Sync<'a> {
                 .await?;
             let is_known = found.records.iter().any(|r| !is_deleted(&r.fields));
             if let Ok(mut c) = self.app.person_cache.lock() {
+                if c.len() >= PERSON_CACHE_MAX {
+                    // Bounded: drop what has expired, and everything if that is not enough.
+                    c.retain(|_, (_, at)| at.elapsed() < crate::app::PERSON_CACHE_TTL);
+                    if c.len() >= PERSON_CACHE_MAX {
+                        c.clear();
+                    }
+                }
                 c.insert(cache_key, (is_known, Instant::now()));
             }
             if is_known {

@@ -2361,6 +2361,94 @@ async fn x11_crm_clock_behind_the_connector_loses_no_change(b: Backend) {
     h.stop().await;
 }
 
+async fn x11_queue_message_for_a_foreign_mailbox_is_refused(b: Backend) {
+    use crm_graph_connector::event::{Change, EventKind, EventV1, Source};
+    let h = start(b).await;
+    let graph_before = h.graph.requests().len();
+    let ev = EventV1 {
+        tenant: "contoso".into(),
+        mailbox: "ceo@elsewhere.test".into(),
+        source: Source::Notification,
+        kind: EventKind::GraphItem {
+            entity: cgc_core::Entity::Appointment,
+            item_id: "AAMkFOREIGN".into(),
+            change: Change::Created,
+            etag: None,
+            list_id: None,
+        },
+        observed_at: chrono::Utc::now(),
+        subscription_id: None,
+    };
+    h.app()
+        .queue
+        .publish(vec![ev.into_envelope(Default::default())])
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(
+        h.app().metrics.get("events_total", &[("outcome", "refused_mailbox")]),
+        1
+    );
+    assert!(
+        h.graph.requests()[graph_before..]
+            .iter()
+            .all(|r| !r.path.to_ascii_lowercase().contains("elsewhere.test")),
+        "the foreign mailbox was never read"
+    );
+    h.stop().await;
+}
+
+async fn x11_crm_id_claim_of_another_reps_record_is_ignored(b: Backend) {
+    let h = start(b).await;
+    let (date, time) = crm_slot(5, 9);
+    let foreign = h.crm.user_insert(
+        "Contact",
+        &[("Contact", "Visit"), ("Subject", "X11 board only"), ("Date", &date), ("Time", &time),
+          ("EndDate", &date), ("RepID", "77")],
+    );
+    let mut ev = outlook_event(5, "X11 claims the board record");
+    ev["singleValueExtendedProperties"] =
+        json!([{"id": cgc_graph::CRM_ID_PROPERTY, "value": foreign.to_string()}]);
+    h.graph.user_create_event(MAILBOX, ev);
+    wait_for("the event's own record", Duration::from_secs(20), || async {
+        !crm_records_with_subject(&h, "X11 claims the board record").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(
+        crm_field(&h, foreign, "Subject"),
+        "X11 board only",
+        "another rep's record is never linked on a claim"
+    );
+    assert!(h.app().metrics.total("foreign_crm_id_claims_total") >= 1);
+    h.stop().await;
+}
+
+async fn x11_huge_attendee_lists_cost_bounded_crm_look_ups(b: Backend) {
+    let h = start(b).await;
+    let mut ev = outlook_event(6, "X11 all hands");
+    let many: Vec<Value> = (0..1000)
+        .map(|i| json!({"type": "required", "emailAddress": {"address": format!("p{i}@kunde.example.in"), "name": "P"}}))
+        .collect();
+    ev["attendees"] = Value::Array(many);
+    let before = h.crm.request_count();
+    h.graph.user_create_event(MAILBOX, ev);
+    wait_for("the record", Duration::from_secs(60), || async {
+        !crm_records_with_subject(&h, "X11 all hands").is_empty()
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let spent = h.crm.request_count() - before;
+    assert!(
+        spent < 400,
+        "{spent} CRM requests for one invitation with 1,000 attendees (cap {})",
+        crm_graph_connector::worker::MAX_ATTENDEES_LOOKED_UP
+    );
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -2434,6 +2522,9 @@ on_both_backends!(
     x11_receiver_caps_batches_and_looks_each_subscription_up_once,
     x11_receiver_sheds_load_and_cuts_slow_uploads,
     x11_crm_clock_behind_the_connector_loses_no_change,
+    x11_queue_message_for_a_foreign_mailbox_is_refused,
+    x11_crm_id_claim_of_another_reps_record_is_ignored,
+    x11_huge_attendee_lists_cost_bounded_crm_look_ups,
     x15_lost_store_keeps_edits_made_on_either_side,
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,
