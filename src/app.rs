@@ -46,6 +46,10 @@ pub struct App {
     /// Whether an e-mail address has a CRM person, per tenant, with the time it was looked up.
     pub person_cache:
         std::sync::Mutex<std::collections::HashMap<(String, String), (bool, std::time::Instant)>>,
+    /// Role loops (workers, scheduler) running now; see [`supervise`].
+    pub live_loops: std::sync::atomic::AtomicUsize,
+    /// This process was started with worker or scheduler loops (readiness then needs one alive).
+    pub expects_loops: std::sync::atomic::AtomicBool,
     /// Receiver: slots for requests served at once (load shedding beyond).
     pub receiver_slots: Arc<tokio::sync::Semaphore>,
     /// Receiver: recent subscription look-ups.
@@ -206,6 +210,8 @@ impl App {
             public_url: std::sync::OnceLock::new(),
             person_cache: Default::default(),
             receiver_slots,
+            live_loops: Default::default(),
+            expects_loops: Default::default(),
             subscription_cache: Default::default(),
             drop_log: Default::default(),
             recent: Default::default(),
@@ -318,21 +324,100 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
             });
         }
     }
+    app.expects_loops.store(
+        roles.worker || roles.scheduler,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     if roles.worker {
         for n in 0..app.tuning.workers.max(1) {
-            let app = app.clone();
-            tracker.spawn(async move { crate::worker::consume(app, n).await });
+            let a = app.clone();
+            tracker.spawn(supervise(app.clone(), "worker", move || {
+                crate::worker::consume(a.clone(), n)
+            }));
         }
     }
     if roles.scheduler {
-        let app2 = app.clone();
-        tracker.spawn(async move { crate::scheduler::run(app2).await });
+        let a = app.clone();
+        tracker.spawn(supervise(app.clone(), "scheduler", move || {
+            crate::scheduler::run(a.clone())
+        }));
     }
     Ok(Running {
         app,
         bound,
         tracker,
     })
+}
+
+/// Runs a role's loop and starts it again when it panics (logged and counted as
+/// `loop_restarts_total{role}`), until shutdown. `live_loops` counts the loops running now, so
+/// readiness can tell a process whose loops died.
+pub async fn supervise<F, Fut>(app: Arc<App>, role: &'static str, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    supervise_with(&app.shutdown, &app.metrics, &app.live_loops, role, start).await
+}
+
+/// [`supervise`] with its parts passed explicitly (tested on its own).
+pub async fn supervise_with<F, Fut>(
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+    live: &std::sync::atomic::AtomicUsize,
+    role: &'static str,
+    start: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = tokio::spawn(start()).await;
+        live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        match r {
+            Ok(()) => return,
+            Err(e) if shutdown.is_cancelled() => {
+                tracing::debug!(role, error = %e, "loop ended at shutdown");
+                return;
+            }
+            Err(e) => {
+                metrics.inc("loop_restarts_total", &[("role", role)]);
+                tracing::error!(role, error = %e, "loop ended unexpectedly (panic); starting it again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod supervise_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_panicking_loop_is_started_again_and_counted() {
+        let shutdown = CancellationToken::new();
+        let metrics = Metrics::default();
+        let live = AtomicUsize::new(0);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        supervise_with(&shutdown, &metrics, &live, "worker", move || {
+            let r = r.clone();
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("injected panic in a worker loop");
+                }
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "started again after the panic");
+        assert_eq!(metrics.get("loop_restarts_total", &[("role", "worker")]), 1);
+        assert_eq!(live.load(Ordering::SeqCst), 0, "no loop left running");
+    }
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -149,6 +149,11 @@ impl DropLog {
 }
 
 async fn readyz(AxState(app): AxState<Arc<App>>) -> Response {
+    if app.expects_loops.load(std::sync::atomic::Ordering::SeqCst)
+        && app.live_loops.load(std::sync::atomic::Ordering::SeqCst) == 0
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no worker or scheduler loop is running").into_response();
+    }
     match app.queue.depth().await {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (
