@@ -118,7 +118,9 @@ async fn graph_redirect_is_an_error_and_not_followed() {
             .await
             .expect_err("a redirect is an error");
         match &err {
-            GraphError::Http { status: s, code, .. } => {
+            GraphError::Http {
+                status: s, code, ..
+            } => {
                 assert_eq!(*s, status.as_u16());
                 assert_eq!(code, "Redirect");
             }
@@ -218,19 +220,28 @@ async fn stored_foreign_delta_link_is_a_sync_reset_and_not_requested() {
     for link in [
         format!("{other}/v1.0/users/m/contacts/delta?$deltatoken=1"),
         // Same host and port, other scheme.
-        format!("{}/v1.0/users/m/contacts/delta", base.replace("http:", "https:")),
+        format!(
+            "{}/v1.0/users/m/contacts/delta",
+            base.replace("http:", "https:")
+        ),
         "not a url".to_string(),
     ] {
         let err = c
             .contacts_delta("m@x.test", DeltaStart::Link(link.clone()))
             .await
             .expect_err("reset");
-        assert!(matches!(err, GraphError::SyncReset { .. }), "{link}: {err:?}");
+        assert!(
+            matches!(err, GraphError::SyncReset { .. }),
+            "{link}: {err:?}"
+        );
         let err = c
             .tasks_delta("m@x.test", "list", DeltaStart::Link(link.clone()))
             .await
             .expect_err("reset");
-        assert!(matches!(err, GraphError::SyncReset { .. }), "{link}: {err:?}");
+        assert!(
+            matches!(err, GraphError::SyncReset { .. }),
+            "{link}: {err:?}"
+        );
     }
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }

@@ -22,22 +22,25 @@ pub(crate) const FALLBACK_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The lifetime a token answer's `expires_in` (a number or a numeric string) stands for.
 pub(crate) fn token_lifetime(expires_in: &Value) -> Duration {
-    let secs: Option<f64> = match expires_in {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
+    parsed_lifetime(expires_in).unwrap_or(FALLBACK_LIFETIME)
+}
+
+/// `expires_in` as a lifetime capped at [`MAX_LIFETIME`]; `None` when missing or unusable.
+fn parsed_lifetime(expires_in: &Value) -> Option<Duration> {
+    let secs: f64 = match expires_in {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
     };
-    match secs {
-        // NaN fails the comparison; +inf is capped like any huge value.
-        Some(s) if s >= 1.0 => {
-            if s >= MAX_LIFETIME.as_secs_f64() {
-                MAX_LIFETIME
-            } else {
-                Duration::from_secs(s as u64)
-            }
-        }
-        _ => FALLBACK_LIFETIME,
+    // +inf is capped like any huge value.
+    if secs.is_nan() || secs < 1.0 {
+        return None;
     }
+    Some(if secs >= MAX_LIFETIME.as_secs_f64() {
+        MAX_LIFETIME
+    } else {
+        Duration::from_secs(secs as u64)
+    })
 }
 
 #[derive(Default)]
@@ -127,7 +130,7 @@ async fn fetch(
         return Err(map_token_error(status, &content_type, &body));
     };
     let lifetime = token_lifetime(&v["expires_in"]);
-    if lifetime == FALLBACK_LIFETIME && !v["expires_in"].is_u64() {
+    if parsed_lifetime(&v["expires_in"]).is_none() {
         tracing::warn!(
             "token answer without a usable `expires_in`; assuming {} s",
             FALLBACK_LIFETIME.as_secs()
