@@ -430,10 +430,15 @@ async fn sync_state_property_is_set_alone_and_read_back_with_the_crm_id() {
 
 // ------------------------------------------------------------------ malformed answers
 
-async fn malformed_graph(uri: Uri) -> axum::response::Response {
+async fn malformed_graph(uri: Uri, headers: axum::http::HeaderMap) -> axum::response::Response {
     use axum::response::IntoResponse;
     let path = uri.path().to_string();
-    let base = "http://placeholder";
+    // Links must stay on the server's own host and port (others are never requested).
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("placeholder");
+    let base = format!("http://{host}/v1.0");
     let body = if path.ends_with("/oauth2/v2.0/token") {
         json!({ "token_type": "Bearer", "expires_in": 3599, "access_token": "t" })
     } else if path.contains("/delta") {

@@ -76,6 +76,9 @@ impl CrmClient {
             });
         }
         let http = reqwest::Client::builder()
+            // Never follow a redirect: the request body carries the CRM password, and a 307/308
+            // would send it on to wherever the answer points. A 3xx is an error instead.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| CrmError::Transport {
@@ -152,6 +155,32 @@ impl CrmClient {
             Err(e) => return Err(transport_error(e)),
         };
         let status = resp.status();
+        if status.is_redirection() {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(redirect_target)
+                .unwrap_or_else(|| "(no Location)".into());
+            tracing::warn!(status = status.as_u16(), to = %to, "CRM.interface answered a redirect; not followed");
+            return Err(CrmError::Transport {
+                status: Some(status.as_u16()),
+                excerpt: format!(
+                    "a redirect to {to}; redirects are not followed (the request carries the password) - check crm_url"
+                ),
+            });
+        }
+        if status.is_success()
+            && let Some(len) = resp.content_length()
+            && len > MAX_DOCUMENT_BYTES as u64
+        {
+            return Err(CrmError::parse(
+                format!(
+                    "answer larger than {MAX_DOCUMENT_BYTES} bytes (Content-Length {len}); not read"
+                ),
+                "",
+            ));
+        }
         let mut buf: Vec<u8> = Vec::new();
         let cap = if status.is_success() {
             MAX_DOCUMENT_BYTES
@@ -484,6 +513,18 @@ fn check_names(commands: &[Command]) -> Result<(), CrmError> {
         }
     }
     Ok(())
+}
+
+/// Scheme, host and port of a redirect's `Location` (never its path or query), for messages.
+fn redirect_target(location: &str) -> String {
+    match reqwest::Url::parse(location) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => "(a URL without host)".into(),
+        },
+        Err(_) => "(a relative or invalid URL)".into(),
+    }
 }
 
 fn transport_error(e: reqwest::Error) -> CrmError {

@@ -1,5 +1,9 @@
 //! Client-credentials token: cached per client, refreshed 5 minutes before expiry,
 //! one refresh in flight (the cache lock is held while fetching).
+//!
+//! `expires_in` is read defensively ([`token_lifetime`]): capped at [`MAX_LIFETIME`] (24 h);
+//! missing, non-numeric, zero or negative values count as [`FALLBACK_LIFETIME`] (5 minutes, so
+//! the token is refreshed after half of that). No arithmetic on it can overflow.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +15,33 @@ use super::errors::{GraphError, map_token_error};
 
 /// Refresh this long before the token expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Longest lifetime believed, whatever `expires_in` says.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Lifetime assumed when `expires_in` is missing, not a number, zero or negative.
+pub(crate) const FALLBACK_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The lifetime a token answer's `expires_in` (a number or a numeric string) stands for.
+pub(crate) fn token_lifetime(expires_in: &Value) -> Duration {
+    parsed_lifetime(expires_in).unwrap_or(FALLBACK_LIFETIME)
+}
+
+/// `expires_in` as a lifetime capped at [`MAX_LIFETIME`]; `None` when missing or unusable.
+fn parsed_lifetime(expires_in: &Value) -> Option<Duration> {
+    let secs: f64 = match expires_in {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    // +inf is capped like any huge value.
+    if secs.is_nan() || secs < 1.0 {
+        return None;
+    }
+    Some(if secs >= MAX_LIFETIME.as_secs_f64() {
+        MAX_LIFETIME
+    } else {
+        Duration::from_secs(secs as u64)
+    })
+}
 
 #[derive(Default)]
 pub(crate) struct TokenCache {
@@ -34,16 +65,16 @@ impl TokenCache {
         {
             return Ok(c.token.clone());
         }
-        let (token, expires_in) = fetch(http, cfg).await?;
-        let lifetime = Duration::from_secs(expires_in);
+        let (token, lifetime) = fetch(http, cfg).await?;
         let usable = if lifetime > REFRESH_MARGIN * 2 {
-            lifetime - REFRESH_MARGIN
+            lifetime.saturating_sub(REFRESH_MARGIN)
         } else {
             lifetime / 2
         };
+        let now = Instant::now();
         *guard = Some(Cached {
             token: token.clone(),
-            refresh_at: Instant::now() + usable,
+            refresh_at: now.checked_add(usable).unwrap_or(now),
         });
         Ok(token)
     }
@@ -56,7 +87,7 @@ impl TokenCache {
 async fn fetch(
     http: &reqwest::Client,
     cfg: &GraphConfig,
-) -> Result<(SecretString, u64), GraphError> {
+) -> Result<(SecretString, Duration), GraphError> {
     let url = format!(
         "{}/{}/oauth2/v2.0/token",
         cfg.login_url.trim_end_matches('/'),
@@ -98,10 +129,55 @@ async fn fetch(
     let Some(token) = v["access_token"].as_str().filter(|t| !t.is_empty()) else {
         return Err(map_token_error(status, &content_type, &body));
     };
-    let expires_in = match &v["expires_in"] {
-        Value::Number(n) => n.as_u64().unwrap_or(3599),
-        Value::String(s) => s.parse().unwrap_or(3599),
-        _ => 3599,
-    };
-    Ok((SecretString::from(token.to_string()), expires_in))
+    let lifetime = token_lifetime(&v["expires_in"]);
+    if parsed_lifetime(&v["expires_in"]).is_none() {
+        tracing::warn!(
+            "token answer without a usable `expires_in`; assuming {} s",
+            FALLBACK_LIFETIME.as_secs()
+        );
+    }
+    Ok((SecretString::from(token.to_string()), lifetime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lifetime_is_capped_and_never_overflows() {
+        for v in [
+            json!(u64::MAX),
+            json!(1e300),
+            json!(f64::MAX),
+            json!("18446744073709551615"),
+            json!("1e400"),
+            json!(86_401),
+        ] {
+            assert_eq!(token_lifetime(&v), MAX_LIFETIME, "{v}");
+        }
+        assert_eq!(token_lifetime(&json!(3599)), Duration::from_secs(3599));
+        assert_eq!(token_lifetime(&json!("3599")), Duration::from_secs(3599));
+        assert_eq!(token_lifetime(&json!(3599.7)), Duration::from_secs(3599));
+    }
+
+    #[test]
+    fn missing_negative_or_invalid_lifetime_is_short() {
+        for v in [
+            Value::Null,
+            json!(-5),
+            json!(i64::MIN),
+            json!(0),
+            json!(0.5),
+            json!("soon"),
+            json!("-3600"),
+            json!("NaN"),
+            json!("-inf"),
+            json!(true),
+            json!([3600]),
+            json!({ "s": 3600 }),
+        ] {
+            assert_eq!(token_lifetime(&v), FALLBACK_LIFETIME, "{v}");
+        }
+    }
 }

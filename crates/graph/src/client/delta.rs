@@ -17,7 +17,9 @@ pub enum DeltaStart {
     },
     /// A fresh round without a window (contacts, tasks).
     Initial,
-    /// The `@odata.deltaLink` stored after the previous round, used as-is.
+    /// The `@odata.deltaLink` stored after the previous round, used as-is (one outside
+    /// `graph_url`'s scheme, host and port is not requested: the round fails with
+    /// [`GraphError::SyncReset`]).
     Link(String),
 }
 
@@ -36,7 +38,20 @@ pub struct DeltaRound {
 /// Maximum pages in one round before we call it a loop.
 const MAX_PAGES: u32 = 100_000;
 
+/// A delta link outside `graph_url` is never requested (the token would go with it): the round
+/// is treated like an expired delta state, a [`GraphError::SyncReset`] (start over from scratch).
+fn foreign_delta_link(what: &str, url: &str) -> GraphError {
+    tracing::warn!(
+        host = %super::host_of(url),
+        "{what} points outside graph_url; not followed, treating it as a delta reset"
+    );
+    GraphError::SyncReset { location: None }
+}
+
 impl GraphClient {
+    /// One complete round from `first`. Every link followed (and the final deltaLink) must have
+    /// `graph_url`'s scheme, host and port; otherwise the round ends with
+    /// [`GraphError::SyncReset`] and nothing is requested there.
     pub(crate) async fn delta_round(
         &self,
         first: String,
@@ -47,6 +62,9 @@ impl GraphClient {
         let mut order: Vec<String> = Vec::new();
         let mut state: std::collections::HashMap<String, Option<Value>> =
             std::collections::HashMap::new();
+        if !self.is_graph_url(&first) {
+            return Err(foreign_delta_link("the stored delta link", &first));
+        }
         let mut next = first;
         let mut pages = 0u32;
         loop {
@@ -84,10 +102,16 @@ impl GraphClient {
                 state.insert(id.to_string(), entry);
             }
             if let Some(n) = page["@odata.nextLink"].as_str() {
+                if !self.is_graph_url(n) {
+                    return Err(foreign_delta_link("@odata.nextLink", n));
+                }
                 next = n.to_string();
                 continue;
             }
             if let Some(d) = page["@odata.deltaLink"].as_str() {
+                if !self.is_graph_url(d) {
+                    return Err(foreign_delta_link("@odata.deltaLink", d));
+                }
                 let mut round = DeltaRound {
                     delta_link: d.to_string(),
                     ..DeltaRound::default()

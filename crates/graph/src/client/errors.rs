@@ -106,6 +106,17 @@ pub(crate) fn map_status(
         return GraphError::SyncReset { location };
     }
     match status {
+        300..=399 => GraphError::Http {
+            status,
+            code: "Redirect".into(),
+            message: format!(
+                "Graph answered a redirect{}; redirects are not followed - check `graph_url`",
+                match location.as_deref() {
+                    Some(l) => format!(" to {}", super::host_of(l)),
+                    None => String::new(),
+                }
+            ),
+        },
         404 => GraphError::NotFound,
         412 => GraphError::PreconditionFailed,
         403 => GraphError::AccessDenied {
@@ -148,6 +159,15 @@ pub(crate) fn map_status(
 
 /// Maps a failed token-endpoint answer to an admin-actionable [`GraphError::Auth`].
 pub(crate) fn map_token_error(status: u16, content_type: &str, body: &str) -> GraphError {
+    if (300..400).contains(&status) {
+        return GraphError::Auth {
+            code: "TokenRedirect".into(),
+            message: format!(
+                "token endpoint answered HTTP {status} (a redirect); redirects are not followed, so the \
+                 client secret stays put - check `login_url` (expected https://login.microsoftonline.com)"
+            ),
+        };
+    }
     let v: Option<Value> = serde_json::from_str(body).ok();
     let Some(v) = v.filter(|v| v.is_object()) else {
         let what = if content_type.contains("html") || body.trim_start().starts_with('<') {

@@ -3,7 +3,10 @@
 //! * one token per client, cached and refreshed 5 minutes before expiry, one refresh in flight;
 //! * at most 4 requests in flight per mailbox (tokio semaphore per mailbox);
 //! * 429 / 503 `Retry-After` honoured exactly, a bounded number of times;
-//! * exponential backoff with jitter on 5xx / timeouts for idempotent calls only.
+//! * exponential backoff with jitter on 5xx / timeouts for idempotent calls only;
+//! * redirects are never followed (a 3xx answer is an error), and the access token is only ever
+//!   sent to `graph_url`'s scheme, host and port: a URL from an answer (`@odata.nextLink`,
+//!   `@odata.deltaLink`) that points elsewhere is never requested.
 
 mod auth;
 mod delta;
@@ -71,6 +74,8 @@ struct Inner {
     http: reqwest::Client,
     cfg: GraphConfig,
     graph_url: String,
+    /// Scheme, host and port of `graph_url`: the only place the access token goes.
+    origin: Origin,
     token: auth::TokenCache,
     policy: RetryPolicy,
     /// Per mailbox (lower case): no request starts before this instant (a 429's Retry-After).
@@ -183,16 +188,25 @@ impl GraphClient {
             }
         }
         let http = reqwest::Client::builder()
+            // Never follow a redirect: the bearer token (or the client secret of the token
+            // request) must not travel to wherever a 3xx points.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| GraphError::Transport(e.to_string()))?;
         let graph_url = cfg.graph_url.trim_end_matches('/').to_string();
+        let origin = Origin::of(&graph_url).ok_or_else(|| GraphError::Http {
+            status: 0,
+            code: "InvalidConfig".into(),
+            message: format!("`graph_url` has no host: {graph_url:?}"),
+        })?;
         Ok(GraphClient {
             inner: Arc::new(Inner {
                 http,
                 cfg,
                 graph_url,
+                origin,
                 token: auth::TokenCache::default(),
                 policy,
                 windows: Mutex::new(HashMap::new()),
@@ -200,6 +214,11 @@ impl GraphClient {
                 malformed: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Whether `url` has `graph_url`'s scheme, host and port (the only place the token is sent).
+    pub fn is_graph_url(&self, url: &str) -> bool {
+        Origin::of(url).is_some_and(|o| o == self.inner.origin)
     }
 
     /// The retry / concurrency settings in use.
@@ -344,6 +363,13 @@ impl GraphClient {
         let mut throttle_tries = 0u32;
         let mut retries = 0u32;
         let mut auth_retried = false;
+        if !self.is_graph_url(&call.url) {
+            tracing::warn!(
+                host = %host_of(&call.url),
+                "refusing to send the Graph token to a URL outside graph_url"
+            );
+            return Err(foreign_url_error("request URL", &call.url));
+        }
         loop {
             if let Some(m) = call.mailbox {
                 self.wait_window(m).await?;
@@ -523,8 +549,60 @@ impl GraphClient {
                 ));
             }
             next = page["@odata.nextLink"].as_str().map(str::to_string);
+            if let Some(n) = &next
+                && !self.is_graph_url(n)
+            {
+                tracing::warn!(
+                    host = %host_of(n),
+                    "Graph handed out an @odata.nextLink outside graph_url; not followed"
+                );
+                return Err(foreign_url_error("`@odata.nextLink`", n));
+            }
         }
         Ok(out)
+    }
+}
+
+/// Scheme, host and port (explicit or the scheme's default) of a URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    fn of(url: &str) -> Option<Origin> {
+        let u = reqwest::Url::parse(url).ok()?;
+        let host = u.host_str()?.to_ascii_lowercase();
+        Some(Origin {
+            scheme: u.scheme().to_ascii_lowercase(),
+            host,
+            port: u.port_or_known_default(),
+        })
+    }
+}
+
+/// The host (and port) of a URL, for logs; never the path or query (they may carry tokens).
+pub(crate) fn host_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => "(no host)".into(),
+        },
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// The error for a URL outside `graph_url` that the client will not request.
+pub(crate) fn foreign_url_error(what: &str, url: &str) -> GraphError {
+    GraphError::Parse {
+        detail: format!(
+            "{what} points outside graph_url (to {}); not requested, so the access token stays with Graph",
+            host_of(url)
+        ),
+        excerpt: String::new(),
     }
 }
 
