@@ -40,6 +40,9 @@ pub struct HarnessOptions {
     pub appointments_toml: String,
     pub reps: Vec<(&'static str, &'static str)>,
     pub workers: usize,
+    /// Secrets the simulators accept (and the config carries); the simulators' defaults when None.
+    pub graph_client_secret: Option<String>,
+    pub crm_password: Option<String>,
 }
 
 impl Default for HarnessOptions {
@@ -52,6 +55,8 @@ impl Default for HarnessOptions {
             appointments_toml: String::new(),
             reps: vec![(REP_ID, MAILBOX)],
             workers: 2,
+            graph_client_secret: None,
+            crm_password: None,
         }
     }
 }
@@ -111,6 +116,10 @@ impl Harness {
             "127.0.0.1:0".parse()?,
             CrmSimConfig {
                 seed,
+                password: opts
+                    .crm_password
+                    .clone()
+                    .unwrap_or_else(|| CrmSimConfig::default().password),
                 ..CrmSimConfig::default()
             },
         )
@@ -120,6 +129,10 @@ impl Harness {
             "127.0.0.1:0".parse()?,
             GraphSimConfig {
                 mailboxes: opts.reps.iter().map(|(_, m)| m.to_string()).collect(),
+                client_secret: opts
+                    .graph_client_secret
+                    .clone()
+                    .unwrap_or_else(|| GraphSimConfig::default().client_secret),
                 ..GraphSimConfig::default()
             },
         )
@@ -174,7 +187,7 @@ graph_url = "{graph_url}"
 domains = ["contoso.com"]
 crm_url = "{crm_url}"
 crm_user = "OCSU"
-crm_password = "secret"
+crm_password = "{crm_password}"
 crm_time_zone = "Europe/Berlin"
 crm_poll_seconds = 1
 todo_poll_seconds = 1
@@ -191,7 +204,8 @@ conflict = "{conflict}"
 "#,
             tid = gcfg.tenant_id,
             cid = gcfg.client_id,
-            secret = gcfg.client_secret,
+            secret = opts.graph_client_secret.clone().unwrap_or(gcfg.client_secret),
+            crm_password = opts.crm_password.as_deref().unwrap_or("secret"),
             login = graph.login_url(),
             graph_url = graph.graph_url(),
             crm_url = crm.url(),

@@ -2449,6 +2449,95 @@ async fn x11_huge_attendee_lists_cost_bounded_crm_look_ups(b: Backend) {
     h.stop().await;
 }
 
+async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
+    let secret = |what: &str| format!("{what}-{}", uuid::Uuid::new_v4().simple());
+    let mut opts = b.options();
+    opts.graph_client_secret = Some(secret("graphsecret"));
+    opts.crm_password = Some(secret("crmpassword"));
+    let (graph, crm) = Harness::simulators(&opts).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("cgc-secrets-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rp, ap) = (free_port(), free_port());
+    let text = Harness::config_text(&graph, &crm, &dir, &opts)
+        .replacen(
+            "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{rp}\"\npublic_url = \"http://127.0.0.1:{rp}\""),
+            1,
+        )
+        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{ap}\""), 1);
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let log_path = dir.join("connector.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let prefix = format!("cgc-s{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_crm-graph-connector"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "debug")
+            .env("CGC_PREFIX", &prefix)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("connector binary starts"),
+    );
+    wait_for("the events subscription", Duration::from_secs(30), || async {
+        graph.subscriptions().iter().any(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
+    })
+    .await
+    .unwrap();
+    // A sync both ways, a notification with a wrong clientState, an admin call with a token.
+    graph.user_create_event(MAILBOX, outlook_event(3, "X11 secrets"));
+    let (date, time) = crm_slot(4, 10);
+    crm.user_insert(
+        "Contact",
+        &[("Contact", "Visit"), ("Subject", "X11 secrets from CRM"), ("Date", &date), ("Time", &time),
+          ("EndDate", &date), ("RepID", REP_ID)],
+    );
+    let sub = graph.subscriptions().into_iter().next().unwrap();
+    let _ = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{rp}/notifications"))
+        .json(&json!({"value": [{"subscriptionId": sub["id"], "clientState": "not-the-secret",
+            "changeType": "updated", "resource": format!("Users/{MAILBOX}/Events/AAMkX"), "tenantId": "t",
+            "resourceData": {"id": "AAMkX"}}]}))
+        .send()
+        .await;
+    let _ = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{ap}/admin/conflicts"))
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .send()
+        .await;
+    wait_for("both synced", Duration::from_secs(30), || async {
+        graph.events(MAILBOX).iter().any(|e| e["subject"] == "X11 secrets from CRM")
+            && crm.records("Contact").iter().any(|r| r.fields.get("Subject").map(String::as_str) == Some("X11 secrets"))
+    })
+    .await
+    .unwrap();
+    let client_states: Vec<String> = graph
+        .subscriptions()
+        .iter()
+        .filter_map(|s| s["clientState"].as_str().map(str::to_string))
+        .collect();
+    drop(child);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.lines().count() > 20, "debug logs were written: {}", logs.lines().count());
+    assert!(logs.contains(MAILBOX), "the logs name what they are about (positive control)");
+    let mut secrets = vec![
+        opts.graph_client_secret.clone().unwrap(),
+        opts.crm_password.clone().unwrap(),
+        crm_graph_connector::demo::ADMIN_TOKEN.to_string(),
+    ];
+    secrets.extend(graph.issued_tokens());
+    secrets.extend(client_states);
+    assert!(secrets.len() >= 5, "tokens and clientStates found: {secrets:?}");
+    for s in &secrets {
+        assert!(!logs.contains(s.as_str()), "a secret ({}…) appears in the logs", &s[..6.min(s.len())]);
+    }
+    graph.shutdown();
+    crm.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -2525,6 +2614,7 @@ on_both_backends!(
     x11_queue_message_for_a_foreign_mailbox_is_refused,
     x11_crm_id_claim_of_another_reps_record_is_ignored,
     x11_huge_attendee_lists_cost_bounded_crm_look_ups,
+    x11_logs_of_a_full_run_hold_no_secret,
     x15_lost_store_keeps_edits_made_on_either_side,
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,

@@ -436,6 +436,10 @@ impl GraphSim {
     pub fn request_count(&self) -> u64 {
         self.lock().request_count
     }
+    /// Every access token the token endpoint handed out (for tests that look for leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
     /// Token endpoint requests.
     pub fn token_requests(&self) -> u64 {
         self.lock().token_requests
