@@ -59,6 +59,7 @@ for t in "${targets[@]}"; do
   touch "$stamp"
   log="$scratch/$t.log"
   echo "fuzz: running $t for ${secs}s"
+  t_start=$SECONDS
   set +e
   cargo fuzz run "${build_flags[@]}" "$t" "$scratch/$t" "$corpus" -- \
     -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -max_len=65536 \
@@ -73,7 +74,7 @@ for t in "${targets[@]}"; do
   if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
     crashes=1 # the fuzzer failed without leaving an artifact (e.g. it did not start)
   fi
-  line="fuzz: $t: $runs runs in ${secs}s, $crashes crash(es)"
+  line="fuzz: $t: $runs runs, $crashes crash(es) in $((SECONDS - t_start)) s"
   if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
     failed=1
     echo "---- $t: last lines of the fuzzer's output ----"
