@@ -564,10 +564,13 @@ pub async fn on_lifecycle(
     let Some(s) = app.state.subscription(subscription_id).await? else {
         return Ok(());
     };
-    app.metrics.inc(
-        "lifecycle_notifications_total",
-        &[("event", lifecycle_event)],
-    );
+    // The event name is the sender's text: only the known ones become metric labels.
+    let label = match lifecycle_event {
+        "reauthorizationRequired" | "subscriptionRemoved" | "missed" => lifecycle_event,
+        _ => "other",
+    };
+    app.metrics
+        .inc("lifecycle_notifications_total", &[("event", label)]);
     match lifecycle_event {
         "reauthorizationRequired" => renew(app, t, s).await,
         "subscriptionRemoved" => {
@@ -578,7 +581,7 @@ pub async fn on_lifecycle(
         }
         "missed" => catch_up(app, t, mailbox).await,
         other => {
-            tracing::warn!(event = other, "unknown lifecycle event ignored");
+            tracing::warn!(event = %crate::receiver::loggable_id(other), "unknown lifecycle event ignored");
             Ok(())
         }
     }
