@@ -227,16 +227,61 @@ async fn release_mailbox(AxState(app): AxState<Arc<App>>, body: axum::body::Byte
         return error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
     };
     match crate::guard::release(&app.state, tenant, mailbox, t.cfg.mass_change_window_seconds).await {
-        Ok(true) => {
+        Ok(Some(pending)) => {
+            let now = chrono::Utc::now();
+            let events: Vec<_> = pending
+                .iter()
+                .filter_map(|p| {
+                    // Carried as the change it was: a CRM poll's or a delta's.
+                    let source = if p.from_crm || p.graph_id.is_none() {
+                        Source::CrmPoll
+                    } else {
+                        Source::Delta
+                    };
+                    let kind = match (p.from_crm, p.crm_id, &p.graph_id) {
+                        (true, Some(id), _) | (false, Some(id), None) => EventKind::CrmRecord {
+                            entity: p.entity,
+                            crm_id: id,
+                            stamp: format!("release-{}", now.timestamp_millis()),
+                        },
+                        (_, _, Some(g)) => EventKind::GraphItem {
+                            entity: p.entity,
+                            item_id: g.clone(),
+                            change: crate::event::Change::Updated,
+                            etag: None,
+                            list_id: p.list_id.clone(),
+                        },
+                        _ => return None,
+                    };
+                    Some(
+                        EventV1 {
+                            tenant: tenant.to_string(),
+                            mailbox: mailbox.to_ascii_lowercase(),
+                            source,
+                            kind,
+                            observed_at: now,
+                            subscription_id: None,
+                        }
+                        .into_envelope(BTreeMap::new()),
+                    )
+                })
+                .collect();
+            let n = events.len();
+            if let Err(e) = app.queue.publish(events).await {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("released, but the held changes could not be queued ({e}); they are found again by the next sync"),
+                );
+            }
             app.metrics.set_gauge(
                 "mailbox_held",
                 &[("tenant", tenant), ("mailbox", &mailbox.to_ascii_lowercase())],
                 0,
             );
-            tracing::warn!(tenant, mailbox, "mass-change guard released by an operator");
-            Json(json!({"released": mailbox})).into_response()
+            tracing::warn!(tenant, mailbox, changes = n, "mass-change guard released by an operator");
+            Json(json!({"released": mailbox, "changes_queued": n})).into_response()
         }
-        Ok(false) => error(
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("mailbox {mailbox} is not held"),
         ),

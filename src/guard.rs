@@ -30,7 +30,25 @@ pub struct GuardRecord {
     /// After a release, the guard lets this mailbox's changes through until then.
     #[serde(default)]
     pub released_until: Option<DateTime<Utc>>,
+    /// The changes refused while held, kept to be processed again on release (the items
+    /// themselves are untouched on both sides; this only remembers which to look at).
+    #[serde(default)]
+    pub pending: Vec<Pending>,
 }
+
+/// One change the guard refused: which item to process again on release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub entity: cgc_core::Entity,
+    /// Seen from CRM (the CRM poll) rather than from Graph.
+    pub from_crm: bool,
+    pub crm_id: Option<u64>,
+    pub graph_id: Option<String>,
+    pub list_id: Option<String>,
+}
+
+/// Most refused changes remembered per mailbox.
+pub const MAX_PENDING: usize = 10_000;
 
 /// The guard's answer for one destructive change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +102,7 @@ pub async fn admit(
     share: f64,
     window_seconds: u64,
     pairs: usize,
+    change: Pending,
 ) -> Result<Admit, cgc_backends::StoreError> {
     let key = mailbox.to_ascii_lowercase();
     let mut rec: GuardRecord = state
@@ -98,6 +117,9 @@ pub async fn admit(
         });
     let window = chrono::Duration::seconds(window_seconds.min(i64::MAX as u64 / 1000) as i64);
     let a = decide(&mut rec, Utc::now(), window, share, pairs);
+    if a == Admit::Held && !rec.pending.contains(&change) && rec.pending.len() < MAX_PENDING {
+        rec.pending.push(change);
+    }
     state
         .store()
         .put(&ns(tenant), &key, &serde_json::to_vec(&rec).unwrap_or_default())
@@ -119,14 +141,14 @@ pub async fn records(
         .collect())
 }
 
-/// Releases a held mailbox: its waiting changes go through within the next window.
-/// Returns false when the mailbox was not held.
+/// Releases a held mailbox: its refused changes go through within the next window. Returns
+/// None when the mailbox was not held, else the changes to process again.
 pub async fn release(
     state: &State,
     tenant: &str,
     mailbox: &str,
     window_seconds: u64,
-) -> Result<bool, cgc_backends::StoreError> {
+) -> Result<Option<Vec<Pending>>, cgc_backends::StoreError> {
     let key = mailbox.to_ascii_lowercase();
     let Some(mut rec) = state
         .store()
@@ -134,9 +156,10 @@ pub async fn release(
         .await?
         .and_then(|b| serde_json::from_slice::<GuardRecord>(&b).ok())
     else {
-        return Ok(false);
+        return Ok(None);
     };
     let was_held = rec.held_since.is_some();
+    let pending = std::mem::take(&mut rec.pending);
     rec.held_since = None;
     rec.refused = 0;
     rec.changes.clear();
@@ -147,7 +170,7 @@ pub async fn release(
         .store()
         .put(&ns(tenant), &key, &serde_json::to_vec(&rec).unwrap_or_default())
         .await?;
-    Ok(was_held)
+    Ok(was_held.then_some(pending))
 }
 
 #[cfg(test)]

@@ -1386,6 +1386,16 @@ impl<'a> Sync<'a> {
                 .filter(|l| l.mailbox == mailbox)
                 .count();
             let cfg = &tenant.cfg;
+            let change = crate::guard::Pending {
+                entity: self.entity,
+                from_crm: self.cause == Cause::CrmPoll,
+                crm_id: link.as_ref().map(|l| l.crm_id).or(crm_id),
+                graph_id: link
+                    .as_ref()
+                    .map(|l| l.graph_id.clone())
+                    .or_else(|| (!graph_id.is_empty()).then(|| graph_id.clone())),
+                list_id: link.as_ref().and_then(|l| l.list_id.clone()),
+            };
             let admit = crate::guard::admit(
                 self.state(),
                 self.tid(),
@@ -1393,6 +1403,7 @@ impl<'a> Sync<'a> {
                 cfg.mass_change_share,
                 cfg.mass_change_window_seconds,
                 pairs,
+                change,
             )
             .await?;
             if admit == crate::guard::Admit::Held {
@@ -1407,9 +1418,13 @@ impl<'a> Sync<'a> {
                 );
                 tracing::error!(tenant = %self.tid(), mailbox = %mailbox, pairs, share = cfg.mass_change_share,
                     plan = ?plan.kind, "mass-change guard: too many deletes/unlinks in this mailbox; held, nothing changed; release it through the admin API once checked");
-                return Err(Failure::Wait {
-                    after: self.app.tuning.held_retry,
-                    reason: "mailbox held by the mass-change guard".into(),
+                // Nothing is written and the change is remembered: on release it is processed
+                // again (the items are untouched on both sides meanwhile).
+                return Ok(Processed {
+                    kind: PlanKind::NoOp,
+                    reason: "held by the mass-change guard; nothing changed, kept for release"
+                        .into(),
+                    writes: 0,
                 });
             }
         }
