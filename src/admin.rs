@@ -54,9 +54,9 @@ async fn auth(AxState(app): AxState<Arc<App>>, req: Request, next: Next) -> Resp
     // An empty bearer never matches (and the config refuses an empty token).
     let ok: bool = !given.is_empty()
         && given
-        .as_bytes()
-        .ct_eq(admin.token.expose_secret().as_bytes())
-        .into();
+            .as_bytes()
+            .ct_eq(admin.token.expose_secret().as_bytes())
+            .into();
     if !ok {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -72,8 +72,11 @@ async fn metrics(AxState(app): AxState<Arc<App>>) -> Response {
         let labels = [("tenant", t.cfg.id.as_str())];
         app.metrics
             .set_gauge("crm_malformed_rows", &labels, t.crm.malformed_rows() as i64);
-        app.metrics
-            .set_gauge("graph_malformed_items", &labels, t.graph.malformed_items() as i64);
+        app.metrics.set_gauge(
+            "graph_malformed_items",
+            &labels,
+            t.graph.malformed_items() as i64,
+        );
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -226,7 +229,14 @@ async fn release_mailbox(AxState(app): AxState<Arc<App>>, body: axum::body::Byte
     let Some(t) = app.tenant(tenant) else {
         return error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
     };
-    match crate::guard::release(&app.state, tenant, mailbox, t.cfg.mass_change_window_seconds).await {
+    match crate::guard::release(
+        &app.state,
+        tenant,
+        mailbox,
+        t.cfg.mass_change_window_seconds,
+    )
+    .await
+    {
         Ok(Some(pending)) => {
             let now = chrono::Utc::now();
             let events: Vec<_> = pending
@@ -270,15 +280,25 @@ async fn release_mailbox(AxState(app): AxState<Arc<App>>, body: axum::body::Byte
             if let Err(e) = app.queue.publish(events).await {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("released, but the held changes could not be queued ({e}); they are found again by the next sync"),
+                    format!(
+                        "released, but the held changes could not be queued ({e}); they are found again by the next sync"
+                    ),
                 );
             }
             app.metrics.set_gauge(
                 "mailbox_held",
-                &[("tenant", tenant), ("mailbox", &mailbox.to_ascii_lowercase())],
+                &[
+                    ("tenant", tenant),
+                    ("mailbox", &mailbox.to_ascii_lowercase()),
+                ],
                 0,
             );
-            tracing::warn!(tenant, mailbox, changes = n, "mass-change guard released by an operator");
+            tracing::warn!(
+                tenant,
+                mailbox,
+                changes = n,
+                "mass-change guard released by an operator"
+            );
             Json(json!({"released": mailbox, "changes_queued": n})).into_response()
         }
         Ok(None) => error(

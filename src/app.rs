@@ -414,7 +414,11 @@ mod supervise_tests {
             }
         })
         .await;
-        assert_eq!(runs.load(Ordering::SeqCst), 2, "started again after the panic");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "started again after the panic"
+        );
         assert_eq!(metrics.get("loop_restarts_total", &[("role", "worker")]), 1);
         assert_eq!(live.load(Ordering::SeqCst), 0, "no loop left running");
     }

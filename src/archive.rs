@@ -148,7 +148,11 @@ async fn create_once(
         ext_uid: Some(imid.to_string()),
         table_short: "MA".into(),
     };
-    match t.crm.create_linked("Contact", &fields, &ext, Some(mailbox)).await {
+    match t
+        .crm
+        .create_linked("Contact", &fields, &ext, Some(mailbox))
+        .await
+    {
         Ok(_) => {}
         Err(cgc_crm::CrmError::LinkNotWritten { record_id, source }) => {
             // The record exists; only its ExtKey row is missing: finish it, never create again.

@@ -821,9 +821,12 @@ failure_folder = "Sync_Failure"
 
     #[test]
     fn an_empty_admin_token_is_refused_in_every_form() {
-        let e = Config::parse(&FULL.replace("token = \"admintoken\"", "token = \"\""), &no_env)
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            &FULL.replace("token = \"admintoken\"", "token = \"\""),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("admin.token is empty"), "{e}");
         let f = std::env::temp_dir().join(format!("cgc-cfg-tok-{}", std::process::id()));
         std::fs::write(&f, "\n").unwrap();
@@ -863,7 +866,10 @@ failure_folder = "Sync_Failure"
     fn window_days_are_bounded() {
         let text = FULL.replace("future_days = 90", "future_days = 4294967295");
         let e = Config::parse(&text, &no_env).unwrap_err().to_string();
-        assert!(e.contains("appointments.future_days") && e.contains("3660"), "{e}");
+        assert!(
+            e.contains("appointments.future_days") && e.contains("3660"),
+            "{e}"
+        );
         let text = FULL.replace("past_days = 7", "past_days = 3660");
         assert!(Config::parse(&text, &no_env).is_ok());
     }

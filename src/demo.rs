@@ -204,7 +204,10 @@ conflict = "{conflict}"
 "#,
             tid = gcfg.tenant_id,
             cid = gcfg.client_id,
-            secret = opts.graph_client_secret.clone().unwrap_or(gcfg.client_secret),
+            secret = opts
+                .graph_client_secret
+                .clone()
+                .unwrap_or(gcfg.client_secret),
             crm_password = opts.crm_password.as_deref().unwrap_or("secret"),
             login = graph.login_url(),
             graph_url = graph.graph_url(),

@@ -71,7 +71,10 @@ mod tests {
         }
         for p in services["scheduler"]["ports"].as_sequence().unwrap() {
             let p = p.as_str().unwrap();
-            assert!(p.starts_with("127.0.0.1:"), "admin port {p} published beyond loopback");
+            assert!(
+                p.starts_with("127.0.0.1:"),
+                "admin port {p} published beyond loopback"
+            );
         }
     }
 

@@ -122,7 +122,11 @@ pub async fn admit(
     }
     state
         .store()
-        .put(&ns(tenant), &key, &serde_json::to_vec(&rec).unwrap_or_default())
+        .put(
+            &ns(tenant),
+            &key,
+            &serde_json::to_vec(&rec).unwrap_or_default(),
+        )
         .await?;
     Ok(a)
 }
@@ -168,7 +172,11 @@ pub async fn release(
     );
     state
         .store()
-        .put(&ns(tenant), &key, &serde_json::to_vec(&rec).unwrap_or_default())
+        .put(
+            &ns(tenant),
+            &key,
+            &serde_json::to_vec(&rec).unwrap_or_default(),
+        )
         .await?;
     Ok(was_held.then_some(pending))
 }
@@ -185,9 +193,15 @@ mod tests {
     fn small_mailboxes_may_always_make_a_few_changes() {
         let mut r = GuardRecord::default();
         for i in 0..FREE_CHANGES {
-            assert_eq!(decide(&mut r, at(i as i64), chrono::Duration::hours(1), 0.25, 2), Admit::Go);
+            assert_eq!(
+                decide(&mut r, at(i as i64), chrono::Duration::hours(1), 0.25, 2),
+                Admit::Go
+            );
         }
-        assert_eq!(decide(&mut r, at(10), chrono::Duration::hours(1), 0.25, 2), Admit::Held);
+        assert_eq!(
+            decide(&mut r, at(10), chrono::Duration::hours(1), 0.25, 2),
+            Admit::Held
+        );
     }
 
     #[test]

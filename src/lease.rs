@@ -37,7 +37,9 @@ pub async fn acquire(
                     tracing::warn!(lease = %n, "lease was taken over while held (renewal came too late)");
                     break;
                 }
-                Err(e) => tracing::warn!(lease = %n, error = %e, "lease renewal failed; trying again"),
+                Err(e) => {
+                    tracing::warn!(lease = %n, error = %e, "lease renewal failed; trying again")
+                }
             }
         }
     });

@@ -50,7 +50,11 @@ pub fn router(app: Arc<App>) -> Router {
 /// Load shedding and a deadline for the public routes: beyond `receiver_max_in_flight` requests
 /// at once the answer is 503 (Graph retries; never 202 for something not queued), and a request
 /// (body upload included) that takes longer than `receiver_request_timeout` is cut with 503.
-async fn bounded(app: Arc<App>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn bounded(
+    app: Arc<App>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let Ok(_permit) = app.receiver_slots.clone().try_acquire_owned() else {
         app.metrics
             .inc("notification_batches_total", &[("outcome", "shed")]);
@@ -66,7 +70,11 @@ async fn bounded(app: Arc<App>, req: axum::extract::Request, next: axum::middlew
         Err(_) => {
             app.metrics
                 .inc("notification_batches_total", &[("outcome", "timeout")]);
-            (StatusCode::SERVICE_UNAVAILABLE, "request took too long, retry later").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request took too long, retry later",
+            )
+                .into_response()
         }
     }
 }
@@ -81,7 +89,11 @@ impl SubscriptionCache {
     fn get(&self, id: &str) -> Option<Option<SubscriptionRecord>> {
         let m = self.entries.lock().ok()?;
         let (rec, at) = m.get(id)?;
-        let ttl = if rec.is_some() { KNOWN_TTL } else { UNKNOWN_TTL };
+        let ttl = if rec.is_some() {
+            KNOWN_TTL
+        } else {
+            UNKNOWN_TTL
+        };
         (at.elapsed() < ttl).then(|| rec.clone())
     }
 
@@ -152,7 +164,11 @@ async fn readyz(AxState(app): AxState<Arc<App>>) -> Response {
     if app.expects_loops.load(std::sync::atomic::Ordering::SeqCst)
         && app.live_loops.load(std::sync::atomic::Ordering::SeqCst) == 0
     {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no worker or scheduler loop is running").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no worker or scheduler loop is running",
+        )
+            .into_response();
     }
     match app.queue.depth().await {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
@@ -210,7 +226,10 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
     if batch.value.len() > MAX_NOTIFICATIONS_PER_POST {
         app.metrics
             .inc("notification_batches_total", &[("outcome", "too_large")]);
-        tracing::warn!(items = batch.value.len(), "notification batch refused: too many items");
+        tracing::warn!(
+            items = batch.value.len(),
+            "notification batch refused: too many items"
+        );
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -389,7 +408,11 @@ mod tests {
         let c = SubscriptionCache::default();
         assert!(c.get("a").is_none(), "nothing cached yet");
         c.put("a", None);
-        assert_eq!(c.get("a").map(|r| r.is_none()), Some(true), "unknown remembered briefly");
+        assert_eq!(
+            c.get("a").map(|r| r.is_none()),
+            Some(true),
+            "unknown remembered briefly"
+        );
         c.forget("a");
         assert!(c.get("a").is_none());
     }

@@ -55,9 +55,7 @@ pub fn parse(c: &ConflictRecord, body: &Value) -> Result<Choice, String> {
     match (take, values) {
         (Some(_), Some(_)) => Err("give either take or values, not both".into()),
         (Some(Value::String(s)), None) if s == "crm" => Ok(Choice::Settle(Resolution::TakeCrm)),
-        (Some(Value::String(s)), None) if s == "graph" => {
-            Ok(Choice::Settle(Resolution::TakeGraph))
-        }
+        (Some(Value::String(s)), None) if s == "graph" => Ok(Choice::Settle(Resolution::TakeGraph)),
         (Some(other), None) => Err(format!("take = {other}; expected \"crm\" or \"graph\"")),
         (None, Some(Value::Object(map))) => {
             if map.is_empty() {
@@ -168,7 +166,10 @@ pub async fn carry_out(
         .await?;
     let (Some(item), Some(record)) = (item, record) else {
         app.state.remove_conflict(&c.id).await?;
-        return Ok(done("one side of the pair no longer exists; conflict dropped", 0));
+        return Ok(done(
+            "one side of the pair no longer exists; conflict dropped",
+            0,
+        ));
     };
     let ctx = sync.context(&[&item], None).await?;
     let ctx = MapContext { ..ctx };

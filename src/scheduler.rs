@@ -69,7 +69,14 @@ impl Due {
 
     /// Records the outcome of one mailbox's job: success clears its backoff; a failure is logged,
     /// counted and backed off (doubling from 5 s up to 10 min) without touching other mailboxes.
-    fn record(&mut self, app: &App, tenant: &str, job: Job, mailbox: &str, r: Result<(), Failure>) -> bool {
+    fn record(
+        &mut self,
+        app: &App,
+        tenant: &str,
+        job: Job,
+        mailbox: &str,
+        r: Result<(), Failure>,
+    ) -> bool {
         let key = (job, mailbox.to_string());
         match r {
             Ok(()) => {
@@ -106,7 +113,11 @@ pub async fn run(app: Arc<App>) {
     let mut was_leader = false;
     // Leadership is renewed in the background, so a long tick never lets the lease lapse and
     // never lets a second scheduler become active beside this one.
-    let leadership = Leadership::spawn(app.state.store().clone(), app.instance.clone(), LEADER_LEASE);
+    let leadership = Leadership::spawn(
+        app.state.store().clone(),
+        app.instance.clone(),
+        LEADER_LEASE,
+    );
     loop {
         let leader = leadership.is_leader();
         if leader != was_leader {
@@ -144,7 +155,11 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    pub fn spawn(store: Arc<dyn cgc_backends::Store>, holder: String, lease: Duration) -> Leadership {
+    pub fn spawn(
+        store: Arc<dyn cgc_backends::Store>,
+        holder: String,
+        lease: Duration,
+    ) -> Leadership {
         let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let notify = Arc::new(tokio::sync::Notify::new());
         let (f, n, s, h) = (flag.clone(), notify.clone(), store.clone(), holder.clone());
@@ -216,11 +231,19 @@ mod tests {
     fn a_failing_mailbox_backs_off_alone() {
         let mut d = Due::default();
         assert!(!d.blocked(Job::Delta, "a@x"));
-        d.backoff
-            .insert((Job::Delta, "a@x".into()), (1, Instant::now() + Duration::from_secs(5)));
+        d.backoff.insert(
+            (Job::Delta, "a@x".into()),
+            (1, Instant::now() + Duration::from_secs(5)),
+        );
         assert!(d.blocked(Job::Delta, "a@x"));
-        assert!(!d.blocked(Job::Delta, "b@x"), "another mailbox is not held back");
-        assert!(!d.blocked(Job::CrmPoll, "a@x"), "another job of the mailbox is not held back");
+        assert!(
+            !d.blocked(Job::Delta, "b@x"),
+            "another mailbox is not held back"
+        );
+        assert!(
+            !d.blocked(Job::CrmPoll, "a@x"),
+            "another job of the mailbox is not held back"
+        );
     }
 
     #[test]
@@ -232,8 +255,16 @@ mod tests {
                 ("UpdTime".to_string(), time.to_string()),
             ])
         };
-        assert_ne!(stamp(&f("a", "10:00")), stamp(&f("b", "10:00")), "same minute, new content");
-        assert_eq!(stamp(&f("a", "10:00")), stamp(&f("a", "10:01")), "same content");
+        assert_ne!(
+            stamp(&f("a", "10:00")),
+            stamp(&f("b", "10:00")),
+            "same minute, new content"
+        );
+        assert_eq!(
+            stamp(&f("a", "10:00")),
+            stamp(&f("a", "10:01")),
+            "same content"
+        );
     }
 }
 
@@ -259,8 +290,10 @@ async fn tick(
             }
             Err(e) => {
                 // The known mailboxes keep syncing; the rep list is read again next tick.
-                app.metrics
-                    .inc("scheduler_errors_total", &[("tenant", tid), ("job", "mailboxes")]);
+                app.metrics.inc(
+                    "scheduler_errors_total",
+                    &[("tenant", tid), ("job", "mailboxes")],
+                );
                 tracing::warn!(tenant = %tid, error = ?e, "rep list could not be read; known mailboxes go on syncing");
             }
         }
@@ -520,8 +553,10 @@ pub async fn renew_due(app: &Arc<App>) -> Result<(), Failure> {
         let (tenant, id) = (s.tenant.clone(), s.id.clone());
         if let Err(e) = renew(app, t, s).await {
             // Each subscription on its own: the next round tries again, long before it expires.
-            app.metrics
-                .inc("scheduler_errors_total", &[("tenant", &tenant), ("job", "renew")]);
+            app.metrics.inc(
+                "scheduler_errors_total",
+                &[("tenant", &tenant), ("job", "renew")],
+            );
             tracing::warn!(tenant = %tenant, subscription = %id, error = ?e, "subscription renewal failed; others go on");
         }
     }
@@ -778,9 +813,11 @@ async fn enqueue_round(
         .iter()
         .filter(|l| l.entity == entity && l.mailbox == mailbox)
         .count();
-    if let Err(e) =
-        cgc_core::mass_delete_guard(linked, linked_removed.len(), t.cfg.mass_change_share.max(0.5))
-    {
+    if let Err(e) = cgc_core::mass_delete_guard(
+        linked,
+        linked_removed.len(),
+        t.cfg.mass_change_share.max(0.5),
+    ) {
         app.metrics
             .inc("mass_delete_refused_total", &[("tenant", &t.cfg.id)]);
         tracing::error!(tenant = %t.cfg.id, mailbox, entity = entity.as_str(), removed = linked_removed.len(), linked, error = %e,
@@ -844,7 +881,11 @@ pub async fn poll_crm(app: &Arc<App>, t: &Arc<Tenant>) -> Result<(), Failure> {
 /// CRM → Graph change detection for one mailbox: records changed since the watermark (with
 /// overlap). Each event is keyed by the record's content, so a second edit within the same
 /// `UpdTime` minute is a new event and a re-read unchanged record is a duplicate.
-async fn poll_crm_mailbox(app: &Arc<App>, t: &Arc<Tenant>, m: &MailboxRecord) -> Result<(), Failure> {
+async fn poll_crm_mailbox(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    m: &MailboxRecord,
+) -> Result<(), Failure> {
     let started = Utc::now();
     let zone = t.cfg.crm_time_zone;
     let wm_key = format!("crm:{}", m.mailbox);

@@ -341,7 +341,12 @@ impl State {
     }
 
     /// Conflict id for an unlinked Graph item that matches several CRM records.
-    pub fn match_conflict_id(tenant: &str, entity: Entity, mailbox: &str, graph_id: &str) -> String {
+    pub fn match_conflict_id(
+        tenant: &str,
+        entity: Entity,
+        mailbox: &str,
+        graph_id: &str,
+    ) -> String {
         use sha2::{Digest, Sha256};
         let h = Sha256::digest(
             format!(

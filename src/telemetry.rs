@@ -161,11 +161,20 @@ mod tests {
     fn gauges_go_up_and_down_and_render_as_gauges() {
         let m = Metrics::default();
         m.set_gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")], 1);
-        assert_eq!(m.gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")]), 1);
+        assert_eq!(
+            m.gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")]),
+            1
+        );
         let text = m.render();
         assert!(text.contains("# TYPE cgc_mailbox_held gauge"), "{text}");
-        assert!(text.contains("cgc_mailbox_held{tenant=\"t\",mailbox=\"a@x\"} 1"), "{text}");
+        assert!(
+            text.contains("cgc_mailbox_held{tenant=\"t\",mailbox=\"a@x\"} 1"),
+            "{text}"
+        );
         m.set_gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")], 0);
-        assert_eq!(m.gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")]), 0);
+        assert_eq!(
+            m.gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")]),
+            0
+        );
     }
 }

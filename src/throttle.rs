@@ -46,7 +46,10 @@ impl cgc_graph::ThrottleShare for StoreThrottle {
         let Ok(left) = until.duration_since(SystemTime::now()) else {
             return;
         };
-        let Ok(ms) = until.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64) else {
+        let Ok(ms) = until
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+        else {
             return;
         };
         let ttl = left + Duration::from_secs(1);
@@ -75,13 +78,22 @@ mod tests {
         assert_eq!(b.throttled_until("Rep1@contoso.com").await, None);
         let until = SystemTime::now() + Duration::from_millis(600);
         a.set_throttled_until("rep1@contoso.com", until).await;
-        let seen = b.throttled_until("REP1@contoso.com").await.expect("window shared");
-        let diff = seen
-            .duration_since(until)
-            .unwrap_or_else(|e| e.duration());
+        let seen = b
+            .throttled_until("REP1@contoso.com")
+            .await
+            .expect("window shared");
+        let diff = seen.duration_since(until).unwrap_or_else(|e| e.duration());
         assert!(diff < Duration::from_millis(2), "same end: {diff:?}");
-        assert_eq!(b.throttled_until("rep2@contoso.com").await, None, "per mailbox");
+        assert_eq!(
+            b.throttled_until("rep2@contoso.com").await,
+            None,
+            "per mailbox"
+        );
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert_eq!(b.throttled_until("rep1@contoso.com").await, None, "window over");
+        assert_eq!(
+            b.throttled_until("rep1@contoso.com").await,
+            None,
+            "window over"
+        );
     }
 }

@@ -251,7 +251,9 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             .inc("events_total", &[("outcome", "refused_mailbox")]);
         tracing::warn!(tenant = %ev.tenant, mailbox = %crate::receiver::loggable_id(&ev.mailbox),
             "event names a mailbox outside the tenant's domains; refused");
-        return Ok(noop("mailbox outside the tenant's domains: nothing read or written"));
+        return Ok(noop(
+            "mailbox outside the tenant's domains: nothing read or written",
+        ));
     }
     let cause = match ev.source {
         Source::Notification | Source::Lifecycle => Cause::Notification,
@@ -510,8 +512,8 @@ impl<'a> Sync<'a> {
             if let Some(f) = self.crm_get(id).await? {
                 // The CRM id on an item is a claim by whoever edits the item: an appointment is
                 // linked on it only when the record belongs to this rep (RepID or participant).
-                let foreign = self.entity == Entity::Appointment
-                    && self.out_of_scope(&f).await?.is_some();
+                let foreign =
+                    self.entity == Entity::Appointment && self.out_of_scope(&f).await?.is_some();
                 if foreign {
                     tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, crm_id = id,
                         "the item claims a CRM record of another rep; claim ignored");
@@ -783,7 +785,9 @@ impl<'a> Sync<'a> {
         {
             // calendarView delta reports occurrences, never the master (expected-behaviour.md
             // 11): a plain occurrence is carried by its series master and creates nothing.
-            return Ok(noop("a plain occurrence of a series: its master carries it"));
+            return Ok(noop(
+                "a plain occurrence of a series: its master carries it",
+            ));
         }
         if self.entity == Entity::Appointment {
             if let Some(v) = &item {
@@ -999,7 +1003,8 @@ impl<'a> Sync<'a> {
             ),
         };
         let holder = format!("{}:{}", self.app.instance, self.event_id);
-        let Some(held) = crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?
+        let Some(held) =
+            crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?
         else {
             return Err(Failure::Wait {
                 after: Duration::from_millis(500),
@@ -1056,7 +1061,9 @@ impl<'a> Sync<'a> {
         if kind.eq_ignore_ascii_case("E-mail") {
             return Ok(Some("the CRM record became an e-mail record"));
         }
-        if f.get("ConnectorPublished").is_some_and(|v| v.trim() == "true") {
+        if f.get("ConnectorPublished")
+            .is_some_and(|v| v.trim() == "true")
+        {
             return Ok(Some("the CRM record is published by another connector"));
         }
         let mailbox = self.mailbox.to_ascii_lowercase();
@@ -1082,7 +1089,9 @@ impl<'a> Sync<'a> {
         if listed("Participants") || listed("ParticipantID") {
             return Ok(None);
         }
-        Ok(Some("the CRM record now belongs to a rep this mailbox does not sync"))
+        Ok(Some(
+            "the CRM record now belongs to a rep this mailbox does not sync",
+        ))
     }
 
     /// Creates the Graph item of a CRM record, once: under a store lease on the record, after
@@ -1103,7 +1112,8 @@ impl<'a> Sync<'a> {
             self.mailbox.to_ascii_lowercase()
         );
         let holder = format!("{}:{}", self.app.instance, self.event_id);
-        let Some(held) = crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?
+        let Some(held) =
+            crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?
         else {
             return Err(Failure::Wait {
                 after: Duration::from_millis(500),
@@ -1173,7 +1183,11 @@ impl<'a> Sync<'a> {
             .await?
             .iter()
             .any(|m| m.mailbox == org);
-        Ok(if synced { org } else { self.mailbox.to_string() })
+        Ok(if synced {
+            org
+        } else {
+            self.mailbox.to_string()
+        })
     }
 
     /// A record this connector made from Outlook whose link is missing: `F5021` (new from
@@ -1274,10 +1288,15 @@ impl<'a> Sync<'a> {
                 if kind.eq_ignore_ascii_case("E-mail") || published || deleted {
                     return Ok(noop("CRM record is not an appointment the connector syncs"));
                 }
-                if item.is_none() && f.get("F5021").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+                if item.is_none()
+                    && f.get("F5021")
+                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+                {
                     // Made by this connector from an Outlook event whose link is not written yet
                     // (its answer was lost): the Outlook side finishes the link; never mirror it.
-                    return Ok(noop("CRM record was made from an Outlook event and is not linked yet; not mirrored back"));
+                    return Ok(noop(
+                        "CRM record was made from an Outlook event and is not linked yet; not mirrored back",
+                    ));
                 }
             }
         }
@@ -1498,7 +1517,8 @@ impl<'a> Sync<'a> {
                     }
                     match self.entity {
                         Entity::Appointment => {
-                            g.set_event_properties(self.mailbox, &graph_id, &props).await?
+                            g.set_event_properties(self.mailbox, &graph_id, &props)
+                                .await?
                         }
                         Entity::Contact => {
                             g.set_contact_properties(self.mailbox, &graph_id, &props)

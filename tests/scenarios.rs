@@ -231,10 +231,7 @@ async fn a3_opened_not_edited_keeps_crm_edit(b: Backend) {
         "the CRM edit survives"
     );
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
-    assert_eq!(
-        body_text(&ev).as_deref(),
-        Some("edited in CRM")
-    );
+    assert_eq!(body_text(&ev).as_deref(), Some("edited in CRM"));
     // Repeated touches cause no CRM write at all.
     for _ in 0..5 {
         h.graph.user_touch_event(MAILBOX, &ev_id);
@@ -1259,7 +1256,10 @@ async fn a11_one_meeting_of_several_reps_is_one_crm_record(b: Backend) {
     // rep2 is an internal attendee: Graph gives rep2 a copy of its own (expected-behaviour.md 12).
     h.graph.user_create_event(MAILBOX, ev);
     wait_for("rep2's copy", Duration::from_secs(10), || async {
-        h.graph.events("rep2@contoso.com").iter().any(|e| e["subject"] == "A11 steering")
+        h.graph
+            .events("rep2@contoso.com")
+            .iter()
+            .any(|e| e["subject"] == "A11 steering")
     })
     .await
     .unwrap();
@@ -1297,7 +1297,9 @@ async fn a11_one_meeting_of_several_reps_is_one_crm_record(b: Backend) {
     let rec = &crm_records_with_subject(&h, "A11 steering")[0];
     let participants = rec.fields.get("Participants").cloned().unwrap_or_default();
     assert!(
-        participants.to_ascii_lowercase().contains("rep2@contoso.com"),
+        participants
+            .to_ascii_lowercase()
+            .contains("rep2@contoso.com"),
         "rep2 is a participant: {:?}",
         rec.fields
     );
@@ -1433,10 +1435,7 @@ async fn p9_ews_migration_matches_by_ical_uid_without_duplicates(b: Backend) {
         .graph
         .event(MAILBOX, created["id"].as_str().unwrap())
         .unwrap();
-    assert_eq!(
-        body_text(&ev).as_deref(),
-        Some("after migration")
-    );
+    assert_eq!(body_text(&ev).as_deref(), Some("after migration"));
     h.stop().await;
 }
 
@@ -1445,7 +1444,12 @@ async fn p9_ews_migration_matches_by_ical_uid_without_duplicates(b: Backend) {
 
 /// Dead letters of the queue (none may be left after a scenario converges).
 async fn dead_letter_count(h: &Harness) -> usize {
-    h.app().queue.dead_letters().await.map(|d| d.len()).unwrap_or(usize::MAX)
+    h.app()
+        .queue
+        .dead_letters()
+        .await
+        .map(|d| d.len())
+        .unwrap_or(usize::MAX)
 }
 
 async fn x8_html_entities_in_outlook_body_reach_crm_decoded(b: Backend) {
@@ -1496,7 +1500,11 @@ async fn x8_outlook_created_record_has_extkey_with_ical_uid_and_literal_id(b: Ba
     h.settle().await.unwrap();
     let rec = &crm_records_with_subject(&h, "X8 extkey")[0];
     let rows = extkey_rows(&h, rec.id);
-    assert_eq!(rows.len(), 1, "one ExtKey row with the literal record id: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        1,
+        "one ExtKey row with the literal record id: {rows:?}"
+    );
     let f = &rows[0].fields;
     assert_eq!(f.get("ExtSystem").map(String::as_str), Some("GraphApi"));
     assert_eq!(f.get("ExtKey").map(String::as_str), ev["id"].as_str());
@@ -1520,7 +1528,11 @@ async fn x8_malformed_extkey_row_never_fails_an_unrelated_event(b: Backend) {
     // A row as a broken client left it: no RecordId, no TableShort.
     h.crm.user_insert(
         "ExtKey",
-        &[("ExtSystem", "GraphApi"), ("ExtKey", "AAMkBROKEN"), ("ExtUid", "040000BROKEN")],
+        &[
+            ("ExtSystem", "GraphApi"),
+            ("ExtKey", "AAMkBROKEN"),
+            ("ExtUid", "040000BROKEN"),
+        ],
     );
     let mut ev = outlook_event(4, "X8 after broken row");
     ev["iCalUId"] = json!("040000BROKEN");
@@ -1531,8 +1543,11 @@ async fn x8_malformed_extkey_row_never_fails_an_unrelated_event(b: Backend) {
     })
     .await
     .unwrap();
-    h.crm
-        .user_update("Contact", crm_id, &[("Subject", "X8 renamed beside broken row")]);
+    h.crm.user_update(
+        "Contact",
+        crm_id,
+        &[("Subject", "X8 renamed beside broken row")],
+    );
     h.settle().await.unwrap();
     assert_eq!(
         h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
@@ -1561,11 +1576,19 @@ async fn x8_ambiguous_contact_creates_none_and_is_parked(b: Backend) {
     let h = start(b).await;
     let first = h.crm.user_insert(
         "Person",
-        &[("FirstName", "Ravi"), ("LastName", "Sharma"), ("EMail", "info@shared.example.in")],
+        &[
+            ("FirstName", "Ravi"),
+            ("LastName", "Sharma"),
+            ("EMail", "info@shared.example.in"),
+        ],
     );
     let second = h.crm.user_insert(
         "Person",
-        &[("FirstName", "Priya"), ("LastName", "Sharma"), ("EMail", "INFO@shared.example.in")],
+        &[
+            ("FirstName", "Priya"),
+            ("LastName", "Sharma"),
+            ("EMail", "INFO@shared.example.in"),
+        ],
     );
     let persons_before = h.crm.records("Person").len();
     let c = h.graph.user_create_contact(
@@ -1593,9 +1616,19 @@ async fn x8_ambiguous_contact_creates_none_and_is_parked(b: Backend) {
     .await
     .unwrap();
     h.settle().await.unwrap();
-    assert_eq!(h.crm.records("Person").len(), persons_before, "no third person");
+    assert_eq!(
+        h.crm.records("Person").len(),
+        persons_before,
+        "no third person"
+    );
     assert!(
-        h.app().state.links("contoso").await.unwrap().iter().all(|l| l.graph_id != cid),
+        h.app()
+            .state
+            .links("contoso")
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.graph_id != cid),
         "linked to none"
     );
     let l = list().await;
@@ -1614,7 +1647,11 @@ async fn x8_ambiguous_contact_creates_none_and_is_parked(b: Backend) {
     assert_eq!(cands, want, "both candidate person ids");
     // The operator picks the first: linked, edits flow, still no third person.
     let r = client
-        .post(format!("{}/admin/conflicts/{}/resolve", h.admin_url(), c["id"].as_str().unwrap()))
+        .post(format!(
+            "{}/admin/conflicts/{}/resolve",
+            h.admin_url(),
+            c["id"].as_str().unwrap()
+        ))
         .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
         .json(&json!({"link": first.to_string()}))
         .send()
@@ -1624,7 +1661,12 @@ async fn x8_ambiguous_contact_creates_none_and_is_parked(b: Backend) {
     h.settle().await.unwrap();
     assert!(list().await["conflicts"].as_array().unwrap().is_empty());
     assert_eq!(
-        h.crm.record("Person", first).unwrap().fields.get("JobTitle").map(String::as_str),
+        h.crm
+            .record("Person", first)
+            .unwrap()
+            .fields
+            .get("JobTitle")
+            .map(String::as_str),
         Some("Owner")
     );
     assert_eq!(h.crm.records("Person").len(), persons_before);
@@ -1635,24 +1677,38 @@ async fn x8_lease_left_by_a_dead_process_blocks_nothing(b: Backend) {
     let h = start(b).await;
     let uid = "040000008200E00074C5B7101A82E00800000000DEADLEASE";
     // A create lease as a killed process leaves it: its owner never renews or releases it.
-    assert!(h
-        .app()
-        .state
-        .store()
-        .lease(&format!("contoso:create:ical:{uid}"), "dead-process:event", crm_graph_connector::lease::LEASE_TTL)
-        .await
-        .unwrap());
+    assert!(
+        h.app()
+            .state
+            .store()
+            .lease(
+                &format!("contoso:create:ical:{uid}"),
+                "dead-process:event",
+                crm_graph_connector::lease::LEASE_TTL
+            )
+            .await
+            .unwrap()
+    );
     let mut ev = outlook_event(4, "X8 after a dead lease");
     ev["iCalUId"] = json!(uid);
     h.graph.user_create_event(MAILBOX, ev);
-    wait_for("the CRM record once the lease lapsed", Duration::from_secs(40), || async {
-        !crm_records_with_subject(&h, "X8 after a dead lease").is_empty()
-    })
+    wait_for(
+        "the CRM record once the lease lapsed",
+        Duration::from_secs(40),
+        || async { !crm_records_with_subject(&h, "X8 after a dead lease").is_empty() },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
-    assert_eq!(crm_records_with_subject(&h, "X8 after a dead lease").len(), 1);
-    assert_eq!(dead_letter_count(&h).await, 0, "waiting for a lease never ends in dead letters");
+    assert_eq!(
+        crm_records_with_subject(&h, "X8 after a dead lease").len(),
+        1
+    );
+    assert_eq!(
+        dead_letter_count(&h).await,
+        0,
+        "waiting for a lease never ends in dead letters"
+    );
     h.stop().await;
 }
 
@@ -1661,7 +1717,11 @@ async fn x8_unknown_mailbox_does_not_stop_the_tenant(b: Backend) {
     // rep0's mailbox does not exist in Graph (404 on subscribe, delta and To Do); it sorts first.
     h.crm.user_insert(
         "Rep",
-        &[("RepID", "9"), ("EMail", "rep0@contoso.com"), ("ConnectorEnabled", "true")],
+        &[
+            ("RepID", "9"),
+            ("EMail", "rep0@contoso.com"),
+            ("ConnectorEnabled", "true"),
+        ],
     );
     let app = h.app().clone();
     let tenant = app.tenant("contoso").unwrap().clone();
@@ -1672,8 +1732,14 @@ async fn x8_unknown_mailbox_does_not_stop_the_tenant(b: Backend) {
     h.crm
         .user_update("Contact", crm_id, &[("Subject", "X8 still syncing")]);
     h.settle().await.unwrap();
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "X8 still syncing");
-    assert!(app.metrics.total("scheduler_errors_total") > 0, "the failing mailbox is counted");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "X8 still syncing"
+    );
+    assert!(
+        app.metrics.total("scheduler_errors_total") > 0,
+        "the failing mailbox is counted"
+    );
     h.stop().await;
 }
 
@@ -1707,18 +1773,31 @@ async fn x8_retry_after_holds_every_request_to_the_mailbox(b: Backend) {
         .iter()
         .filter(|r| r.at > first.at && r.at <= first.at + Duration::from_millis(500))
         .count();
-    assert!(on_their_way <= 3, "{on_their_way} requests right after the 429");
+    assert!(
+        on_their_way <= 3,
+        "{on_their_way} requests right after the 429"
+    );
     let inside: Vec<_> = log
         .iter()
         .filter(|r| {
-            r.at > first.at + Duration::from_millis(500) && r.at < first.at + Duration::from_millis(1900)
+            r.at > first.at + Duration::from_millis(500)
+                && r.at < first.at + Duration::from_millis(1900)
         })
         .map(|r| format!("{} {} {}", r.method, r.path, r.status))
         .collect();
-    assert!(inside.is_empty(), "requests inside the Retry-After window: {inside:?}");
-    assert!(h.graph.max_concurrency_seen(MAILBOX) <= 4, "never more than 4 in flight");
+    assert!(
+        inside.is_empty(),
+        "requests inside the Retry-After window: {inside:?}"
+    );
+    assert!(
+        h.graph.max_concurrency_seen(MAILBOX) <= 4,
+        "never more than 4 in flight"
+    );
     for i in 0..8 {
-        assert_eq!(crm_records_with_subject(&h, &format!("X8 throttled {i}")).len(), 1);
+        assert_eq!(
+            crm_records_with_subject(&h, &format!("X8 throttled {i}")).len(),
+            1
+        );
     }
     h.stop().await;
 }
@@ -1733,7 +1812,10 @@ async fn x8_two_crm_edits_in_one_minute_both_reach_outlook(b: Backend) {
     h.crm
         .user_update("Contact", crm_id, &[("Subject", "X8 minute first")]);
     h.settle().await.unwrap();
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "X8 minute first");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "X8 minute first"
+    );
     h.crm
         .user_update("Contact", crm_id, &[("Subject", "X8 minute second")]);
     h.settle().await.unwrap();
@@ -1753,10 +1835,18 @@ async fn x8_task_from_crm_is_created_once_when_the_create_answer_is_lost(b: Back
     let (date, _) = crm_slot(3, 10);
     h.crm.user_insert(
         "Task",
-        &[("Subject", "X8 call back"), ("RepID", REP_ID), ("DueDate", &date), ("Status", "Open")],
+        &[
+            ("Subject", "X8 call back"),
+            ("RepID", REP_ID),
+            ("DueDate", &date),
+            ("Status", "Open"),
+        ],
     );
     wait_for("the To Do task", Duration::from_secs(30), || async {
-        h.graph.tasks(MAILBOX).iter().any(|t| t["title"] == "X8 call back")
+        h.graph
+            .tasks(MAILBOX)
+            .iter()
+            .any(|t| t["title"] == "X8 call back")
     })
     .await
     .unwrap();
@@ -1787,7 +1877,11 @@ async fn x8_success_folder_found_anywhere_and_every_message_linked(b: Backend) {
         h.graph
             .subscriptions()
             .iter()
-            .filter(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/messages")))
+            .filter(|s| {
+                s["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/messages"))
+            })
             .count()
             >= 2
     })
@@ -1799,28 +1893,51 @@ async fn x8_success_folder_found_anywhere_and_every_message_linked(b: Backend) {
         "from": {"emailAddress": {"address": "ana@customer.test", "name": "Ana"}},
         "toRecipients": [{"emailAddress": {"address": MAILBOX, "name": "Rep"}}]});
     let m1 = h.graph.deliver_message(MAILBOX, "Inbox/CRM", msg.clone());
-    let m2 = h.graph.deliver_message("rep2@contoso.com", "Inbox/CRM", msg);
+    let m2 = h
+        .graph
+        .deliver_message("rep2@contoso.com", "Inbox/CRM", msg);
     wait_for("both messages moved", Duration::from_secs(30), || async {
         h.graph.messages_in(MAILBOX, "Sync_Success").len() == 1
-            && h.graph.messages_in("rep2@contoso.com", "Inbox/Sync_Success").len() == 2
+            && h.graph
+                .messages_in("rep2@contoso.com", "Inbox/Sync_Success")
+                .len()
+                == 2
     })
     .await
     .unwrap();
     h.settle().await.unwrap();
     assert!(
-        h.graph.folder_id("rep2@contoso.com", "Sync_Success").is_none(),
+        h.graph
+            .folder_id("rep2@contoso.com", "Sync_Success")
+            .is_none(),
         "no second success folder made at the top"
     );
     let recs = crm_records_with_subject(&h, "X8 offer");
     assert_eq!(recs.len(), 1, "one CRM record");
-    assert_eq!(recs[0].fields.get("Text").map(String::as_str), Some("Grüße aus Graz"));
+    assert_eq!(
+        recs[0].fields.get("Text").map(String::as_str),
+        Some("Grüße aus Graz")
+    );
     let rows = extkey_rows(&h, recs[0].id);
-    assert_eq!(rows.len(), 2, "every message's ExtKey row points to the one record: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        2,
+        "every message's ExtKey row points to the one record: {rows:?}"
+    );
     for r in &rows {
-        assert_eq!(r.fields.get("ExtUid").map(String::as_str), Some("<x8-offer@kunde.at>"));
+        assert_eq!(
+            r.fields.get("ExtUid").map(String::as_str),
+            Some("<x8-offer@kunde.at>")
+        );
     }
-    let keys: Vec<&str> = rows.iter().filter_map(|r| r.fields.get("ExtKey").map(String::as_str)).collect();
-    assert!(keys.contains(&m1["id"].as_str().unwrap()) && keys.contains(&m2["id"].as_str().unwrap()), "{keys:?}");
+    let keys: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.fields.get("ExtKey").map(String::as_str))
+        .collect();
+    assert!(
+        keys.contains(&m1["id"].as_str().unwrap()) && keys.contains(&m2["id"].as_str().unwrap()),
+        "{keys:?}"
+    );
     h.stop().await;
 }
 
@@ -1838,12 +1955,18 @@ async fn x8_slow_event_runs_once_however_long_it_takes(b: Backend) {
         h.crm
             .records("Person")
             .into_iter()
-            .filter(|r| r.fields.get("EMail").is_some_and(|e| e.eq_ignore_ascii_case("j.gross@kunde.de")))
+            .filter(|r| {
+                r.fields
+                    .get("EMail")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("j.gross@kunde.de"))
+            })
             .count()
     };
-    wait_for("the person in CRM", Duration::from_secs(150), || async { persons() > 0 })
-        .await
-        .unwrap();
+    wait_for("the person in CRM", Duration::from_secs(150), || async {
+        persons() > 0
+    })
+    .await
+    .unwrap();
     h.crm.set_delay(Duration::ZERO);
     h.settle().await.unwrap();
     assert_eq!(persons(), 1, "the slow event ran once: one person");
@@ -1876,7 +1999,11 @@ async fn lose_store(h: &mut Harness, b: Backend) {
                 .unwrap();
             assert!(!keys.is_empty(), "the store had data");
             for k in keys {
-                let _: () = redis::cmd("DEL").arg(&k).query_async(&mut con).await.unwrap();
+                let _: () = redis::cmd("DEL")
+                    .arg(&k)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
             }
         }
     }
@@ -1915,20 +2042,30 @@ async fn x15_lost_store_keeps_edits_made_on_either_side(b: Backend) {
     }
     restart_after_loss(&mut h).await;
     // And one more edit on each side after the restart.
-    h.graph
-        .user_update_event(MAILBOX, &pairs[0].1, json!({"location": {"displayName": "Raum 12"}}));
+    h.graph.user_update_event(
+        MAILBOX,
+        &pairs[0].1,
+        json!({"location": {"displayName": "Raum 12"}}),
+    );
     h.crm
         .user_update("Contact", pairs[5].0, &[("A031Location", "Sala 3")]);
     h.settle().await.unwrap();
     assert_eq!(crm_field(&h, pairs[0].0, "A031Location"), "Raum 12");
-    assert_eq!(h.graph.event(MAILBOX, &pairs[5].1).unwrap()["location"]["displayName"], "Sala 3");
+    assert_eq!(
+        h.graph.event(MAILBOX, &pairs[5].1).unwrap()["location"]["displayName"],
+        "Sala 3"
+    );
     for (i, (crm_id, ev_id)) in pairs.iter().enumerate() {
         let want = if i < 3 {
             format!("X15 pair {i} edited in Outlook")
         } else {
             format!("X15 pair {i} edited in CRM")
         };
-        assert_eq!(crm_field(&h, *crm_id, "Subject"), want, "CRM side of pair {i}");
+        assert_eq!(
+            crm_field(&h, *crm_id, "Subject"),
+            want,
+            "CRM side of pair {i}"
+        );
         assert_eq!(
             h.graph.event(MAILBOX, ev_id).unwrap()["subject"],
             want.as_str(),
@@ -1940,7 +2077,10 @@ async fn x15_lost_store_keeps_edits_made_on_either_side(b: Backend) {
         h.crm
             .records("Contact")
             .iter()
-            .filter(|r| r.fields.get("Subject").is_some_and(|s| s.starts_with("X15 pair")))
+            .filter(|r| r
+                .fields
+                .get("Subject")
+                .is_some_and(|s| s.starts_with("X15 pair")))
             .count(),
         6,
         "no duplicate record"
@@ -1971,17 +2111,31 @@ async fn x15_moved_out_of_the_window_and_back_keeps_the_users_time(b: Backend) {
     h.settle().await.unwrap();
     let ev = h.graph.event(MAILBOX, &ev_id).unwrap();
     assert!(
-        ev["start"]["dateTime"].as_str().unwrap().starts_with(&format!("{back}T13:00")),
+        ev["start"]["dateTime"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{back}T13:00")),
         "the user's new time is not overwritten: {}",
         ev["start"]
     );
-    let local = chrono::NaiveDateTime::parse_from_str(&format!("{back}T13:00:00"), "%Y-%m-%dT%H:%M:%S")
-        .unwrap()
-        .and_utc()
-        .with_timezone(&chrono_tz::Europe::Berlin);
-    assert_eq!(crm_field(&h, crm_id, "Date"), local.format("%Y-%m-%d").to_string());
-    assert_eq!(crm_field(&h, crm_id, "Time").get(..5), Some(local.format("%H:%M").to_string().as_str()));
-    assert_eq!(crm_records_with_subject(&h, "X15 window").len(), 1, "re-linked, not created anew");
+    let local =
+        chrono::NaiveDateTime::parse_from_str(&format!("{back}T13:00:00"), "%Y-%m-%dT%H:%M:%S")
+            .unwrap()
+            .and_utc()
+            .with_timezone(&chrono_tz::Europe::Berlin);
+    assert_eq!(
+        crm_field(&h, crm_id, "Date"),
+        local.format("%Y-%m-%d").to_string()
+    );
+    assert_eq!(
+        crm_field(&h, crm_id, "Time").get(..5),
+        Some(local.format("%H:%M").to_string().as_str())
+    );
+    assert_eq!(
+        crm_records_with_subject(&h, "X15 window").len(),
+        1,
+        "re-linked, not created anew"
+    );
     assert_eq!(h.graph.events(MAILBOX).len(), 1);
     h.stop().await;
 }
@@ -2011,12 +2165,19 @@ async fn x15_leaving_scope_unlinks_and_never_deletes(b: Backend) {
     w.assert(&h, 0, 0, "leaving scope writes nothing on either side");
     // Unlinked: later Outlook edits no longer reach the records.
     for ev in [&a_ev, &t_ev] {
-        h.graph
-            .user_update_event(MAILBOX, ev, json!({"location": {"displayName": "Elsewhere"}}));
+        h.graph.user_update_event(
+            MAILBOX,
+            ev,
+            json!({"location": {"displayName": "Elsewhere"}}),
+        );
     }
     h.settle().await.unwrap();
     for id in [a_id, t_id] {
-        assert_eq!(crm_field(&h, id, "A031Location"), "Room 1", "record {id} unlinked");
+        assert_eq!(
+            crm_field(&h, id, "A031Location"),
+            "Room 1",
+            "record {id} unlinked"
+        );
     }
     w.assert(&h, 0, 0, "unlinked pairs write nothing");
     h.stop().await;
@@ -2029,8 +2190,11 @@ async fn x15_patch_carries_only_changed_properties_and_crm_only_fields_never_wri
     let (crm_id, ev_id) = crm_appointment(&h, "X15 patch", 2).await;
     // CRM-only fields: the type and a status other than cancelled.
     let w = Writes::now(&h);
-    h.crm
-        .user_update("Contact", crm_id, &[("Contact", "Telephone"), ("Status", "Done")]);
+    h.crm.user_update(
+        "Contact",
+        crm_id,
+        &[("Contact", "Telephone"), ("Status", "Done")],
+    );
     h.settle().await.unwrap();
     w.assert(&h, 0, 0, "CRM-only fields cause no Graph write");
     let before = h.graph.requests().len();
@@ -2046,7 +2210,8 @@ async fn x15_patch_carries_only_changed_properties_and_crm_only_fields_never_wri
     let body: Value = patches[0].body.clone().expect("PATCH body");
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert!(
-        keys.iter().all(|k| *k == "location" || *k == "singleValueExtendedProperties"),
+        keys.iter()
+            .all(|k| *k == "location" || *k == "singleValueExtendedProperties"),
         "the PATCH carries only the changed property (and the sync state): {keys:?}"
     );
     assert_eq!(body["location"]["displayName"], "Room 9");
@@ -2084,10 +2249,15 @@ async fn linked_appointments(h: &Harness, prefix: &str, n: usize) -> Vec<(u64, S
         );
         ids.push((id, subject));
     }
-    wait_for("every event in Outlook", Duration::from_secs(60), || async {
-        let evs = h.graph.events(MAILBOX);
-        ids.iter().all(|(_, s)| evs.iter().any(|e| e["subject"] == s.as_str()))
-    })
+    wait_for(
+        "every event in Outlook",
+        Duration::from_secs(60),
+        || async {
+            let evs = h.graph.events(MAILBOX);
+            ids.iter()
+                .all(|(_, s)| evs.iter().any(|e| e["subject"] == s.as_str()))
+        },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
@@ -2106,8 +2276,10 @@ async fn x15_empty_answers_delete_cancel_and_unlink_nothing(b: Backend) {
     let w = Writes::now(&h);
     // CRM answers every Contact query with no rows for several poll periods (a restore, a lag,
     // a permission change), while Outlook keeps notifying about the events.
-    h.crm
-        .set_empty_answers(Some("Contact"), cgc_crm::sim::EmptyAnswers::For(Duration::from_secs(6)));
+    h.crm.set_empty_answers(
+        Some("Contact"),
+        cgc_crm::sim::EmptyAnswers::For(Duration::from_secs(6)),
+    );
     for (_, ev) in &pairs {
         h.graph.user_touch_event(MAILBOX, ev);
     }
@@ -2117,9 +2289,14 @@ async fn x15_empty_answers_delete_cancel_and_unlink_nothing(b: Backend) {
         .graph
         .subscriptions()
         .into_iter()
-        .find(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
+        .find(|s| {
+            s["resource"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("/events"))
+        })
         .unwrap();
-    h.graph.send_lifecycle(sub["id"].as_str().unwrap(), "missed");
+    h.graph
+        .send_lifecycle(sub["id"].as_str().unwrap(), "missed");
     tokio::time::sleep(Duration::from_secs(7)).await;
     h.settle().await.unwrap();
     w.assert(&h, 0, 0, "nothing written while answers were empty");
@@ -2130,13 +2307,27 @@ async fn x15_empty_answers_delete_cancel_and_unlink_nothing(b: Backend) {
     }
     // Still linked: an edit on either side travels.
     let (c0, e0) = &pairs[0];
-    h.crm.user_update("Contact", *c0, &[("Subject", "X15 empty edited in CRM")]);
-    h.graph
-        .user_update_event(MAILBOX, &pairs[1].1, json!({"subject": "X15 empty edited in Outlook"}));
+    h.crm
+        .user_update("Contact", *c0, &[("Subject", "X15 empty edited in CRM")]);
+    h.graph.user_update_event(
+        MAILBOX,
+        &pairs[1].1,
+        json!({"subject": "X15 empty edited in Outlook"}),
+    );
     h.settle().await.unwrap();
-    assert_eq!(h.graph.event(MAILBOX, e0).unwrap()["subject"], "X15 empty edited in CRM");
-    assert_eq!(crm_field(&h, pairs[1].0, "Subject"), "X15 empty edited in Outlook");
-    assert_eq!(h.graph.events(MAILBOX).len(), 20, "nothing deleted or created again");
+    assert_eq!(
+        h.graph.event(MAILBOX, e0).unwrap()["subject"],
+        "X15 empty edited in CRM"
+    );
+    assert_eq!(
+        crm_field(&h, pairs[1].0, "Subject"),
+        "X15 empty edited in Outlook"
+    );
+    assert_eq!(
+        h.graph.events(MAILBOX).len(),
+        20,
+        "nothing deleted or created again"
+    );
     h.stop().await;
 }
 
@@ -2162,11 +2353,20 @@ async fn x15_mass_deletes_hold_the_mailbox_until_released(b: Backend) {
     assert_eq!(left, 12 - 5, "five deletes passed, the rest wait");
     assert!(h.app().metrics.total("mass_change_held_total") > 0);
     assert_eq!(
-        h.app().metrics.gauge("mailbox_held", &[("tenant", "contoso"), ("mailbox", MAILBOX)]),
+        h.app().metrics.gauge(
+            "mailbox_held",
+            &[("tenant", "contoso"), ("mailbox", MAILBOX)]
+        ),
         1
     );
     let m = admin_get(&h, "/admin/mailboxes").await;
-    let mine = m["mailboxes"].as_array().unwrap().iter().find(|m| m["mailbox"] == MAILBOX).unwrap().clone();
+    let mine = m["mailboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mailbox"] == MAILBOX)
+        .unwrap()
+        .clone();
     assert_eq!(mine["mass_change_share"], 0.25);
     assert!(mine["refused_changes"].as_u64().unwrap() > 0, "{mine}");
     // One admin call releases it; the waiting deletes go through.
@@ -2179,11 +2379,25 @@ async fn x15_mass_deletes_hold_the_mailbox_until_released(b: Backend) {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     h.settle().await.unwrap();
-    assert_eq!(h.graph.events(MAILBOX).len(), 2, "the held deletes went through");
-    let m = admin_get(&h, "/admin/mailboxes").await;
-    assert!(m["mailboxes"].as_array().unwrap().iter().all(|m| m["held"] == false), "{m}");
     assert_eq!(
-        h.app().metrics.gauge("mailbox_held", &[("tenant", "contoso"), ("mailbox", MAILBOX)]),
+        h.graph.events(MAILBOX).len(),
+        2,
+        "the held deletes went through"
+    );
+    let m = admin_get(&h, "/admin/mailboxes").await;
+    assert!(
+        m["mailboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["held"] == false),
+        "{m}"
+    );
+    assert_eq!(
+        h.app().metrics.gauge(
+            "mailbox_held",
+            &[("tenant", "contoso"), ("mailbox", MAILBOX)]
+        ),
         0
     );
     h.stop().await;
@@ -2198,7 +2412,8 @@ async fn x15_committed_crm_create_with_lost_answer_gives_one_pair(b: Backend) {
         let subject = format!("X15 lost answer {n}");
         // The record's insert is committed, then answered 500 / not at all.
         h.crm.fail_after_commit(Some("Contact"), 1, how);
-        h.graph.user_create_event(MAILBOX, outlook_event(4 + n, &subject));
+        h.graph
+            .user_create_event(MAILBOX, outlook_event(4 + n, &subject));
         wait_for("the CRM record", Duration::from_secs(30), || async {
             !crm_records_with_subject(&h, &subject).is_empty()
         })
@@ -2207,16 +2422,26 @@ async fn x15_committed_crm_create_with_lost_answer_gives_one_pair(b: Backend) {
         h.settle().await.unwrap();
         let recs = crm_records_with_subject(&h, &subject);
         assert_eq!(recs.len(), 1, "one CRM record ({how:?})");
-        assert_eq!(extkey_rows(&h, recs[0].id).len(), 1, "its link finished ({how:?})");
         assert_eq!(
-            h.graph.events(MAILBOX).iter().filter(|e| e["subject"] == subject.as_str()).count(),
+            extkey_rows(&h, recs[0].id).len(),
+            1,
+            "its link finished ({how:?})"
+        );
+        assert_eq!(
+            h.graph
+                .events(MAILBOX)
+                .iter()
+                .filter(|e| e["subject"] == subject.as_str())
+                .count(),
             1,
             "never mirrored back as a second event ({how:?})"
         );
     }
     // The ExtKey import committed but answered with a closed connection: finished, not repeated.
-    h.crm.fail_after_commit(Some("ExtKey"), 1, cgc_crm::sim::AfterCommit::Close);
-    h.graph.user_create_event(MAILBOX, outlook_event(7, "X15 lost link answer"));
+    h.crm
+        .fail_after_commit(Some("ExtKey"), 1, cgc_crm::sim::AfterCommit::Close);
+    h.graph
+        .user_create_event(MAILBOX, outlook_event(7, "X15 lost link answer"));
     wait_for("the CRM record", Duration::from_secs(30), || async {
         !crm_records_with_subject(&h, "X15 lost link answer").is_empty()
     })
@@ -2227,7 +2452,12 @@ async fn x15_committed_crm_create_with_lost_answer_gives_one_pair(b: Backend) {
     assert_eq!(recs.len(), 1);
     assert_eq!(extkey_rows(&h, recs[0].id).len(), 1);
     assert_eq!(dead_letter_count(&h).await, 0);
-    assert!(admin_get(&h, "/admin/conflicts").await["conflicts"].as_array().unwrap().is_empty());
+    assert!(
+        admin_get(&h, "/admin/conflicts").await["conflicts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     h.stop().await;
 }
 
@@ -2242,7 +2472,11 @@ async fn x15_committed_graph_writes_with_failed_answers_give_one_item_and_no_con
         .commit_then_fail(MAILBOX, 1, cgc_graph::sim::CommitFail::Status504);
     let (crm_id, ev_id) = crm_appointment(&h, "X15 graph lost answer", 3).await;
     assert_eq!(
-        h.graph.events(MAILBOX).iter().filter(|e| e["subject"] == "X15 graph lost answer").count(),
+        h.graph
+            .events(MAILBOX)
+            .iter()
+            .filter(|e| e["subject"] == "X15 graph lost answer")
+            .count(),
         1
     );
     // A PATCH applied and answered 500: re-read, the fields hold the intended values: done.
@@ -2251,9 +2485,15 @@ async fn x15_committed_graph_writes_with_failed_answers_give_one_item_and_no_con
     h.crm
         .user_update("Contact", crm_id, &[("Subject", "X15 graph patched")]);
     h.settle().await.unwrap();
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "X15 graph patched");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "X15 graph patched"
+    );
     assert!(
-        admin_get(&h, "/admin/conflicts").await["conflicts"].as_array().unwrap().is_empty(),
+        admin_get(&h, "/admin/conflicts").await["conflicts"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
         "an applied PATCH is never a conflict"
     );
     assert_eq!(dead_letter_count(&h).await, 0);
@@ -2281,7 +2521,11 @@ async fn x11_receiver_caps_batches_and_looks_each_subscription_up_once(b: Backen
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(h.app().metrics.total("subscription_lookups_total"), lookups, "no look-up");
+    assert_eq!(
+        h.app().metrics.total("subscription_lookups_total"),
+        lookups,
+        "no look-up"
+    );
     // 1,000 notifications for one unknown id (with a line break in it): one look-up, all dropped.
     let forged = "unknown\n2026-12-03T00:00:00Z ERROR forged line";
     let many: Vec<Value> = (0..1000).map(|_| item(forged)).collect();
@@ -2298,7 +2542,10 @@ async fn x11_receiver_caps_batches_and_looks_each_subscription_up_once(b: Backen
         "one store look-up for one id"
     );
     assert_eq!(
-        h.app().metrics.get("notifications_total", &[("outcome", "unknown_subscription")]),
+        h.app().metrics.get(
+            "notifications_total",
+            &[("outcome", "unknown_subscription")]
+        ),
         1000
     );
     let d = h.app().queue.depth().await.unwrap();
@@ -2331,8 +2578,15 @@ async fn x11_receiver_sheds_load_and_cuts_slow_uploads(b: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 503, "shed while the one slot is held: never 202");
-    assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(
+        r.status(),
+        503,
+        "shed while the one slot is held: never 202"
+    );
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     // The slow upload is cut after the request timeout; the slot is free again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = reqwest::Client::new()
@@ -2342,7 +2596,12 @@ async fn x11_receiver_sheds_load_and_cuts_slow_uploads(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert!(h.app().metrics.get("notification_batches_total", &[("outcome", "timeout")]) >= 1);
+    assert!(
+        h.app()
+            .metrics
+            .get("notification_batches_total", &[("outcome", "timeout")])
+            >= 1
+    );
     drop(slow);
     h.stop().await;
 }
@@ -2357,7 +2616,10 @@ async fn x11_crm_clock_behind_the_connector_loses_no_change(b: Backend) {
     h.crm
         .user_update("Contact", crm_id, &[("Subject", "X11 clock edited")]);
     h.settle().await.unwrap();
-    assert_eq!(h.graph.event(MAILBOX, &ev_id).unwrap()["subject"], "X11 clock edited");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "X11 clock edited"
+    );
     h.stop().await;
 }
 
@@ -2386,7 +2648,9 @@ async fn x11_queue_message_for_a_foreign_mailbox_is_refused(b: Backend) {
         .unwrap();
     h.settle().await.unwrap();
     assert_eq!(
-        h.app().metrics.get("events_total", &[("outcome", "refused_mailbox")]),
+        h.app()
+            .metrics
+            .get("events_total", &[("outcome", "refused_mailbox")]),
         1
     );
     assert!(
@@ -2403,16 +2667,24 @@ async fn x11_crm_id_claim_of_another_reps_record_is_ignored(b: Backend) {
     let (date, time) = crm_slot(5, 9);
     let foreign = h.crm.user_insert(
         "Contact",
-        &[("Contact", "Visit"), ("Subject", "X11 board only"), ("Date", &date), ("Time", &time),
-          ("EndDate", &date), ("RepID", "77")],
+        &[
+            ("Contact", "Visit"),
+            ("Subject", "X11 board only"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("RepID", "77"),
+        ],
     );
     let mut ev = outlook_event(5, "X11 claims the board record");
     ev["singleValueExtendedProperties"] =
         json!([{"id": cgc_graph::CRM_ID_PROPERTY, "value": foreign.to_string()}]);
     h.graph.user_create_event(MAILBOX, ev);
-    wait_for("the event's own record", Duration::from_secs(20), || async {
-        !crm_records_with_subject(&h, "X11 claims the board record").is_empty()
-    })
+    wait_for(
+        "the event's own record",
+        Duration::from_secs(20),
+        || async { !crm_records_with_subject(&h, "X11 claims the board record").is_empty() },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
@@ -2464,7 +2736,11 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
             &format!("listen = \"127.0.0.1:{rp}\"\npublic_url = \"http://127.0.0.1:{rp}\""),
             1,
         )
-        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{ap}\""), 1);
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{ap}\""),
+            1,
+        );
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, &text).unwrap();
     let log_path = dir.join("connector.log");
@@ -2481,9 +2757,17 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
             .spawn()
             .expect("connector binary starts"),
     );
-    wait_for("the events subscription", Duration::from_secs(30), || async {
-        graph.subscriptions().iter().any(|s| s["resource"].as_str().is_some_and(|r| r.ends_with("/events")))
-    })
+    wait_for(
+        "the events subscription",
+        Duration::from_secs(30),
+        || async {
+            graph.subscriptions().iter().any(|s| {
+                s["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/events"))
+            })
+        },
+    )
     .await
     .unwrap();
     // A sync both ways, a notification with a wrong clientState, an admin call with a token.
@@ -2491,8 +2775,14 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
     let (date, time) = crm_slot(4, 10);
     crm.user_insert(
         "Contact",
-        &[("Contact", "Visit"), ("Subject", "X11 secrets from CRM"), ("Date", &date), ("Time", &time),
-          ("EndDate", &date), ("RepID", REP_ID)],
+        &[
+            ("Contact", "Visit"),
+            ("Subject", "X11 secrets from CRM"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("RepID", REP_ID),
+        ],
     );
     let sub = graph.subscriptions().into_iter().next().unwrap();
     let _ = reqwest::Client::new()
@@ -2508,8 +2798,14 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
         .send()
         .await;
     wait_for("both synced", Duration::from_secs(30), || async {
-        graph.events(MAILBOX).iter().any(|e| e["subject"] == "X11 secrets from CRM")
-            && crm.records("Contact").iter().any(|r| r.fields.get("Subject").map(String::as_str) == Some("X11 secrets"))
+        graph
+            .events(MAILBOX)
+            .iter()
+            .any(|e| e["subject"] == "X11 secrets from CRM")
+            && crm
+                .records("Contact")
+                .iter()
+                .any(|r| r.fields.get("Subject").map(String::as_str) == Some("X11 secrets"))
     })
     .await
     .unwrap();
@@ -2520,8 +2816,15 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
         .collect();
     drop(child);
     let logs = std::fs::read_to_string(&log_path).unwrap();
-    assert!(logs.lines().count() > 20, "debug logs were written: {}", logs.lines().count());
-    assert!(logs.contains(MAILBOX), "the logs name what they are about (positive control)");
+    assert!(
+        logs.lines().count() > 20,
+        "debug logs were written: {}",
+        logs.lines().count()
+    );
+    assert!(
+        logs.contains(MAILBOX),
+        "the logs name what they are about (positive control)"
+    );
     let mut secrets = vec![
         opts.graph_client_secret.clone().unwrap(),
         opts.crm_password.clone().unwrap(),
@@ -2529,9 +2832,16 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
     ];
     secrets.extend(graph.issued_tokens());
     secrets.extend(client_states);
-    assert!(secrets.len() >= 5, "tokens and clientStates found: {secrets:?}");
+    assert!(
+        secrets.len() >= 5,
+        "tokens and clientStates found: {secrets:?}"
+    );
     for s in &secrets {
-        assert!(!logs.contains(s.as_str()), "a secret ({}…) appears in the logs", &s[..6.min(s.len())]);
+        assert!(
+            !logs.contains(s.as_str()),
+            "a secret ({}…) appears in the logs",
+            &s[..6.min(s.len())]
+        );
     }
     graph.shutdown();
     crm.shutdown();

@@ -24,7 +24,13 @@ fn read_item(item: &Value, contexts: &[MapContext]) {
     let _ = cgc_graph::crm_id_on_item(item);
     let _ = cgc_graph::extended_property(item, CRM_ID_PROPERTY);
     let _ = cgc_graph::extended_property(item, SYNC_STATE_PROPERTY);
-    for key in ["start", "end", "dueDateTime", "reminderDateTime", "completedDateTime"] {
+    for key in [
+        "start",
+        "end",
+        "dueDateTime",
+        "reminderDateTime",
+        "completedDateTime",
+    ] {
         let _ = cgc_graph::tz::date_time_time_zone_to_utc(&item[key]);
         if let Some(z) = item[key]["timeZone"].as_str() {
             let _ = cgc_graph::tz::resolve_zone(z);
@@ -38,7 +44,12 @@ fn read_item(item: &Value, contexts: &[MapContext]) {
         let _ = cgc_graph::body::decode_entities(html);
     }
     for ctx in contexts {
-        for entity in [Entity::Appointment, Entity::Contact, Entity::Task, Entity::Email] {
+        for entity in [
+            Entity::Appointment,
+            Entity::Contact,
+            Entity::Task,
+            Entity::Email,
+        ] {
             match from_graph(entity, item, ctx) {
                 Ok(c) => {
                     let _ = format!("{c:?}");
@@ -72,11 +83,15 @@ fuzz_target!(|data: &[u8]| {
     // Paging links.
     let _next = page["@odata.nextLink"].as_str();
     let _delta = page["@odata.deltaLink"].as_str();
-    let contexts = [MapContext::default(), MapContext::new(chrono_tz::Europe::Berlin)];
+    let contexts = [
+        MapContext::default(),
+        MapContext::new(chrono_tz::Europe::Berlin),
+    ];
     if let Some(items) = page["value"].as_array() {
         for item in items.iter().take(32) {
             // Delta items: usable only with a non-blank string id; `@removed` marks a deletion.
-            let usable = item.is_object() && item["id"].as_str().is_some_and(|s| !s.trim().is_empty());
+            let usable =
+                item.is_object() && item["id"].as_str().is_some_and(|s| !s.trim().is_empty());
             let _removed = item.get("@removed").is_some();
             if usable {
                 read_item(item, &contexts);

@@ -12,11 +12,18 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Some(text) = html_to_text(html) {
         if let Some(c) = text.chars().find(|c| is_xml_forbidden(*c)) {
-            panic!("html_to_text left U+{:04X} (XML-forbidden) in {text:?}", c as u32);
+            panic!(
+                "html_to_text left U+{:04X} (XML-forbidden) in {text:?}",
+                c as u32
+            );
         }
         assert!(!text.is_empty(), "Some(\"\") instead of None");
         assert!(!text.contains('\r'), "CR left in {text:?}");
         // The result is canonical text: normalising it again changes nothing.
-        assert_eq!(normalize_text(&text).as_deref(), Some(text.as_str()), "not canonical");
+        assert_eq!(
+            normalize_text(&text).as_deref(),
+            Some(text.as_str()),
+            "not canonical"
+        );
     }
 });

@@ -38,6 +38,9 @@ fuzz_target!(|data: &[u8]| {
         let text = serde_json::to_string(n).expect("a parsed notification serialises");
         let back: Result<NotificationCollection, _> =
             serde_json::from_str(&format!("{{\"value\":[{text}]}}"));
-        assert!(back.is_ok(), "re-serialised lifecycle item does not parse: {text}");
+        assert!(
+            back.is_ok(),
+            "re-serialised lifecycle item does not parse: {text}"
+        );
     }
 });

@@ -23,7 +23,10 @@ fn check_resource(resource: &str) {
 
 fn check_item(n: &ChangeNotification) {
     // What the receiver reads from each item.
-    let _ = n.change_type.as_deref().map(|c| c.trim().to_ascii_lowercase());
+    let _ = n
+        .change_type
+        .as_deref()
+        .map(|c| c.trim().to_ascii_lowercase());
     let _data_id = n
         .resource_data
         .as_ref()
@@ -36,7 +39,10 @@ fn check_item(n: &ChangeNotification) {
     // read back.
     let text = serde_json::to_string(n).expect("a parsed notification serialises");
     let back: Result<ChangeNotification, _> = serde_json::from_str(&text);
-    assert!(back.is_ok(), "re-serialised notification does not parse: {text}");
+    assert!(
+        back.is_ok(),
+        "re-serialised notification does not parse: {text}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
