@@ -75,9 +75,6 @@ pub struct Tuning {
     pub drain: Duration,
     /// Requested subscription lifetime.
     pub subscription_lifetime: chrono::Duration,
-    /// How long an event waits before it is tried again while its mailbox is held by the
-    /// mass-change guard.
-    pub held_retry: Duration,
     /// Requests the public receiver serves at once; beyond, 503 (load shedding).
     pub receiver_max_in_flight: usize,
     /// Longest time one receiver request (body upload included) may take; beyond, 503.
@@ -95,7 +92,6 @@ impl Default for Tuning {
             scheduler_tick: Duration::from_secs(5),
             drain: Duration::from_secs(20),
             subscription_lifetime: chrono::Duration::minutes(6 * 24 * 60),
-            held_retry: Duration::from_secs(30),
             receiver_max_in_flight: 256,
             receiver_request_timeout: Duration::from_secs(10),
             max_attempts: 8,

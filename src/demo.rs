@@ -68,7 +68,6 @@ pub fn fast_tuning(workers: usize) -> Tuning {
         retry_max: Duration::from_secs(2),
         scheduler_tick: Duration::from_millis(200),
         drain: Duration::from_secs(5),
-        held_retry: Duration::from_millis(500),
         ..Tuning::default()
     }
 }

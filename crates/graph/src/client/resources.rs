@@ -191,11 +191,8 @@ impl GraphClient {
         id: &str,
         crm_id: &str,
     ) -> Result<(), GraphError> {
-        let body = with_crm_property(&json!({}), crm_id, "patch")?;
-        let url = self.api(&["users", mailbox, "events", id], &[]);
-        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
+        self.set_event_properties(mailbox, id, &[(CRM_ID_PROPERTY, crm_id)])
             .await
-            .map(|_| ())
     }
 
     /// Sets single-value extended properties (`(id, value)` pairs, e.g. [`CRM_ID_PROPERTY`] and
@@ -297,11 +294,8 @@ impl GraphClient {
         id: &str,
         crm_id: &str,
     ) -> Result<(), GraphError> {
-        let body = with_crm_property(&json!({}), crm_id, "patch")?;
-        let url = self.api(&["users", mailbox, "contacts", id], &[]);
-        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
+        self.set_contact_properties(mailbox, id, &[(CRM_ID_PROPERTY, crm_id)])
             .await
-            .map(|_| ())
     }
 
     /// Like [`GraphClient::set_event_properties`] for a contact.
