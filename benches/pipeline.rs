@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use cgc_backends::{
     Claim, DeadLetter, Delivery, Envelope, Queue, QueueDepth, QueueError, Store, StoreError,
 };
-use crm_graph_connector::app::{App, Roles, Running};
+use crm_graph_connector::context::App;
 use crm_graph_connector::demo::{Harness, HarnessOptions, MAILBOX, REP_ID, crm_slot, wait_for};
+use crm_graph_connector::run::{Roles, Running};
 use crm_graph_connector::state::State;
 use serde_json::json;
 
@@ -232,8 +233,15 @@ async fn with_queue(
         public_url: std::sync::OnceLock::new(),
         person_cache: Default::default(),
         recent: Default::default(),
+        live_loops: Default::default(),
+        expects_loops: Default::default(),
+        receiver_slots: Arc::new(tokio::sync::Semaphore::new(
+            app.tuning.receiver_max_in_flight.max(1),
+        )),
+        subscription_cache: Default::default(),
+        drop_log: Default::default(),
     });
-    crm_graph_connector::app::start(other, roles).await.unwrap()
+    crm_graph_connector::run::start(other, roles).await.unwrap()
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::app::App;
+use crate::context::App;
 use crate::event::{EventKind, EventV1, Source};
 
 pub fn router(app: Arc<App>) -> Router {

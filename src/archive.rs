@@ -10,7 +10,7 @@ use cgc_core::{Entity, MapContext, PlanKind};
 use cgc_crm::ExtLink;
 use serde_json::Value;
 
-use crate::app::{App, Tenant};
+use crate::context::{App, Tenant};
 use crate::worker::{Failure, Processed};
 
 pub async fn archive_message(

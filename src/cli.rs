@@ -8,8 +8,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use secrecy::ExposeSecret;
 
-use crate::app::{self, App, Roles, Tuning};
 use crate::config::Config;
+use crate::context::{App, Tuning};
+use crate::run::{self, Roles};
 
 #[derive(Parser)]
 #[command(
@@ -135,9 +136,9 @@ async fn serve(c: &ConfigArg, roles: Roles) -> anyhow::Result<()> {
         tracing::warn!("no [[tenants]] configured: nothing will be synced");
     }
     let app = App::build(config, Tuning::default(), &prefix()).await?;
-    let running = app::start(app, roles).await?;
+    let running = run::start(app, roles).await?;
     tracing::info!(receiver = ?running.bound.receiver, admin = ?running.bound.admin, "started; Ctrl-C to stop");
-    app::shutdown_signal().await;
+    run::shutdown_signal().await;
     tracing::info!("stopping: intake first, then draining in-flight events");
     running.stop().await;
     Ok(())

@@ -10,8 +10,9 @@ use cgc_crm::sim::{CrmSim, CrmSimConfig, Seed};
 use cgc_graph::sim::{GraphSim, GraphSimConfig};
 use serde_json::{Value, json};
 
-use crate::app::{self, App, Roles, Running, Tuning};
 use crate::config::Config;
+use crate::context::{App, Tuning};
+use crate::run::{self, Roles, Running};
 
 pub const TENANT: &str = "contoso";
 pub const MAILBOX: &str = "rep1@contoso.com";
@@ -246,7 +247,7 @@ conflict = "{conflict}"
         self.stop_connector().await;
         let config = Config::parse(&self.config_text, &|_| None)?;
         let app = App::build(config, tuning, &self.prefix).await?;
-        self.running = Some(app::start(app, roles).await?);
+        self.running = Some(run::start(app, roles).await?);
         Ok(())
     }
 

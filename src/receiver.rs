@@ -4,9 +4,8 @@
 //! `clientState` against its subscription in constant time, publishes the events durably and only
 //! then answers 202 (503 when the queue did not accept them, so Graph retries).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,19 +18,13 @@ use cgc_graph::{ChangeNotification, NotificationCollection, parse_resource};
 use chrono::Utc;
 use subtle::ConstantTimeEq;
 
-use crate::app::App;
+use crate::context::App;
 use crate::event::{Change, EventKind, EventV1, Source};
-use crate::state::SubscriptionRecord;
 
 /// Largest notification body accepted (Graph batches are far smaller).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Most notifications one POST may carry; a larger batch is refused with 413 before any look-up.
 pub const MAX_NOTIFICATIONS_PER_POST: usize = 1000;
-/// How long a subscription look-up is remembered (known ones, and unknown ones for less).
-const KNOWN_TTL: Duration = Duration::from_secs(10);
-const UNKNOWN_TTL: Duration = Duration::from_secs(2);
-/// Longest part of an id that reaches a log line.
-const LOGGED_ID_CHARS: usize = 48;
 
 pub fn router(app: Arc<App>) -> Router {
     let guard = app.clone();
@@ -75,87 +68,6 @@ async fn bounded(
                 "request took too long, retry later",
             )
                 .into_response()
-        }
-    }
-}
-
-/// Recent subscription look-ups, so a flood of notifications for one id costs one store read.
-#[derive(Default)]
-pub struct SubscriptionCache {
-    entries: Mutex<HashMap<String, (Option<SubscriptionRecord>, Instant)>>,
-}
-
-impl SubscriptionCache {
-    fn get(&self, id: &str) -> Option<Option<SubscriptionRecord>> {
-        let m = self.entries.lock().ok()?;
-        let (rec, at) = m.get(id)?;
-        let ttl = if rec.is_some() {
-            KNOWN_TTL
-        } else {
-            UNKNOWN_TTL
-        };
-        (at.elapsed() < ttl).then(|| rec.clone())
-    }
-
-    fn put(&self, id: &str, rec: Option<SubscriptionRecord>) {
-        if let Ok(mut m) = self.entries.lock() {
-            if m.len() > 10_000 {
-                m.retain(|_, (r, at)| {
-                    at.elapsed() < if r.is_some() { KNOWN_TTL } else { UNKNOWN_TTL }
-                });
-                if m.len() > 10_000 {
-                    m.clear();
-                }
-            }
-            m.insert(id.to_string(), (rec, Instant::now()));
-        }
-    }
-
-    /// Forgets one id (its subscription was removed or replaced).
-    pub fn forget(&self, id: &str) {
-        if let Ok(mut m) = self.entries.lock() {
-            m.remove(id);
-        }
-    }
-}
-
-/// An id as it may appear in a log line: at most [`LOGGED_ID_CHARS`] characters, control
-/// characters (a newline could forge a log line) replaced.
-pub fn loggable_id(id: &str) -> String {
-    let mut out: String = id
-        .chars()
-        .take(LOGGED_ID_CHARS)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if id.chars().count() > LOGGED_ID_CHARS {
-        out.push('…');
-    }
-    out
-}
-
-/// Dropped notifications are logged as a summary at most once a second, not a line each.
-#[derive(Default)]
-pub struct DropLog {
-    inner: Mutex<(Option<Instant>, BTreeMap<&'static str, u64>, Option<String>)>,
-}
-
-impl DropLog {
-    fn note(&self, reason: &'static str, subscription: &str) {
-        let Ok(mut g) = self.inner.lock() else {
-            return;
-        };
-        *g.1.entry(reason).or_insert(0) += 1;
-        if g.2.is_none() {
-            g.2 = Some(loggable_id(subscription));
-        }
-        let due = g.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        if due {
-            let counts: Vec<String> = g.1.iter().map(|(r, n)| format!("{r}={n}")).collect();
-            tracing::warn!(dropped = %counts.join(" "), example_subscription = %g.2.as_deref().unwrap_or(""),
-                "notifications dropped since the last summary");
-            g.0 = Some(Instant::now());
-            g.1.clear();
-            g.2 = None;
         }
     }
 }
@@ -384,36 +296,4 @@ async fn to_event(app: &Arc<App>, n: &ChangeNotification) -> Result<Option<Event
         observed_at,
         subscription_id: Some(sub.id),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_in_log_lines_are_truncated_and_cannot_forge_a_line() {
-        assert_eq!(loggable_id("abc"), "abc");
-        let forged = "sub\n2026-12-03T00:00:00Z ERROR admin token leaked";
-        let l = loggable_id(forged);
-        assert!(!l.contains('\n'), "{l}");
-        assert!(l.starts_with("sub?2026"), "{l}");
-        let long = "x".repeat(5000);
-        let l = loggable_id(&long);
-        assert_eq!(l.chars().count(), LOGGED_ID_CHARS + 1);
-        assert!(l.ends_with('…'));
-    }
-
-    #[test]
-    fn cache_remembers_known_longer_than_unknown() {
-        let c = SubscriptionCache::default();
-        assert!(c.get("a").is_none(), "nothing cached yet");
-        c.put("a", None);
-        assert_eq!(
-            c.get("a").map(|r| r.is_none()),
-            Some(true),
-            "unknown remembered briefly"
-        );
-        c.forget("a");
-        assert!(c.get("a").is_none());
-    }
 }

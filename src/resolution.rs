@@ -8,9 +8,10 @@ use std::sync::Arc;
 use cgc_core::{Cause, Entity, MapContext, PlanKind, Resolution};
 use serde_json::Value;
 
-use crate::app::App;
+use crate::context::App;
 use crate::state::ConflictRecord;
-use crate::worker::{Failure, Processed, Sync, crm_read_fields};
+use crate::worker::{Failure, Processed, Sync};
+use cgc_core::mapping::records::read_fields as crm_read_fields;
 
 /// What the operator chose.
 pub enum Choice {

@@ -13,8 +13,8 @@ use cgc_graph::{DeltaStart, GraphError, NewSubscription};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::app::{App, Tenant};
 use crate::config::Direction;
+use crate::context::{App, Tenant};
 use crate::event::{Change, EventKind, EventV1, Source};
 use crate::state::{MailboxRecord, SubscriptionRecord};
 use crate::worker::Failure;
@@ -616,7 +616,7 @@ pub async fn on_lifecycle(
         }
         "missed" => catch_up(app, t, mailbox).await,
         other => {
-            tracing::warn!(event = %crate::receiver::loggable_id(other), "unknown lifecycle event ignored");
+            tracing::warn!(event = %crate::telemetry::loggable_id(other), "unknown lifecycle event ignored");
             Ok(())
         }
     }
@@ -674,7 +674,7 @@ fn etag_of(v: &Value) -> Option<String> {
 pub async fn catch_up(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Result<(), Failure> {
     let now = Utc::now();
     if graph_reads(t.cfg.appointments.entity.direction) {
-        let (start, end) = crate::worker::window(t, now);
+        let (start, end) = t.window(now);
         // The window is frozen in the delta token: a new day starts a new initial round.
         let key = format!("events:{mailbox}:{}", start.date_naive());
         let round = delta_round(app, t, &key, |link| {
@@ -921,7 +921,7 @@ async fn poll_crm_mailbox(
                 &Query {
                     table: entity.crm_table().into(),
                     conditions: conds,
-                    fields: crate::worker::crm_read_fields(entity)
+                    fields: cgc_core::mapping::records::read_fields(entity)
                         .iter()
                         .map(|f| f.to_string())
                         .collect(),
@@ -931,7 +931,7 @@ async fn poll_crm_mailbox(
             )
             .await?;
         for r in records {
-            let changed = crate::worker::crm_changed_at(&r.fields, zone);
+            let changed = cgc_crm::time::changed_at(&r.fields, zone);
             if let Some(c) = changed {
                 newest = newest.max(Some(c));
             }
@@ -1001,7 +1001,7 @@ async fn poll_linked_persons(
             &Query {
                 table: "Person".into(),
                 conditions: conds,
-                fields: crate::worker::crm_read_fields(Entity::Contact)
+                fields: cgc_core::mapping::records::read_fields(Entity::Contact)
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
@@ -1014,7 +1014,7 @@ async fn poll_linked_persons(
         .into_iter()
         .filter(|r| linked.contains(&r.id))
         .filter(
-            |r| match (since, crate::worker::crm_changed_at(&r.fields, zone)) {
+            |r| match (since, cgc_crm::time::changed_at(&r.fields, zone)) {
                 (Some(s), Some(c)) => c >= s,
                 _ => true,
             },

@@ -1,7 +1,9 @@
 //! Typed records kept in the store: links, shadows, subscriptions, delta links, watermarks,
 //! mailboxes, conflicts and the audit trail. The `Store` trait itself only knows bytes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cgc_backends::{Store, StoreError};
 use cgc_core::{Canonical, ConflictField, Entity};
@@ -377,5 +379,68 @@ impl State {
             out.push(de(&ns, "audit", &b)?);
         }
         Ok(out)
+    }
+}
+
+/// How long a subscription look-up is remembered (known ones, and unknown ones for less).
+const KNOWN_TTL: Duration = Duration::from_secs(10);
+const UNKNOWN_TTL: Duration = Duration::from_secs(2);
+
+/// Recent subscription look-ups, so a flood of notifications for one id costs one store read.
+#[derive(Default)]
+pub struct SubscriptionCache {
+    entries: Mutex<HashMap<String, (Option<SubscriptionRecord>, Instant)>>,
+}
+
+impl SubscriptionCache {
+    pub(crate) fn get(&self, id: &str) -> Option<Option<SubscriptionRecord>> {
+        let m = self.entries.lock().ok()?;
+        let (rec, at) = m.get(id)?;
+        let ttl = if rec.is_some() {
+            KNOWN_TTL
+        } else {
+            UNKNOWN_TTL
+        };
+        (at.elapsed() < ttl).then(|| rec.clone())
+    }
+
+    pub(crate) fn put(&self, id: &str, rec: Option<SubscriptionRecord>) {
+        if let Ok(mut m) = self.entries.lock() {
+            if m.len() > 10_000 {
+                m.retain(|_, (r, at)| {
+                    at.elapsed() < if r.is_some() { KNOWN_TTL } else { UNKNOWN_TTL }
+                });
+                if m.len() > 10_000 {
+                    m.clear();
+                }
+            }
+            m.insert(id.to_string(), (rec, Instant::now()));
+        }
+    }
+
+    /// Forgets one id (its subscription was removed or replaced).
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod subscription_cache_tests {
+    use super::*;
+
+    #[test]
+    fn cache_remembers_known_longer_than_unknown() {
+        let c = SubscriptionCache::default();
+        assert!(c.get("a").is_none(), "nothing cached yet");
+        c.put("a", None);
+        assert_eq!(
+            c.get("a").map(|r| r.is_none()),
+            Some(true),
+            "unknown remembered briefly"
+        );
+        c.forget("a");
+        assert!(c.get("a").is_none());
     }
 }

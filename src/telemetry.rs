@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Installs the tracing subscriber once (`RUST_LOG` filter, default `info`; `CGC_LOG_JSON=1` for JSON).
 pub fn init(default_filter: &str) {
@@ -135,6 +136,68 @@ impl Metrics {
             self.latency_count.load(Ordering::Relaxed)
         ));
         out
+    }
+}
+
+/// Longest part of an id that reaches a log line.
+pub const LOGGED_ID_CHARS: usize = 48;
+
+/// An id as it may appear in a log line: at most [`LOGGED_ID_CHARS`] characters, control
+/// characters (a newline could forge a log line) replaced.
+pub fn loggable_id(id: &str) -> String {
+    let mut out: String = id
+        .chars()
+        .take(LOGGED_ID_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if id.chars().count() > LOGGED_ID_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Dropped notifications are logged as a summary at most once a second, not a line each.
+#[derive(Default)]
+pub struct DropLog {
+    inner: Mutex<(Option<Instant>, BTreeMap<&'static str, u64>, Option<String>)>,
+}
+
+impl DropLog {
+    pub(crate) fn note(&self, reason: &'static str, subscription: &str) {
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        *g.1.entry(reason).or_insert(0) += 1;
+        if g.2.is_none() {
+            g.2 = Some(loggable_id(subscription));
+        }
+        let due = g.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            let counts: Vec<String> = g.1.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            tracing::warn!(dropped = %counts.join(" "), example_subscription = %g.2.as_deref().unwrap_or(""),
+                "notifications dropped since the last summary");
+            g.0 = Some(Instant::now());
+            g.1.clear();
+            g.2 = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn ids_in_log_lines_are_truncated_and_cannot_forge_a_line() {
+        assert_eq!(loggable_id("abc"), "abc");
+        let forged = "sub\n2026-12-03T00:00:00Z ERROR admin token leaked";
+        let l = loggable_id(forged);
+        assert!(!l.contains('\n'), "{l}");
+        assert!(l.starts_with("sub?2026"), "{l}");
+        let long = "x".repeat(5000);
+        let l = loggable_id(&long);
+        assert_eq!(l.chars().count(), LOGGED_ID_CHARS + 1);
+        assert!(l.ends_with('…'));
     }
 }
 

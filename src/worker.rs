@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cgc_backends::{Claim, Delivery};
+use cgc_core::mapping::records;
 use cgc_core::{
     Canonical, Cause, CrmFields, CrmItem, Entity, GraphItem, Input, MapContext, Op, Plan, PlanKind,
-    Policy, SideState,
+    SideState,
 };
 use cgc_crm::{Cond, CondOp, CrmError, ErrorCode, ExtLink, Query};
 use cgc_graph::{CRM_ID_PROPERTY, GraphError};
@@ -20,8 +21,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::app::{App, Tenant};
-use crate::config::{Conflict, EntityConfig};
+use crate::context::{App, Tenant};
 use crate::event::{self, Change, EventKind, EventV1, Source};
 use crate::state::{AuditRecord, ConflictRecord, Link, State};
 
@@ -249,7 +249,7 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
     if !tenant.cfg.owns_mailbox(&ev.mailbox) {
         app.metrics
             .inc("events_total", &[("outcome", "refused_mailbox")]);
-        tracing::warn!(tenant = %ev.tenant, mailbox = %crate::receiver::loggable_id(&ev.mailbox),
+        tracing::warn!(tenant = %ev.tenant, mailbox = %crate::telemetry::loggable_id(&ev.mailbox),
             "event names a mailbox outside the tenant's domains; refused");
         return Ok(noop(
             "mailbox outside the tenant's domains: nothing read or written",
@@ -322,104 +322,8 @@ fn noop(reason: &str) -> Processed {
     }
 }
 
-pub fn entity_config(t: &Tenant, e: Entity) -> EntityConfig {
-    match e {
-        Entity::Appointment => t.cfg.appointments.entity.clone(),
-        Entity::Contact => t.cfg.contacts.clone(),
-        Entity::Task => t.cfg.tasks.clone(),
-        Entity::Email => EntityConfig {
-            direction: t.cfg.emails.direction,
-            conflict: Conflict::GraphWins,
-            exclude_fields: vec![],
-        },
-    }
-}
-
-pub fn policy(t: &Tenant, e: Entity) -> Policy {
-    let c = entity_config(t, e);
-    Policy {
-        direction: c.direction,
-        conflict: c.conflict,
-        exclude_fields: c.exclude_fields,
-    }
-}
-
-/// The CRM fields read for each entity.
-pub fn crm_read_fields(e: Entity) -> &'static [&'static str] {
-    match e {
-        Entity::Appointment | Entity::Email => &[
-            "Contact",
-            "Status",
-            "Date",
-            "Time",
-            "EndDate",
-            "EndTime",
-            "Subject",
-            "Text",
-            "Priority",
-            "RepID",
-            "Private",
-            "Participants",
-            "MissingParticipants",
-            "ConnectorMissingparticipants",
-            "IsMasterContact",
-            "IsSerialContact",
-            "ContactStatNo",
-            "ContactSeqNo",
-            "ReminderDur",
-            "ReminderUnit",
-            "ShowAs",
-            "ConnectorPublished",
-            "ConnectorDeleted",
-            "A031Location",
-            "F5021",
-            "UpdDate",
-            "UpdTime",
-            "DelCd",
-        ],
-        Entity::Contact => &[
-            "FirstName",
-            "LastName",
-            "EMail",
-            "PhoneBusiness",
-            "PhoneMobile",
-            "JobTitle",
-            "Company",
-            "UpdDate",
-            "UpdTime",
-            "DelCd",
-        ],
-        Entity::Task => &[
-            "Subject",
-            "Text",
-            "RepID",
-            "StartDate",
-            "DueDate",
-            "Status",
-            "Priority",
-            "CompletedDate",
-            "UpdDate",
-            "UpdTime",
-            "DelCd",
-        ],
-    }
-}
-
-/// The appointment window of a tenant around `now`.
-pub fn window(t: &Tenant, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    (
-        now - chrono::Duration::days(t.cfg.appointments.past_days as i64),
-        now + chrono::Duration::days(t.cfg.appointments.future_days as i64),
-    )
-}
-
 pub use cgc_graph::crm_id_on_item;
 
-fn is_deleted(fields: &BTreeMap<String, String>) -> bool {
-    fields.get("DelCd").is_some_and(|v| v.trim() == "1")
-}
-
-/// What matching an unlinked Graph item found on CRM.
 enum Matched {
     One(u64),
     /// Several CRM records fit (two persons share the e-mail address): create none, link none.
@@ -496,7 +400,7 @@ impl<'a> Sync<'a> {
             .get(
                 self.entity.crm_table(),
                 id,
-                crm_read_fields(self.entity),
+                records::read_fields(self.entity),
                 Some(self.mailbox),
             )
             .await?;
@@ -520,7 +424,7 @@ impl<'a> Sync<'a> {
                     self.app
                         .metrics
                         .inc("foreign_crm_id_claims_total", &[("tenant", self.tid())]);
-                } else if !is_deleted(&f) {
+                } else if !records::is_deleted(&f) {
                     return Ok(Matched::One(id));
                 }
             }
@@ -564,7 +468,7 @@ impl<'a> Sync<'a> {
                     .await?;
                 let live: Vec<u64> = found
                     .iter()
-                    .filter(|r| !is_deleted(&r.fields))
+                    .filter(|r| !records::is_deleted(&r.fields))
                     .map(|r| r.id)
                     .collect();
                 match live.len() {
@@ -608,7 +512,7 @@ impl<'a> Sync<'a> {
         let short = self.entity.crm_short();
         let rows: Vec<_> = rows
             .into_iter()
-            .filter(|r| !is_deleted(&r.fields))
+            .filter(|r| !records::is_deleted(&r.fields))
             .filter(|r| {
                 r.fields
                     .get("TableShort")
@@ -701,7 +605,7 @@ impl<'a> Sync<'a> {
             let cache_key = (self.tid().to_string(), addr.clone());
             let cached = self.app.person_cache.lock().ok().and_then(|c| {
                 c.get(&cache_key)
-                    .filter(|(_, at)| at.elapsed() < crate::app::PERSON_CACHE_TTL)
+                    .filter(|(_, at)| at.elapsed() < crate::context::PERSON_CACHE_TTL)
                     .map(|(k, _)| *k)
             });
             if let Some(is_known) = cached {
@@ -727,11 +631,14 @@ impl<'a> Sync<'a> {
                     None,
                 )
                 .await?;
-            let is_known = found.records.iter().any(|r| !is_deleted(&r.fields));
+            let is_known = found
+                .records
+                .iter()
+                .any(|r| !records::is_deleted(&r.fields));
             if let Ok(mut c) = self.app.person_cache.lock() {
                 if c.len() >= PERSON_CACHE_MAX {
                     // Bounded: drop what has expired, and everything if that is not enough.
-                    c.retain(|_, (_, at)| at.elapsed() < crate::app::PERSON_CACHE_TTL);
+                    c.retain(|_, (_, at)| at.elapsed() < crate::context::PERSON_CACHE_TTL);
                     if c.len() >= PERSON_CACHE_MAX {
                         c.clear();
                     }
@@ -910,7 +817,7 @@ impl<'a> Sync<'a> {
         } else {
             match &crm_fields {
                 None => return Ok(noop("record gone and never linked: nothing to do")),
-                Some(f) if is_deleted(f) => {
+                Some(f) if records::is_deleted(f) => {
                     return Ok(noop("record deleted and never linked: nothing to do"));
                 }
                 Some(_) => {}
@@ -1057,40 +964,17 @@ impl<'a> Sync<'a> {
 
     /// Why a linked CRM appointment is no longer in this mailbox's scope, if it is not.
     async fn out_of_scope(&self, f: &CrmFields) -> Result<Option<&'static str>, Failure> {
-        let kind = f.get("Contact").map(|s| s.trim()).unwrap_or("");
-        if kind.eq_ignore_ascii_case("E-mail") {
-            return Ok(Some("the CRM record became an e-mail record"));
-        }
-        if f.get("ConnectorPublished")
-            .is_some_and(|v| v.trim() == "true")
-        {
-            return Ok(Some("the CRM record is published by another connector"));
-        }
         let mailbox = self.mailbox.to_ascii_lowercase();
-        let Some(rep) = self
+        let rep = self
             .state()
             .mailboxes(self.tid())
             .await?
             .into_iter()
-            .find(|m| m.mailbox == mailbox)
-        else {
-            return Ok(None);
-        };
-        let rep_id = f.get("RepID").map(|s| s.trim()).unwrap_or("");
-        if rep_id.is_empty() || rep_id == rep.rep_id {
-            return Ok(None);
-        }
-        let listed = |k: &str| {
-            f.get(k).is_some_and(|v| {
-                v.split(';')
-                    .any(|p| p.trim().eq_ignore_ascii_case(&mailbox) || p.trim() == rep.rep_id)
-            })
-        };
-        if listed("Participants") || listed("ParticipantID") {
-            return Ok(None);
-        }
-        Ok(Some(
-            "the CRM record now belongs to a rep this mailbox does not sync",
+            .find(|m| m.mailbox == mailbox);
+        Ok(records::left_scope(
+            f,
+            &mailbox,
+            rep.as_ref().map(|r| r.rep_id.as_str()),
         ))
     }
 
@@ -1234,7 +1118,7 @@ impl<'a> Sync<'a> {
             want == have || (k == "Time" && have.get(..5) == want.get(..5))
         };
         let mut hits = Vec::new();
-        for r in found.iter().filter(|r| !is_deleted(&r.fields)) {
+        for r in found.iter().filter(|r| !records::is_deleted(&r.fields)) {
             if !(same("Subject", r) && same("Time", r) && same("Contact", r)) {
                 continue;
             }
@@ -1282,21 +1166,8 @@ impl<'a> Sync<'a> {
         // Skip CRM appointments the connector must not sync.
         if self.entity == Entity::Appointment && link.is_none() {
             if let Some(f) = &crm_fields {
-                let kind = f.get("Contact").map(|s| s.as_str()).unwrap_or("");
-                let published = f.get("ConnectorPublished").is_some_and(|v| v == "true");
-                let deleted = f.get("ConnectorDeleted").is_some_and(|v| v == "true");
-                if kind.eq_ignore_ascii_case("E-mail") || published || deleted {
-                    return Ok(noop("CRM record is not an appointment the connector syncs"));
-                }
-                if item.is_none()
-                    && f.get("F5021")
-                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-                {
-                    // Made by this connector from an Outlook event whose link is not written yet
-                    // (its answer was lost): the Outlook side finishes the link; never mirror it.
-                    return Ok(noop(
-                        "CRM record was made from an Outlook event and is not linked yet; not mirrored back",
-                    ));
+                if let Some(reason) = records::unlinked_appointment_skipped(f, item.is_some()) {
+                    return Ok(noop(reason));
                 }
             }
         }
@@ -1304,7 +1175,7 @@ impl<'a> Sync<'a> {
         // this mailbox's owner (and the owner is no participant), or its type is no longer one
         // the connector syncs. Nothing is deleted or cancelled, and nothing is written.
         if self.entity == Entity::Appointment && link.is_some() {
-            if let Some(f) = crm_fields.as_ref().filter(|f| !is_deleted(f)) {
+            if let Some(f) = crm_fields.as_ref().filter(|f| !records::is_deleted(f)) {
                 if let Some(why) = self.out_of_scope(f).await? {
                     return self
                         .apply(
@@ -1350,10 +1221,10 @@ impl<'a> Sync<'a> {
         // answer (a restore, a lag, a permission change) is absent, and absence deletes nothing
         // (expected-behaviour.md 35). A Graph item is deleted when its GET answered 404.
         let crm_side = match &crm_fields {
-            Some(f) if is_deleted(f) => SideState::Deleted,
+            Some(f) if records::is_deleted(f) => SideState::Deleted,
             Some(f) => SideState::Present(CrmItem {
                 fields: f.clone(),
-                changed_at: crm_changed_at(f, tenant.cfg.crm_time_zone),
+                changed_at: cgc_crm::time::changed_at(f, tenant.cfg.crm_time_zone),
             }),
             None => SideState::Absent,
         };
@@ -1364,8 +1235,8 @@ impl<'a> Sync<'a> {
                 .unwrap_or(true),
             None => link.as_ref().map(|l| l.organizer).unwrap_or(true),
         };
-        let policy = policy(tenant, self.entity);
-        let window = (self.entity == Entity::Appointment).then(|| window(tenant, now));
+        let policy = tenant.policy(self.entity);
+        let window = (self.entity == Entity::Appointment).then(|| tenant.window(now));
         // Without a shadow (lost store, re-linked pair), the item's fingerprint of the last agreed
         // state lets the core tell an edit from a stale copy (expected-behaviour.md 38).
         let fingerprint = match (&shadow, &item) {
@@ -1765,11 +1636,4 @@ async fn crm_update(
         }),
         Err(e) => Err(e.into()),
     }
-}
-
-/// The CRM's own change time (`UpdDate` + `UpdTime` in the CRM zone).
-pub fn crm_changed_at(f: &CrmFields, zone: chrono_tz::Tz) -> Option<DateTime<Utc>> {
-    let d = f.get("UpdDate")?;
-    let t = f.get("UpdTime").map(|s| s.as_str()).unwrap_or("00:00");
-    cgc_crm::time::to_utc(d, t, zone).ok()
 }

@@ -883,7 +883,7 @@ async fn p7_killed_mid_run_loses_nothing_after_restart(b: Backend) {
     // Stop the workers only: notifications keep arriving and are queued durably.
     h.restart(
         2,
-        crm_graph_connector::app::Roles {
+        crm_graph_connector::run::Roles {
             receiver: true,
             worker: false,
             scheduler: true,
@@ -909,7 +909,7 @@ async fn p7_killed_mid_run_loses_nothing_after_restart(b: Backend) {
     .await
     .unwrap();
     // "Kill": drop the process state without draining, then start again on the same files.
-    h.restart(2, crm_graph_connector::app::Roles::ALL)
+    h.restart(2, crm_graph_connector::run::Roles::ALL)
         .await
         .unwrap();
     h.settle().await.unwrap();
@@ -2010,7 +2010,7 @@ async fn lose_store(h: &mut Harness, b: Backend) {
 }
 
 async fn restart_after_loss(h: &mut Harness) {
-    h.restart(2, crm_graph_connector::app::Roles::ALL)
+    h.restart(2, crm_graph_connector::run::Roles::ALL)
         .await
         .unwrap();
     h.wait_subscribed().await.unwrap();
@@ -2559,7 +2559,7 @@ async fn x11_receiver_sheds_load_and_cuts_slow_uploads(b: Backend) {
     let mut tuning = crm_graph_connector::demo::fast_tuning(2);
     tuning.receiver_max_in_flight = 1;
     tuning.receiver_request_timeout = Duration::from_secs(1);
-    h.restart_with(tuning, crm_graph_connector::app::Roles::ALL)
+    h.restart_with(tuning, crm_graph_connector::run::Roles::ALL)
         .await
         .unwrap();
     let addr = h.receiver_url().trim_start_matches("http://").to_string();
@@ -2939,18 +2939,18 @@ fn scaled() -> HarnessOptions {
 }
 
 /// A second connector (receiver + workers) on the same broker, Redis and prefix.
-async fn second_instance(h: &Harness) -> crm_graph_connector::app::Running {
+async fn second_instance(h: &Harness) -> crm_graph_connector::run::Running {
     let config = crm_graph_connector::config::Config::parse(&h.config_text, &|_| None).unwrap();
-    let app = crm_graph_connector::app::App::build(
+    let app = crm_graph_connector::context::App::build(
         config,
         crm_graph_connector::demo::fast_tuning(2),
         &h.prefix,
     )
     .await
     .unwrap();
-    crm_graph_connector::app::start(
+    crm_graph_connector::run::start(
         app,
-        crm_graph_connector::app::Roles {
+        crm_graph_connector::run::Roles {
             receiver: true,
             worker: true,
             scheduler: false,
@@ -3171,11 +3171,11 @@ fn futures_depth(h: &Harness) -> String {
 async fn scale_poison_event_parks_after_the_ladder_and_replays() {
     let mut h = start_with(scaled()).await;
     // Fewer attempts so the ladder ends within the test.
-    let tuning = crm_graph_connector::app::Tuning {
+    let tuning = crm_graph_connector::context::Tuning {
         max_attempts: 3,
         ..crm_graph_connector::demo::fast_tuning(2)
     };
-    h.restart_with(tuning, crm_graph_connector::app::Roles::ALL)
+    h.restart_with(tuning, crm_graph_connector::run::Roles::ALL)
         .await
         .unwrap();
     h.wait_subscribed().await.unwrap();

@@ -81,6 +81,18 @@ pub fn from_utc(t: DateTime<Utc>, tz: Tz) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_at_reads_upd_date_and_time_in_the_crm_zone() {
+        let mut f = std::collections::BTreeMap::new();
+        assert_eq!(changed_at(&f, chrono_tz::Europe::Berlin), None);
+        f.insert("UpdDate".to_string(), "2026-07-01".to_string());
+        let midnight = changed_at(&f, chrono_tz::Europe::Berlin).unwrap();
+        assert_eq!(midnight.to_rfc3339(), "2026-06-30T22:00:00+00:00");
+        f.insert("UpdTime".to_string(), "10:30".to_string());
+        let t = changed_at(&f, chrono_tz::Europe::Berlin).unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-07-01T08:30:00+00:00");
+    }
     use chrono_tz::America::New_York;
     use chrono_tz::Europe::Berlin;
 
@@ -156,4 +168,14 @@ mod tests {
             Err(TimeError::Time(_))
         ));
     }
+}
+
+/// A record's own change time: `UpdDate` + `UpdTime` (midnight when absent) in the CRM zone.
+pub fn changed_at(
+    fields: &std::collections::BTreeMap<String, String>,
+    tz: Tz,
+) -> Option<DateTime<Utc>> {
+    let d = fields.get("UpdDate")?;
+    let t = fields.get("UpdTime").map(|s| s.as_str()).unwrap_or("00:00");
+    to_utc(d, t, tz).ok()
 }

@@ -2,6 +2,7 @@
 
 mod crm;
 mod graph;
+pub mod records;
 pub mod time;
 
 use crate::model::{Canonical, CrmFields, Entity};

@@ -1,0 +1,234 @@
+//! Starts the roles this process runs (receiver, worker, scheduler, admin API) over the shared
+//! [`App`] context, supervises their loops and drains them at shutdown. The only file that names
+//! the roles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::context::App;
+use crate::telemetry::Metrics;
+
+/// Which roles this process runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Roles {
+    pub receiver: bool,
+    pub worker: bool,
+    pub scheduler: bool,
+    pub admin: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        receiver: true,
+        worker: true,
+        scheduler: true,
+        admin: true,
+    };
+}
+
+/// Addresses the running roles listen on (port 0 in the config becomes the real port).
+#[derive(Clone, Debug, Default)]
+pub struct Bound {
+    pub receiver: Option<std::net::SocketAddr>,
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+/// A started set of roles; `stop` drains and waits.
+pub struct Running {
+    pub app: Arc<App>,
+    pub bound: Bound,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Stops intake first (HTTP servers, scheduler), lets workers finish in-flight events within
+    /// the drain deadline, then returns.
+    pub async fn stop(self) {
+        self.app.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.app.tuning.drain, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown: drain deadline passed with work still in flight; it will be redelivered"
+            );
+        }
+    }
+}
+
+/// Starts the chosen roles. HTTP listeners are bound before this returns.
+pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
+    let tracker = TaskTracker::new();
+    let mut bound = Bound::default();
+    if roles.receiver {
+        let listener = TcpListener::bind(app.config.receiver.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "receiver.listen {} cannot be bound",
+                    app.config.receiver.listen
+                )
+            })?;
+        bound.receiver = Some(listener.local_addr()?);
+        let router = crate::receiver::router(app.clone());
+        let token = app.shutdown.clone();
+        tracker.spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "receiver stopped");
+            }
+        });
+    }
+    if let Some(addr) = bound.receiver {
+        // A receiver bound to port 0 (tests, demo): the public URL follows the real port.
+        if app.config.receiver.listen.port() == 0 {
+            let _ = app.public_url.set(format!("http://{addr}"));
+        }
+    }
+    if roles.admin {
+        if let Some(admin) = &app.config.admin {
+            let listener = TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("admin.listen {} cannot be bound", admin.listen))?;
+            bound.admin = Some(listener.local_addr()?);
+            let router = crate::admin::router(app.clone());
+            let token = app.shutdown.clone();
+            tracker.spawn(async move {
+                let r = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+    }
+    app.expects_loops.store(
+        roles.worker || roles.scheduler,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    if roles.worker {
+        for n in 0..app.tuning.workers.max(1) {
+            let a = app.clone();
+            tracker.spawn(supervise(app.clone(), "worker", move || {
+                crate::worker::consume(a.clone(), n)
+            }));
+        }
+    }
+    if roles.scheduler {
+        let a = app.clone();
+        tracker.spawn(supervise(app.clone(), "scheduler", move || {
+            crate::scheduler::run(a.clone())
+        }));
+    }
+    Ok(Running {
+        app,
+        bound,
+        tracker,
+    })
+}
+
+/// Runs a role's loop and starts it again when it panics (logged and counted as
+/// `loop_restarts_total{role}`), until shutdown. `live_loops` counts the loops running now, so
+/// readiness can tell a process whose loops died.
+pub async fn supervise<F, Fut>(app: Arc<App>, role: &'static str, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    supervise_with(&app.shutdown, &app.metrics, &app.live_loops, role, start).await
+}
+
+/// [`supervise`] with its parts passed explicitly (tested on its own).
+pub async fn supervise_with<F, Fut>(
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+    live: &std::sync::atomic::AtomicUsize,
+    role: &'static str,
+    start: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = tokio::spawn(start()).await;
+        live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        match r {
+            Ok(()) => return,
+            Err(e) if shutdown.is_cancelled() => {
+                tracing::debug!(role, error = %e, "loop ended at shutdown");
+                return;
+            }
+            Err(e) => {
+                metrics.inc("loop_restarts_total", &[("role", role)]);
+                tracing::error!(role, error = %e, "loop ended unexpectedly (panic); starting it again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod supervise_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_panicking_loop_is_started_again_and_counted() {
+        let shutdown = CancellationToken::new();
+        let metrics = Metrics::default();
+        let live = AtomicUsize::new(0);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        supervise_with(&shutdown, &metrics, &live, "worker", move || {
+            let r = r.clone();
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("injected panic in a worker loop");
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "started again after the panic"
+        );
+        assert_eq!(metrics.get("loop_restarts_total", &[("role", "worker")]), 1);
+        assert_eq!(live.load(Ordering::SeqCst), 0, "no loop left running");
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
