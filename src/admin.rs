@@ -128,7 +128,7 @@ async fn resolve(
             );
         }
     };
-    if let Err(m) = crate::resolution::parse(&conflict, &body) {
+    if let Err(m) = crate::sync::resolution::parse(&conflict, &body) {
         return error(StatusCode::BAD_REQUEST, m);
     }
     let by = body

@@ -92,9 +92,6 @@ pub struct App {
     pub drop_log: crate::telemetry::DropLog,
 }
 
-/// How long a person look-up (attendee e-mail → CRM person) is reused.
-pub const PERSON_CACHE_TTL: Duration = Duration::from_secs(300);
-
 #[derive(Clone, Debug)]
 pub struct Tuning {
     /// Parallel consumers in the worker role.

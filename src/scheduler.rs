@@ -17,7 +17,7 @@ use crate::config::Direction;
 use crate::context::{App, Tenant};
 use crate::event::{Change, EventKind, EventV1, Source};
 use crate::state::{MailboxRecord, SubscriptionRecord};
-use crate::worker::Failure;
+use crate::sync::SyncError as Failure;
 
 /// How far the CRM poller looks back before its watermark (clock skew, late commits).
 pub const POLL_OVERLAP: chrono::Duration = chrono::Duration::seconds(120);
@@ -630,10 +630,13 @@ async fn publish(app: &App, events: Vec<EventV1>) -> Result<(), Failure> {
         .into_iter()
         .map(|e| e.into_envelope(BTreeMap::new()))
         .collect();
-    app.queue.publish(envs).await.map_err(|e| Failure::Retry {
-        after: None,
-        reason: format!("queue: {e}"),
-    })
+    app.queue
+        .publish(envs)
+        .await
+        .map_err(|e| Failure::Transient {
+            after: None,
+            reason: format!("queue: {e}"),
+        })
 }
 
 fn item_event(

@@ -2716,7 +2716,7 @@ async fn x11_huge_attendee_lists_cost_bounded_crm_look_ups(b: Backend) {
     assert!(
         spent < 400,
         "{spent} CRM requests for one invitation with 1,000 attendees (cap {})",
-        crm_graph_connector::worker::MAX_ATTENDEES_LOOKED_UP
+        crm_graph_connector::sync::MAX_ATTENDEES_LOOKED_UP
     );
     h.stop().await;
 }

@@ -11,14 +11,14 @@ use cgc_crm::ExtLink;
 use serde_json::Value;
 
 use crate::context::{App, Tenant};
-use crate::worker::{Failure, Processed};
+use crate::sync::{Processed, SyncError};
 
 pub async fn archive_message(
     app: &Arc<App>,
     t: &Arc<Tenant>,
     mailbox: &str,
     message_id: &str,
-) -> Result<Processed, Failure> {
+) -> Result<Processed, SyncError> {
     let g = &t.graph;
     let Some(msg) = g.get_message(mailbox, message_id).await? else {
         return Ok(Processed {
@@ -60,7 +60,8 @@ pub async fn archive_message(
                 writes: usize::from(created),
             })
         }
-        Err(Failure::Dead { reason }) => {
+        Err(e) if e.is_permanent() => {
+            let reason = e.to_string();
             tracing::error!(tenant = %t.cfg.id, mailbox, message = message_id, %reason,
                 "message cannot be archived; moved to the failure folder");
             let bad = g
@@ -88,23 +89,21 @@ async fn store_in_crm(
     mailbox: &str,
     message_id: &str,
     msg: &Value,
-) -> Result<bool, Failure> {
+) -> Result<bool, SyncError> {
     let imid = msg
         .get("internetMessageId")
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| Failure::Dead {
-            reason: "message has no internetMessageId".into(),
-        })?
+        .ok_or_else(|| SyncError::Refused("message has no internetMessageId".into()))?
         .to_string();
     let lease = format!("{}:archive:{imid}", t.cfg.id);
     let holder = format!("{}:{mailbox}:{message_id}", app.instance);
     let Some(held) = crate::lease::acquire(app.state.store(), &lease, &holder).await? else {
-        return Err(Failure::Wait {
-            after: Duration::from_secs(1),
-            reason: "the same message is being archived from another mailbox".into(),
-        });
+        return Err(SyncError::busy(
+            Duration::from_secs(1),
+            "the same message is being archived from another mailbox",
+        ));
     };
     let result = create_once(t, mailbox, message_id, &imid, msg).await;
     held.release().await;
@@ -117,7 +116,7 @@ async fn create_once(
     message_id: &str,
     imid: &str,
     msg: &Value,
-) -> Result<bool, Failure> {
+) -> Result<bool, SyncError> {
     if let Some(row) = t.crm.find_link_by_uid(imid).await? {
         // Archived before (from this or another mailbox): every message's ExtKey row points to the
         // one record (expected-behaviour.md 31).

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::context::App;
 use crate::state::ConflictRecord;
-use crate::worker::{Failure, Processed, Sync};
+use crate::sync::{Observation, Pass, Processed, SyncError};
 use cgc_core::mapping::records::read_fields as crm_read_fields;
 
 /// What the operator chose.
@@ -99,7 +99,7 @@ pub async fn carry_out(
     body: &Value,
     by: &str,
     event_id: &str,
-) -> Result<Processed, Failure> {
+) -> Result<Processed, SyncError> {
     let Some(c) = app.state.conflict(conflict_id).await? else {
         return Ok(done("conflict already resolved", 0));
     };
@@ -109,9 +109,9 @@ pub async fn carry_out(
     };
     let choice = match parse(&c, body) {
         Ok(x) => x,
-        Err(m) => return Err(Failure::Dead { reason: m }),
+        Err(m) => return Err(SyncError::Refused(m)),
     };
-    let mut sync = Sync::new(
+    let mut sync = Pass::new(
         app,
         t,
         &c.mailbox,
@@ -189,23 +189,19 @@ pub async fn carry_out(
     ) {
         Ok(p) => p,
         Err(e) => {
-            return Err(Failure::Dead {
-                reason: format!("resolution cannot be applied: {e}"),
-            });
+            return Err(SyncError::Refused(format!(
+                "resolution cannot be applied: {e}"
+            )));
         }
     };
-    let graph_id = link.graph_id.clone();
-    let list_id = link.list_id.clone();
-    let p = sync
-        .apply(
-            plan,
-            Some(link),
-            Some(item),
-            None,
-            graph_id,
-            list_id.as_deref(),
-        )
-        .await?;
+    let obs = Observation {
+        graph_id: link.graph_id.clone(),
+        list_id: link.list_id.clone(),
+        link: Some(link),
+        graph: Some(item),
+        ..Observation::default()
+    };
+    let p = sync.apply(plan, obs).await?;
     app.state.remove_conflict(&c.id).await?;
     tracing::info!(conflict = %c.id, by, writes = p.writes, "conflict resolved");
     Ok(p)

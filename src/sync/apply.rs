@@ -1,0 +1,341 @@
+//! The last step of a pass: carry out a plan's operations in order, one small function per
+//! [`Op`], then settle the link and the agreed state, and write the audit trail.
+
+use std::collections::BTreeMap;
+
+use cgc_core::{ConflictField, CrmFields, Entity, Op, Plan};
+use cgc_crm::ExtLink;
+use cgc_graph::{CRM_ID_PROPERTY, SYNC_STATE_PROPERTY, crm_id_on_item};
+use chrono::Utc;
+use serde_json::Value;
+
+use super::observe::{Observation, carries_sync_state};
+use super::{Pass, Processed, SyncError};
+use crate::state::{AuditRecord, Link};
+
+/// What carrying out a plan has done so far.
+struct Progress {
+    /// The pair's link as it stands (a create makes one).
+    link: Option<Link>,
+    writes: usize,
+    /// A delete or unlink ended the pair.
+    unlinked: bool,
+    /// The fingerprint of the new agreed state, until a Graph write has carried it.
+    fingerprint: Option<String>,
+    /// The change key the Graph item was read with.
+    etag: Option<String>,
+}
+
+/// `v` with the single-value extended property `id` set to `value` (others kept).
+pub(super) fn with_property(v: &Value, id: &str, value: &str) -> Value {
+    let mut v = v.clone();
+    if let Value::Object(m) = &mut v {
+        let mut props: Vec<Value> = m
+            .get("singleValueExtendedProperties")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter(|p| !p["id"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(id)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        props.push(serde_json::json!({"id": id, "value": value}));
+        m.insert("singleValueExtendedProperties".into(), Value::Array(props));
+    }
+    v
+}
+
+/// The fingerprint the plan's new agreed state needs on the Graph item, unless the item carries
+/// it already (it then travels inside the plan's own Graph write, or in one PATCH of the property
+/// alone: no meeting mail).
+fn fingerprint_to_write(entity: Entity, plan: &Plan, item: Option<&Value>) -> Option<String> {
+    if !carries_sync_state(entity) {
+        return None;
+    }
+    plan.fingerprint().filter(|fp| {
+        item.and_then(|v| cgc_graph::extended_property(v, SYNC_STATE_PROPERTY))
+            .as_deref()
+            != Some(fp.as_str())
+    })
+}
+
+impl Pass<'_> {
+    /// Writes a plan: the operations in order, then link, shadow, conflict and audit.
+    pub async fn apply(&self, plan: Plan, obs: Observation) -> Result<Processed, SyncError> {
+        let mut p = Progress {
+            link: obs.link.clone(),
+            writes: 0,
+            unlinked: false,
+            fingerprint: fingerprint_to_write(self.entity, &plan, obs.graph.as_ref()),
+            etag: obs
+                .graph
+                .as_ref()
+                .and_then(|v| v.get("@odata.etag").and_then(Value::as_str))
+                .map(str::to_string),
+        };
+        for op in &plan.ops {
+            match op {
+                Op::CreateCrm { fields } => self.create_crm(fields, &obs, &mut p).await?,
+                Op::CreateGraph { body } => self.create_graph(body, &obs, &mut p).await?,
+                Op::UpdateGraph { patch } => self.update_graph(patch, &mut p).await?,
+                Op::DeleteGraph => self.delete_graph(&mut p).await?,
+                Op::UpdateCrm { fields } => self.update_crm(fields, &mut p).await?,
+                Op::MarkCrmDeleted => self.mark_crm_deleted(&mut p).await?,
+                Op::Unlink => p.unlinked = true,
+                Op::RaiseConflict { fields } => self.park_conflict(fields, &p).await?,
+            }
+        }
+        self.settle_link(&plan, &obs, &mut p).await?;
+        self.write_audit(&plan, p.link.as_ref()).await?;
+        Ok(Processed {
+            kind: plan.kind.clone(),
+            reason: plan.reason.clone(),
+            writes: p.writes,
+        })
+    }
+
+    /// Creates the CRM record of the Graph item, then stamps the CRM id (and the agreed state) on
+    /// the item in one PATCH, so a lost store is rebuilt by matching.
+    async fn create_crm(
+        &self,
+        fields: &CrmFields,
+        obs: &Observation,
+        p: &mut Progress,
+    ) -> Result<(), SyncError> {
+        let item = obs.graph.as_ref().ok_or(SyncError::Invariant(
+            "plan creates a CRM record without a Graph item",
+        ))?;
+        let table = self.entity.crm_table();
+        let ext = ExtLink {
+            ext_key: obs.graph_id.clone(),
+            ext_uid: item
+                .get("iCalUId")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            table_short: self.entity.crm_short().into(),
+        };
+        let mut fields = fields.clone();
+        if table == "Contact" {
+            // "new from connector": marks a record made from Outlook (never mirrored back).
+            fields.insert("F5021".into(), "true".into());
+        }
+        let owner = self.record_owner(item).await?;
+        let crm_id = self.create_crm_once(table, &fields, &ext, &owner).await?;
+        p.writes += 1;
+        let l = self.new_link(crm_id, &obs.graph_id, item, obs.list_id.as_deref());
+        let cid = crm_id.to_string();
+        let mut props: Vec<(&str, &str)> = vec![(CRM_ID_PROPERTY, &cid)];
+        let fp = p.fingerprint.take();
+        if let Some(fp) = &fp {
+            props.push((SYNC_STATE_PROPERTY, fp));
+        }
+        self.graph_stamp(&obs.graph_id, &props).await?;
+        p.link = Some(l);
+        Ok(())
+    }
+
+    /// Creates the Graph item of the CRM record (carrying the agreed state), then its ExtKey row.
+    async fn create_graph(
+        &self,
+        body: &Value,
+        obs: &Observation,
+        p: &mut Progress,
+    ) -> Result<(), SyncError> {
+        let crm_id =
+            p.link
+                .as_ref()
+                .map(|l| l.crm_id)
+                .or(obs.crm_id)
+                .ok_or(SyncError::Invariant(
+                    "plan creates a Graph item without a CRM record id",
+                ))?;
+        let body = match p.fingerprint.take() {
+            Some(fp) => with_property(body, SYNC_STATE_PROPERTY, &fp),
+            None => body.clone(),
+        };
+        let (created, list) = self
+            .create_graph_once(crm_id, &body, obs.list_id.as_deref())
+            .await?;
+        p.writes += 1;
+        let gid = created
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let l = self.new_link(crm_id, &gid, &created, list.as_deref());
+        self.tenant
+            .crm
+            .upsert_link(
+                crm_id,
+                &ExtLink {
+                    ext_key: gid.clone(),
+                    ext_uid: l.ical_uid.clone(),
+                    table_short: self.entity.crm_short().into(),
+                },
+                Some(self.mailbox),
+            )
+            .await?;
+        p.link = Some(l);
+        Ok(())
+    }
+
+    async fn update_graph(&self, patch: &Value, p: &mut Progress) -> Result<(), SyncError> {
+        let l = p
+            .link
+            .as_ref()
+            .ok_or(SyncError::Invariant("plan updates Graph without a link"))?;
+        let patch = match p.fingerprint.take() {
+            Some(fp) => with_property(patch, SYNC_STATE_PROPERTY, &fp),
+            None => patch.clone(),
+        };
+        self.graph_update(l, &patch, p.etag.as_deref()).await?;
+        p.writes += 1;
+        Ok(())
+    }
+
+    async fn delete_graph(&self, p: &mut Progress) -> Result<(), SyncError> {
+        if let Some(l) = &p.link {
+            self.graph_delete(l).await?;
+            p.writes += 1;
+            p.unlinked = true;
+        }
+        Ok(())
+    }
+
+    async fn update_crm(
+        &self,
+        fields: &BTreeMap<String, String>,
+        p: &mut Progress,
+    ) -> Result<(), SyncError> {
+        let l = p
+            .link
+            .as_ref()
+            .ok_or(SyncError::Invariant("plan updates CRM without a link"))?;
+        self.crm_update(l.crm_id, fields).await?;
+        p.writes += 1;
+        Ok(())
+    }
+
+    /// An appointment is marked (`ConnectorDeleted`), never hard-deleted; other entities are
+    /// only unlinked.
+    async fn mark_crm_deleted(&self, p: &mut Progress) -> Result<(), SyncError> {
+        if let Some(l) = &p.link {
+            if self.entity.crm_table() == "Contact" {
+                let mut f = BTreeMap::new();
+                f.insert("ConnectorDeleted".to_string(), "true".to_string());
+                self.crm_update(l.crm_id, &f).await?;
+                p.writes += 1;
+            }
+            p.unlinked = true;
+        }
+        Ok(())
+    }
+
+    async fn park_conflict(&self, fields: &[ConflictField], p: &Progress) -> Result<(), SyncError> {
+        if let Some(l) = &p.link {
+            self.raise_conflict(l, fields).await?;
+        }
+        Ok(())
+    }
+
+    /// Link and shadow: an ended pair loses its link; a settled one gets its link marks (when
+    /// matched), the fingerprint if no Graph write carried it, its link and its new shadow.
+    async fn settle_link(
+        &self,
+        plan: &Plan,
+        obs: &Observation,
+        p: &mut Progress,
+    ) -> Result<(), SyncError> {
+        let Some(l) = &p.link else {
+            return Ok(());
+        };
+        match &plan.new_shadow {
+            Some(s) if !p.unlinked => {
+                if obs.matched {
+                    self.mark_link(l, obs.graph.as_ref()).await?;
+                }
+                if let Some(fp) = p.fingerprint.take() {
+                    self.graph_stamp(&l.graph_id, &[(SYNC_STATE_PROPERTY, &fp)])
+                        .await?;
+                }
+                self.state().put_link(self.tid(), l).await?;
+                self.state().put_shadow(self.tid(), l, s).await?;
+            }
+            _ => self.state().remove_link(self.tid(), l).await?,
+        }
+        Ok(())
+    }
+
+    /// Writes the link on both systems for a pair found by matching (lost store, another rep's
+    /// meeting, an older connector's key): our ExtKey row in CRM and the CRM id on the Graph item,
+    /// unless they are already there.
+    pub(super) async fn mark_link(&self, l: &Link, item: Option<&Value>) -> Result<(), SyncError> {
+        let crm = &self.tenant.crm;
+        let has_row = crm
+            .find_link(&l.graph_id)
+            .await?
+            .is_some_and(|row| row.record_id == l.crm_id);
+        if !has_row {
+            crm.upsert_link(
+                l.crm_id,
+                &ExtLink {
+                    ext_key: l.graph_id.clone(),
+                    ext_uid: l.ical_uid.clone(),
+                    table_short: self.entity.crm_short().into(),
+                },
+                Some(self.mailbox),
+            )
+            .await?;
+        }
+        if item.and_then(crm_id_on_item) != Some(l.crm_id) {
+            let cid = l.crm_id.to_string();
+            self.graph_stamp(&l.graph_id, &[(CRM_ID_PROPERTY, &cid)])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn write_audit(&self, plan: &Plan, link: Option<&Link>) -> Result<(), SyncError> {
+        for entry in &plan.audit {
+            self.state()
+                .audit(
+                    self.tid(),
+                    &AuditRecord {
+                        at: Utc::now(),
+                        tenant: self.tid().to_string(),
+                        mailbox: self.mailbox.to_string(),
+                        crm_id: link.map(|l| l.crm_id),
+                        graph_id: link.map(|l| l.graph_id.clone()),
+                        event_id: self.event_id.to_string(),
+                        entry: entry.clone(),
+                        resolved_by: self.resolved_by.clone(),
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_property_replaces_the_same_property_and_keeps_others() {
+        let v = serde_json::json!({"subject": "x", "singleValueExtendedProperties": [
+            {"id": "String {a} Name One", "value": "1"},
+            {"id": "STRING {B} NAME TWO", "value": "old"}
+        ]});
+        let out = with_property(&v, "String {b} Name Two", "new");
+        let props = out["singleValueExtendedProperties"].as_array().unwrap();
+        assert_eq!(props.len(), 2, "{props:?}");
+        assert_eq!(props[0]["value"], "1");
+        assert_eq!(props[1]["id"], "String {b} Name Two");
+        assert_eq!(props[1]["value"], "new");
+        assert_eq!(out["subject"], "x");
+        let bare = with_property(&serde_json::json!({}), "p", "v");
+        assert_eq!(bare["singleValueExtendedProperties"][0]["value"], "v");
+    }
+}

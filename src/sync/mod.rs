@@ -1,0 +1,287 @@
+//! One item's sync pass: observe both sides once, decide with the pure core, apply the plan.
+//!
+//! - `observe.rs`: the [`Observation`] (link, Graph item, CRM record, shadow, matched) and the
+//!   rules that turn it into the core's side states;
+//! - `matching.rs`: finding the other half of an unlinked item (CRM-id mark, ExtKey, iCalUId,
+//!   e-mail, a record an earlier try made);
+//! - `sides.rs`: one entity-addressed facade over Graph and CRM (get, update, delete, stamp);
+//! - `create.rs`: creating the other half exactly once, under a lease;
+//! - `scope.rs`: whose an appointment is (scope, the owner of a new record);
+//! - `persons.rs`: the mapping context (attendees that are CRM persons or synced reps);
+//! - `apply.rs`: one small function per plan operation, then link, shadow and audit;
+//! - `conflicts.rs`: conflicts parked for an operator;
+//! - `archive.rs`: archiving a message into CRM (e-mail is one way);
+//! - `resolution.rs`: carrying out an operator's conflict resolution;
+//! - `error.rs`: [`SyncError`] and the one place that decides retry, wait or dead letter.
+
+mod apply;
+pub mod archive;
+mod conflicts;
+mod create;
+pub mod error;
+mod matching;
+mod observe;
+mod persons;
+pub mod resolution;
+mod scope;
+mod sides;
+
+use std::sync::Arc;
+
+use cgc_core::mapping::records;
+use cgc_core::{Cause, Entity, Input, Op, Plan, PlanKind};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::context::{App, Tenant};
+use crate::event::Change;
+use crate::state::{Link, State};
+
+pub use create::transaction_id;
+pub use error::{Disposition, SyncError};
+pub use observe::Observation;
+pub use persons::{MAX_ATTENDEES_LOOKED_UP, PERSON_CACHE_TTL};
+
+use observe::Observed;
+
+/// What one processed event did (for the demo, tests and logs).
+#[derive(Clone, Debug)]
+pub struct Processed {
+    pub kind: PlanKind,
+    pub reason: String,
+    pub writes: usize,
+}
+
+/// A pass that changed nothing, and why.
+pub fn noop(reason: &str) -> Processed {
+    Processed {
+        kind: PlanKind::NoOp,
+        reason: reason.to_string(),
+        writes: 0,
+    }
+}
+
+/// One reconciliation of one item in one mailbox.
+pub struct Pass<'a> {
+    app: &'a Arc<App>,
+    tenant: &'a Arc<Tenant>,
+    mailbox: &'a str,
+    entity: Entity,
+    cause: Cause,
+    event_id: &'a str,
+    /// When the Graph-side change was observed (notification or delta), for `latest-change-wins`.
+    pub graph_observed_at: Option<DateTime<Utc>>,
+    /// Who resolved the conflict this pass writes (admin API), for the audit trail.
+    pub resolved_by: Option<String>,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(
+        app: &'a Arc<App>,
+        tenant: &'a Arc<Tenant>,
+        mailbox: &'a str,
+        entity: Entity,
+        cause: Cause,
+        event_id: &'a str,
+    ) -> Self {
+        Pass {
+            app,
+            tenant,
+            mailbox,
+            entity,
+            cause,
+            event_id,
+            graph_observed_at: None,
+            resolved_by: None,
+        }
+    }
+
+    fn state(&self) -> &State {
+        &self.app.state
+    }
+
+    fn tid(&self) -> &str {
+        &self.tenant.cfg.id
+    }
+
+    fn new_link(&self, crm_id: u64, graph_id: &str, item: &Value, list_id: Option<&str>) -> Link {
+        Link {
+            entity: self.entity,
+            mailbox: self.mailbox.to_ascii_lowercase(),
+            crm_id,
+            graph_id: graph_id.to_string(),
+            ical_uid: item
+                .get("iCalUId")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            organizer: item
+                .get("isOrganizer")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            list_id: list_id.map(str::to_string),
+        }
+    }
+
+    /// A Graph item changed (the current state decides, not the reported change type).
+    pub async fn from_graph(
+        &self,
+        graph_id: &str,
+        _change: Change,
+        list_id: Option<&str>,
+    ) -> Result<Processed, SyncError> {
+        match self.observe_graph(graph_id, list_id).await? {
+            Observed::Nothing(reason) => Ok(noop(reason)),
+            Observed::Ambiguous { item, candidates } => {
+                self.park_ambiguous(graph_id, &item, candidates).await
+            }
+            Observed::Pair(obs) => self.settle(obs).await,
+        }
+    }
+
+    /// A CRM record changed.
+    pub async fn from_crm(&self, crm_id: u64) -> Result<Processed, SyncError> {
+        match self.observe_crm(crm_id).await? {
+            Observed::Nothing(reason) => Ok(noop(reason)),
+            Observed::Ambiguous { .. } => Err(SyncError::Invariant(
+                "a CRM record matched several Graph items",
+            )),
+            Observed::Pair(obs) => self.settle(obs).await,
+        }
+    }
+
+    /// Links a Graph item to the CRM record an operator picked, then syncs the pair.
+    pub async fn link_chosen(&self, graph_id: &str, crm_id: u64) -> Result<Processed, SyncError> {
+        let Some(item) = self.graph_get(graph_id, None).await? else {
+            return Ok(noop("the Graph item is gone; nothing linked"));
+        };
+        let l = self.new_link(crm_id, graph_id, &item, None);
+        self.mark_link(&l, Some(&item)).await?;
+        self.state().put_link(self.tid(), &l).await?;
+        self.from_graph(graph_id, Change::Updated, None).await
+    }
+
+    /// Decides and applies: records the connector does not sync are left alone, a pair that
+    /// left the mailbox's scope is unlinked, destructive plans pass the mass-change guard.
+    async fn settle(&self, obs: Observation) -> Result<Processed, SyncError> {
+        if self.entity == Entity::Appointment {
+            if let (None, Some(f)) = (&obs.link, &obs.crm) {
+                if let Some(reason) = records::unlinked_appointment_skipped(f, obs.graph.is_some())
+                {
+                    return Ok(noop(reason));
+                }
+            }
+            // Leaving scope is unlinking (expected-behaviour.md 36): the record's rep is no longer
+            // this mailbox's owner (and the owner is no participant), or its type is no longer one
+            // the connector syncs. Nothing is deleted or cancelled, and nothing is written.
+            if let (Some(_), Some(f)) = (&obs.link, &obs.crm) {
+                if !records::is_deleted(f) {
+                    if let Some(why) = self.out_of_scope(f).await? {
+                        return self.apply(unlink_plan(self.entity, why), obs).await;
+                    }
+                }
+            }
+        }
+        let plan = self.decide(&obs).await?;
+        if self.held_by_guard(&plan, &obs).await? {
+            // Nothing is written and the change is remembered: on release it is processed
+            // again (the items are untouched on both sides meanwhile).
+            return Ok(noop(
+                "held by the mass-change guard; nothing changed, kept for release",
+            ));
+        }
+        self.apply(plan, obs).await
+    }
+
+    /// The core's plan for the observed pair.
+    async fn decide(&self, obs: &Observation) -> Result<Plan, SyncError> {
+        let empty = Value::Null;
+        let ctx = self
+            .context(&[obs.graph.as_ref().unwrap_or(&empty)], obs.shadow.as_ref())
+            .await?;
+        let now = Utc::now();
+        let policy = self.tenant.policy(self.entity);
+        let fingerprint =
+            observe::stored_fingerprint(self.entity, obs.shadow.as_ref(), obs.graph.as_ref());
+        let plan = cgc_core::decide(&Input {
+            fingerprint: fingerprint.as_deref(),
+            entity: self.entity,
+            shadow: obs.shadow.as_ref(),
+            graph: observe::graph_side(
+                obs.graph.as_ref(),
+                obs.link.is_some(),
+                self.graph_observed_at,
+            ),
+            crm: observe::crm_side(obs.crm.as_ref(), self.tenant.cfg.crm_time_zone),
+            graph_organizer: observe::organizer(obs.graph.as_ref(), obs.link.as_ref()),
+            policy: &policy,
+            ctx: &ctx,
+            now,
+            window: (self.entity == Entity::Appointment).then(|| self.tenant.window(now)),
+            cause: self.cause,
+        });
+        tracing::info!(
+            tenant = %self.tid(), mailbox = %self.mailbox, entity = self.entity.as_str(),
+            item = %obs.graph_id, plan = ?plan.kind, reason = %plan.reason, "reconciled"
+        );
+        Ok(plan)
+    }
+
+    /// Whether the mass-change guard holds this destructive plan of a linked pair (then nothing
+    /// is written and the change is remembered for release).
+    async fn held_by_guard(&self, plan: &Plan, obs: &Observation) -> Result<bool, SyncError> {
+        let destructive = plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::DeleteGraph | Op::MarkCrmDeleted | Op::Unlink));
+        let Some(link) = obs.link.as_ref().filter(|_| destructive) else {
+            return Ok(false);
+        };
+        let mailbox = self.mailbox.to_ascii_lowercase();
+        let pairs = self
+            .state()
+            .links(self.tid())
+            .await?
+            .iter()
+            .filter(|l| l.mailbox == mailbox)
+            .count();
+        let cfg = &self.tenant.cfg;
+        let change = crate::guard::Pending {
+            entity: self.entity,
+            from_crm: self.cause == Cause::CrmPoll,
+            crm_id: Some(link.crm_id),
+            graph_id: Some(link.graph_id.clone()),
+            list_id: link.list_id.clone(),
+        };
+        let admit = crate::guard::admit(
+            self.state(),
+            self.tid(),
+            &mailbox,
+            cfg.mass_change_share,
+            cfg.mass_change_window_seconds,
+            pairs,
+            change,
+        )
+        .await?;
+        if admit != crate::guard::Admit::Held {
+            return Ok(false);
+        }
+        let labels = [("tenant", self.tid()), ("mailbox", mailbox.as_str())];
+        self.app.metrics.inc("mass_change_held_total", &labels);
+        self.app.metrics.set_gauge("mailbox_held", &labels, 1);
+        tracing::error!(tenant = %self.tid(), mailbox = %mailbox, pairs, share = cfg.mass_change_share,
+            plan = ?plan.kind, "mass-change guard: too many deletes/unlinks in this mailbox; held, nothing changed; release it through the admin API once checked");
+        Ok(true)
+    }
+}
+
+/// The plan of a pair that left the mailbox's scope: unlink, nothing deleted or written.
+fn unlink_plan(entity: Entity, why: &str) -> Plan {
+    Plan {
+        entity,
+        kind: PlanKind::Unlink,
+        ops: vec![Op::Unlink],
+        new_shadow: None,
+        audit: Vec::new(),
+        reason: format!("{why}; unlinked, nothing deleted"),
+    }
+}

@@ -1,0 +1,238 @@
+//! The first step of a pass: read both sides once and say what was found, as one
+//! [`Observation`] (the pair's link, the Graph item, the CRM record, the last agreed state, and
+//! whether the pair was found by matching), plus the pure rules that turn it into the core's
+//! `SideState`s.
+
+use cgc_core::mapping::records;
+use cgc_core::{Canonical, CrmFields, CrmItem, Entity, GraphItem, SideState};
+use cgc_crm::time::changed_at;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::matching::Matched;
+use super::{Pass, SyncError};
+use crate::state::Link;
+
+/// Both sides of one pair as read at the start of a pass.
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    /// The stored link, or the one matching found (then `matched`).
+    pub link: Option<Link>,
+    /// The Graph item (`None`: its GET answered 404, or there is none yet).
+    pub graph: Option<Value>,
+    /// The CRM record's fields (`None`: not readable, or there is none yet).
+    pub crm: Option<CrmFields>,
+    /// The CRM record's id, when the pass knows it.
+    pub crm_id: Option<u64>,
+    /// The Graph item's id (empty when there is none yet).
+    pub graph_id: String,
+    /// The To Do list of a task.
+    pub list_id: Option<String>,
+    /// The last agreed state of a linked pair.
+    pub shadow: Option<Canonical>,
+    /// The pair was found by matching (not from the store): its link marks are written on both
+    /// systems when the pass settles.
+    pub matched: bool,
+}
+
+/// What the first step found.
+#[derive(Debug)]
+pub(super) enum Observed {
+    /// A pair (or one side of one) to reconcile.
+    Pair(Observation),
+    /// Nothing to reconcile, and why.
+    Nothing(&'static str),
+    /// An unlinked Graph item several CRM records fit.
+    Ambiguous { item: Value, candidates: Vec<u64> },
+}
+
+/// calendarView delta reports occurrences, never the master (expected-behaviour.md 11): a plain
+/// occurrence of a series is carried by its master.
+pub(super) fn is_plain_occurrence(entity: Entity, item: Option<&Value>) -> bool {
+    entity == Entity::Appointment
+        && item.and_then(|v| v.get("type")).and_then(Value::as_str) == Some("occurrence")
+}
+
+/// The Graph side for the core: present with the time its change was observed (for a CRM-side
+/// event, Graph's own `lastModifiedDateTime`; either matters only when the content really differs
+/// from the agreed state, so a mere touch never wins a conflict); deleted when a linked item's GET
+/// answered 404; absent when there never was one.
+pub(super) fn graph_side(
+    item: Option<&Value>,
+    linked: bool,
+    observed_at: Option<DateTime<Utc>>,
+) -> SideState<GraphItem> {
+    match item {
+        Some(v) => SideState::Present(GraphItem {
+            item: v.clone(),
+            changed_at: observed_at.or_else(|| {
+                v.get("lastModifiedDateTime")
+                    .and_then(Value::as_str)
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|d| d.with_timezone(&Utc))
+            }),
+        }),
+        None if linked => SideState::Deleted,
+        None => SideState::Absent,
+    }
+}
+
+/// The CRM side for the core. A record is deleted only when it is read back with `DelCd = 1`;
+/// one missing from an answer (a restore, a lag, a permission change) is absent, and absence
+/// deletes nothing (expected-behaviour.md 35).
+pub(super) fn crm_side(fields: Option<&CrmFields>, zone: chrono_tz::Tz) -> SideState<CrmItem> {
+    match fields {
+        Some(f) if records::is_deleted(f) => SideState::Deleted,
+        Some(f) => SideState::Present(CrmItem {
+            fields: f.clone(),
+            changed_at: changed_at(f, zone),
+        }),
+        None => SideState::Absent,
+    }
+}
+
+/// Whether the mailbox owner organises the event: from the item, else from the link.
+pub(super) fn organizer(item: Option<&Value>, link: Option<&Link>) -> bool {
+    match item {
+        Some(v) => v
+            .get("isOrganizer")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        None => link.map(|l| l.organizer).unwrap_or(true),
+    }
+}
+
+/// Entities whose Graph items carry the fingerprint of the last agreed state.
+pub(super) fn carries_sync_state(e: Entity) -> bool {
+    matches!(e, Entity::Appointment | Entity::Contact)
+}
+
+/// Without a shadow (lost store, re-linked pair), the item's fingerprint of the last agreed state
+/// lets the core tell an edit from a stale copy (expected-behaviour.md 38).
+pub(super) fn stored_fingerprint(
+    entity: Entity,
+    shadow: Option<&Canonical>,
+    item: Option<&Value>,
+) -> Option<String> {
+    match (shadow, item) {
+        (None, Some(v)) if carries_sync_state(entity) => {
+            cgc_graph::extended_property(v, cgc_graph::SYNC_STATE_PROPERTY)
+        }
+        _ => None,
+    }
+}
+
+impl Pass<'_> {
+    /// A Graph item changed: read it, its link (or match one), the CRM record and the shadow.
+    pub(super) async fn observe_graph(
+        &self,
+        graph_id: &str,
+        list_id: Option<&str>,
+    ) -> Result<Observed, SyncError> {
+        let item = self.graph_get(graph_id, list_id).await?;
+        if is_plain_occurrence(self.entity, item.as_ref()) {
+            return Ok(Observed::Nothing(
+                "a plain occurrence of a series: its master carries it",
+            ));
+        }
+        if let (Entity::Appointment, Some(v)) = (self.entity, &item) {
+            self.note_unknown_zones(graph_id, v);
+        }
+        let mut obs = Observation {
+            link: self
+                .state()
+                .link_by_graph(self.tid(), self.entity, self.mailbox, graph_id)
+                .await?,
+            graph_id: graph_id.to_string(),
+            list_id: list_id.map(str::to_string),
+            ..Observation::default()
+        };
+        if obs.link.is_none() {
+            let Some(v) = &item else {
+                return Ok(Observed::Nothing(
+                    "item gone and never linked: nothing to do",
+                ));
+            };
+            match self.match_crm(graph_id, v).await? {
+                Matched::One(crm_id) => {
+                    obs.link = Some(self.new_link(crm_id, graph_id, v, list_id));
+                    obs.matched = true;
+                }
+                Matched::Ambiguous(candidates) => {
+                    return Ok(Observed::Ambiguous {
+                        item: v.clone(),
+                        candidates,
+                    });
+                }
+                Matched::None => {}
+            }
+        }
+        obs.graph = item;
+        obs.crm_id = obs.link.as_ref().map(|l| l.crm_id);
+        if let Some(id) = obs.crm_id {
+            obs.crm = self.crm_get(id).await?;
+        }
+        obs.shadow = self.shadow_of(obs.link.as_ref()).await?;
+        Ok(Observed::Pair(obs))
+    }
+
+    /// A CRM record changed: read it, its link (or match a Graph item), the item and the shadow.
+    pub(super) async fn observe_crm(&self, crm_id: u64) -> Result<Observed, SyncError> {
+        let mut obs = Observation {
+            crm: self.crm_get(crm_id).await?,
+            crm_id: Some(crm_id),
+            link: self
+                .state()
+                .link_by_crm(self.tid(), self.entity, self.mailbox, crm_id)
+                .await?,
+            ..Observation::default()
+        };
+        if let Some(l) = &obs.link {
+            obs.graph = self.graph_get(&l.graph_id, l.list_id.as_deref()).await?;
+        } else {
+            match &obs.crm {
+                None => {
+                    return Ok(Observed::Nothing(
+                        "record gone and never linked: nothing to do",
+                    ));
+                }
+                Some(f) if records::is_deleted(f) => {
+                    return Ok(Observed::Nothing(
+                        "record deleted and never linked: nothing to do",
+                    ));
+                }
+                Some(_) => {}
+            }
+            if let Some((gid, found)) = self.match_graph(crm_id).await? {
+                obs.link = Some(self.new_link(crm_id, &gid, &found, None));
+                obs.graph = Some(found);
+                obs.matched = true;
+            }
+        }
+        if let Some(l) = &obs.link {
+            obs.graph_id = l.graph_id.clone();
+            obs.list_id = l.list_id.clone();
+        }
+        obs.shadow = self.shadow_of(obs.link.as_ref()).await?;
+        Ok(Observed::Pair(obs))
+    }
+
+    async fn shadow_of(&self, link: Option<&Link>) -> Result<Option<Canonical>, SyncError> {
+        Ok(match link {
+            Some(l) => self.state().shadow(self.tid(), l).await?,
+            None => None,
+        })
+    }
+
+    /// Unknown zone names are kept in UTC, never dropped (expected-behaviour.md 40): logged and
+    /// counted.
+    fn note_unknown_zones(&self, graph_id: &str, item: &Value) {
+        for zone in cgc_core::mapping::time::unknown_time_zones(item) {
+            self.app
+                .metrics
+                .inc("unknown_time_zones_total", &[("tenant", self.tid())]);
+            tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, item = %graph_id, zone = %zone,
+                "unknown time zone name; the item's times are read as UTC");
+        }
+    }
+}

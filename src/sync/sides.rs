@@ -1,0 +1,140 @@
+//! One entity-addressed facade over both systems for a pass: read, update, delete and stamp an
+//! item of the pass's entity, with one `match` on the entity per operation. Creates live in
+//! `create.rs` (they need leases).
+
+use std::collections::BTreeMap;
+
+use cgc_core::mapping::records;
+use cgc_core::{CrmFields, Entity};
+use cgc_crm::{CrmError, ErrorCode};
+use serde_json::Value;
+
+use super::{Pass, SyncError};
+use crate::state::Link;
+
+impl Pass<'_> {
+    /// The To Do list of a task: the one it was linked in, else the mailbox's default list.
+    pub(super) async fn todo_list(&self, list_id: Option<&str>) -> Result<String, SyncError> {
+        Ok(match list_id {
+            Some(l) => l.to_string(),
+            None => self.tenant.graph.default_todo_list(self.mailbox).await?,
+        })
+    }
+
+    pub(super) async fn graph_get(
+        &self,
+        id: &str,
+        list_id: Option<&str>,
+    ) -> Result<Option<Value>, SyncError> {
+        let g = &self.tenant.graph;
+        Ok(match self.entity {
+            Entity::Appointment => g.get_event(self.mailbox, id).await?,
+            Entity::Contact => g.get_contact(self.mailbox, id).await?,
+            Entity::Task => {
+                let list = self.todo_list(list_id).await?;
+                g.get_task(self.mailbox, &list, id).await?
+            }
+            Entity::Email => g.get_message(self.mailbox, id).await?,
+        })
+    }
+
+    pub(super) async fn crm_get(&self, id: u64) -> Result<Option<CrmFields>, SyncError> {
+        let r = self
+            .tenant
+            .crm
+            .get(
+                self.entity.crm_table(),
+                id,
+                records::read_fields(self.entity),
+                Some(self.mailbox),
+            )
+            .await?;
+        Ok(r.map(|r| r.fields))
+    }
+
+    /// Updates the linked Graph item with `patch` (the change key read, when there is one).
+    pub(super) async fn graph_update(
+        &self,
+        l: &Link,
+        patch: &Value,
+        etag: Option<&str>,
+    ) -> Result<(), SyncError> {
+        let g = &self.tenant.graph;
+        match self.entity {
+            Entity::Appointment => {
+                g.update_event(self.mailbox, &l.graph_id, patch, etag)
+                    .await?;
+            }
+            Entity::Contact => {
+                g.update_contact(self.mailbox, &l.graph_id, patch, etag)
+                    .await?;
+            }
+            Entity::Task => {
+                let list = self.todo_list(l.list_id.as_deref()).await?;
+                g.update_task(self.mailbox, &list, &l.graph_id, patch)
+                    .await?;
+            }
+            Entity::Email => {}
+        }
+        Ok(())
+    }
+
+    /// Deletes the linked Graph item.
+    pub(super) async fn graph_delete(&self, l: &Link) -> Result<(), SyncError> {
+        let g = &self.tenant.graph;
+        match self.entity {
+            Entity::Appointment => g.delete_event(self.mailbox, &l.graph_id).await?,
+            Entity::Contact => g.delete_contact(self.mailbox, &l.graph_id).await?,
+            Entity::Task => {
+                let list = self.todo_list(l.list_id.as_deref()).await?;
+                g.delete_task(self.mailbox, &list, &l.graph_id).await?
+            }
+            Entity::Email => {}
+        }
+        Ok(())
+    }
+
+    /// Sets single-value extended properties (CRM id, agreed-state fingerprint) on a Graph item
+    /// in one PATCH of the properties alone; only events and contacts carry them.
+    pub(super) async fn graph_stamp(
+        &self,
+        graph_id: &str,
+        props: &[(&str, &str)],
+    ) -> Result<(), SyncError> {
+        let g = &self.tenant.graph;
+        match self.entity {
+            Entity::Appointment => {
+                g.set_event_properties(self.mailbox, graph_id, props)
+                    .await?
+            }
+            Entity::Contact => {
+                g.set_contact_properties(self.mailbox, graph_id, props)
+                    .await?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Updates CRM fields of the linked record; a record another user holds is retried.
+    pub(super) async fn crm_update(
+        &self,
+        id: u64,
+        fields: &BTreeMap<String, String>,
+    ) -> Result<(), SyncError> {
+        let table = self.entity.crm_table();
+        match self
+            .tenant
+            .crm
+            .update(table, id, fields, Some(self.mailbox))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(CrmError::Remote {
+                code: ErrorCode::Locked,
+                message,
+            }) => Err(SyncError::Locked { id, message }),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
