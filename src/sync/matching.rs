@@ -258,3 +258,269 @@ impl Pass<'_> {
         Ok((hits.len() == 1).then(|| hits[0]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::MAILBOX;
+    use crate::sync::testing::{TestApp, id_of};
+    use serde_json::json;
+
+    fn fields(pairs: &[(&str, &str)]) -> CrmFields {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_contacts_first_address_is_trimmed_and_lower_cased() {
+        let item =
+            json!({"emailAddresses": [{"address": "  Ana@Customer.TEST "}, {"address": "b@x"}]});
+        assert_eq!(contact_email(&item).as_deref(), Some("ana@customer.test"));
+        assert_eq!(
+            contact_email(&json!({"emailAddresses": [{"address": " "}]})),
+            None
+        );
+        assert_eq!(contact_email(&json!({})), None);
+    }
+
+    #[test]
+    fn an_orphan_is_the_same_appointment_to_the_minute() {
+        let want = fields(&[
+            ("Subject", "Kickoff"),
+            ("Time", "10:00"),
+            ("Contact", "Meeting"),
+        ]);
+        let have = fields(&[
+            ("Subject", " Kickoff"),
+            ("Time", "10:00:00"),
+            ("Contact", "Meeting"),
+        ]);
+        assert!(
+            same_appointment(&want, &have),
+            "seconds in the answer do not matter"
+        );
+        let other = fields(&[
+            ("Subject", "Kickoff"),
+            ("Time", "10:30"),
+            ("Contact", "Meeting"),
+        ]);
+        assert!(!same_appointment(&want, &other));
+        let renamed = fields(&[
+            ("Subject", "Other"),
+            ("Time", "10:00"),
+            ("Contact", "Meeting"),
+        ]);
+        assert!(!same_appointment(&want, &renamed));
+    }
+
+    #[test]
+    fn deleted_rows_and_rows_of_other_tables_are_not_used() {
+        let row = |id: u64, pairs: &[(&str, &str)]| Record {
+            table: "ExtKey".into(),
+            tableshort: "EK".into(),
+            id,
+            fields: fields(pairs),
+        };
+        let rows = vec![
+            row(1, &[("TableShort", "MA")]),
+            row(2, &[("TableShort", "KP")]),
+            row(3, &[("TableShort", "MA"), ("DelCd", "1")]),
+            row(4, &[("TableShort", "")]),
+            row(5, &[]),
+        ];
+        let ids: Vec<u64> = live_rows_of(rows, "MA").iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn an_item_is_matched_by_the_crm_id_it_carries() {
+        let t = TestApp::start().await;
+        let id = t.crm_appointment("Marked", crate::demo::REP_ID);
+        let ev = t.outlook_event("Marked", Some(id));
+        let item = t.graph.event(MAILBOX, &id_of(&ev)).unwrap();
+        let pass = t.pass(Entity::Appointment);
+        assert_eq!(
+            pass.match_crm(&id_of(&ev), &item).await.unwrap(),
+            Matched::One(id)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_on_another_reps_record_is_ignored() {
+        let t = TestApp::start().await;
+        t.sync_rep().await;
+        let foreign = t.crm_appointment("Board", "77");
+        let ev = t.outlook_event("Board", Some(foreign));
+        let item = t.graph.event(MAILBOX, &id_of(&ev)).unwrap();
+        let pass = t.pass(Entity::Appointment);
+        assert_eq!(
+            pass.match_crm(&id_of(&ev), &item).await.unwrap(),
+            Matched::None
+        );
+        assert_eq!(
+            t.app
+                .metrics
+                .get("foreign_crm_id_claims_total", &[("tenant", "contoso")]),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn an_item_is_matched_by_its_extkey_row_then_by_its_icaluid() {
+        let t = TestApp::start().await;
+        let pass = t.pass(Entity::Appointment);
+        // Our own row, by Graph id.
+        let id = t.crm_appointment("Linked", crate::demo::REP_ID);
+        let ev = t.outlook_event("Linked", None);
+        let gid = id_of(&ev);
+        t.tenant()
+            .crm
+            .upsert_link(
+                id,
+                &cgc_crm::ExtLink {
+                    ext_key: gid.clone(),
+                    ext_uid: None,
+                    table_short: "MA".into(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let item = t.graph.event(MAILBOX, &gid).unwrap();
+        assert_eq!(pass.match_crm(&gid, &item).await.unwrap(), Matched::One(id));
+        // An older connector's row, by iCalUId only.
+        let old = t.crm_appointment("Migrated", crate::demo::REP_ID);
+        let ev = t.outlook_event("Migrated", None);
+        let uid = ev["iCalUId"].as_str().unwrap().to_string();
+        t.crm.user_insert(
+            "ExtKey",
+            &[
+                ("ExtSystem", "EWS"),
+                ("ExtKey", "ews-item-1"),
+                ("ExtUid", &uid),
+                ("TableShort", "MA"),
+                ("RecordId", &old.to_string()),
+            ],
+        );
+        let item = t.graph.event(MAILBOX, &id_of(&ev)).unwrap();
+        assert_eq!(
+            pass.match_crm(&id_of(&ev), &item).await.unwrap(),
+            Matched::One(old)
+        );
+        // Nothing at all.
+        let ev = t.outlook_event("New", None);
+        let item = t.graph.event(MAILBOX, &id_of(&ev)).unwrap();
+        assert_eq!(
+            pass.match_crm(&id_of(&ev), &item).await.unwrap(),
+            Matched::None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_contact_is_matched_by_address_and_two_persons_are_ambiguous() {
+        let t = TestApp::start().await;
+        let pass = t.pass(Entity::Contact);
+        let c = t.graph.user_create_contact(
+            MAILBOX,
+            json!({"givenName": "Ana", "surname": "Lopez",
+                   "emailAddresses": [{"address": "ANA@customer.test", "name": "Ana"}]}),
+        );
+        let one = match pass.match_crm(&id_of(&c), &c).await.unwrap() {
+            Matched::One(id) => id,
+            other => panic!("the seeded person matches: {other:?}"),
+        };
+        let two = t.crm.user_insert(
+            "Person",
+            &[
+                ("FirstName", "Ana"),
+                ("LastName", "López"),
+                ("EMail", "ana@customer.test"),
+            ],
+        );
+        match pass.match_crm(&id_of(&c), &c).await.unwrap() {
+            Matched::Ambiguous(mut ids) => {
+                ids.sort();
+                assert_eq!(ids, vec![one.min(two), one.max(two)]);
+            }
+            other => panic!("two persons share the address: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_finds_its_item_by_extkey_row_or_by_the_mark_on_the_item() {
+        let t = TestApp::start().await;
+        let pass = t.pass(Entity::Appointment);
+        let id = t.crm_appointment("By row", crate::demo::REP_ID);
+        let ev = t.outlook_event("By row", None);
+        t.tenant()
+            .crm
+            .upsert_link(
+                id,
+                &cgc_crm::ExtLink {
+                    ext_key: id_of(&ev),
+                    ext_uid: None,
+                    table_short: "MA".into(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let (gid, _) = pass.match_graph(id).await.unwrap().expect("found by row");
+        assert_eq!(gid, id_of(&ev));
+        let marked = t.crm_appointment("By mark", crate::demo::REP_ID);
+        let ev = t.outlook_event("By mark", Some(marked));
+        let (gid, item) = pass
+            .match_graph(marked)
+            .await
+            .unwrap()
+            .expect("found by mark");
+        assert_eq!(gid, id_of(&ev));
+        assert_eq!(item["subject"], "By mark");
+        let alone = t.crm_appointment("Alone", crate::demo::REP_ID);
+        assert!(pass.match_graph(alone).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn exactly_one_unlinked_record_made_from_outlook_is_the_orphan() {
+        let t = TestApp::start().await;
+        let pass = t.pass(Entity::Appointment);
+        let (date, time) = crate::demo::crm_slot(4, 10);
+        let want = fields(&[
+            ("Subject", "Lost answer"),
+            ("Date", &date),
+            ("Time", &time),
+            ("Contact", "Meeting"),
+        ]);
+        let insert = || {
+            t.crm.user_insert(
+                "Contact",
+                &[
+                    ("Subject", "Lost answer"),
+                    ("Date", &date),
+                    ("Time", &time),
+                    ("Contact", "Meeting"),
+                    ("F5021", "true"),
+                ],
+            )
+        };
+        assert_eq!(pass.find_orphan("Contact", &want).await.unwrap(), None);
+        let first = insert();
+        assert_eq!(
+            pass.find_orphan("Contact", &want).await.unwrap(),
+            Some(first)
+        );
+        assert_eq!(
+            pass.find_orphan("Task", &want).await.unwrap(),
+            None,
+            "only appointments carry the mark"
+        );
+        insert();
+        assert_eq!(
+            pass.find_orphan("Contact", &want).await.unwrap(),
+            None,
+            "two candidates: neither is adopted"
+        );
+    }
+}

@@ -25,6 +25,8 @@ mod persons;
 pub mod resolution;
 mod scope;
 mod sides;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 

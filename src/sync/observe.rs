@@ -236,3 +236,192 @@ impl Pass<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{MAILBOX, REP_ID, TENANT};
+    use crate::sync::testing::{TestApp, id_of};
+    use serde_json::json;
+
+    fn link(crm_id: u64, graph_id: &str, organizer: bool) -> Link {
+        Link {
+            entity: Entity::Appointment,
+            mailbox: MAILBOX.into(),
+            crm_id,
+            graph_id: graph_id.into(),
+            ical_uid: None,
+            organizer,
+            list_id: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_graph_item_is_deleted_only_when_it_was_linked() {
+        assert!(matches!(graph_side(None, true, None), SideState::Deleted));
+        assert!(matches!(graph_side(None, false, None), SideState::Absent));
+        let seen: DateTime<Utc> = "2026-12-01T08:00:00Z".parse().unwrap();
+        let item = json!({"lastModifiedDateTime": "2026-11-30T10:00:00Z"});
+        match graph_side(Some(&item), true, Some(seen)) {
+            SideState::Present(g) => assert_eq!(g.changed_at, Some(seen), "observation time wins"),
+            other => panic!("{other:?}"),
+        }
+        match graph_side(Some(&item), true, None) {
+            SideState::Present(g) => assert_eq!(
+                g.changed_at,
+                Some("2026-11-30T10:00:00Z".parse().unwrap()),
+                "else Graph's own modification time"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_crm_record_is_deleted_only_with_delcd_and_absent_when_unread() {
+        let zone = chrono_tz::Europe::Berlin;
+        assert!(matches!(crm_side(None, zone), SideState::Absent));
+        let mut f = CrmFields::new();
+        f.insert("DelCd".into(), "1".into());
+        assert!(matches!(crm_side(Some(&f), zone), SideState::Deleted));
+        let mut f = CrmFields::new();
+        f.insert("UpdDate".into(), "2026-07-01".into());
+        f.insert("UpdTime".into(), "10:30".into());
+        match crm_side(Some(&f), zone) {
+            SideState::Present(c) => assert_eq!(
+                c.changed_at,
+                Some("2026-07-01T08:30:00Z".parse().unwrap()),
+                "UpdDate/UpdTime read in the CRM zone"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_organizer_comes_from_the_item_else_from_the_link() {
+        let attendee = json!({"isOrganizer": false});
+        assert!(!organizer(Some(&attendee), Some(&link(1, "g", true))));
+        assert!(organizer(Some(&json!({})), None), "unknown: organizer");
+        assert!(!organizer(None, Some(&link(1, "g", false))));
+        assert!(organizer(None, None));
+    }
+
+    #[test]
+    fn the_items_fingerprint_counts_only_without_a_shadow_and_for_carrying_entities() {
+        let item = json!({"singleValueExtendedProperties": [
+            {"id": cgc_graph::SYNC_STATE_PROPERTY, "value": "v1:abc"}]});
+        assert_eq!(
+            stored_fingerprint(Entity::Appointment, None, Some(&item)).as_deref(),
+            Some("v1:abc")
+        );
+        let shadow = Canonical::new();
+        assert_eq!(
+            stored_fingerprint(Entity::Appointment, Some(&shadow), Some(&item)),
+            None
+        );
+        assert_eq!(stored_fingerprint(Entity::Task, None, Some(&item)), None);
+        assert_eq!(stored_fingerprint(Entity::Contact, None, None), None);
+    }
+
+    #[test]
+    fn only_plain_occurrences_of_appointments_are_left_to_their_master() {
+        let occ = json!({"type": "occurrence"});
+        assert!(is_plain_occurrence(Entity::Appointment, Some(&occ)));
+        assert!(!is_plain_occurrence(
+            Entity::Appointment,
+            Some(&json!({"type": "exception"}))
+        ));
+        assert!(!is_plain_occurrence(
+            Entity::Appointment,
+            Some(&json!({"type": "seriesMaster"}))
+        ));
+        assert!(!is_plain_occurrence(Entity::Task, Some(&occ)));
+        assert!(!is_plain_occurrence(Entity::Appointment, None));
+    }
+
+    #[tokio::test]
+    async fn a_gone_item_never_linked_is_nothing_to_do() {
+        let t = TestApp::start().await;
+        let ev = t.outlook_event("Gone", None);
+        t.graph.user_delete_event(MAILBOX, &id_of(&ev));
+        let pass = t.pass(Entity::Appointment);
+        match pass.observe_graph(&id_of(&ev), None).await.unwrap() {
+            Observed::Nothing(reason) => assert!(reason.contains("never linked"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_item_is_observed_alone_and_a_marked_one_with_its_record() {
+        let t = TestApp::start().await;
+        let pass = t.pass(Entity::Appointment);
+        let ev = t.outlook_event("Fresh", None);
+        let Observed::Pair(obs) = pass.observe_graph(&id_of(&ev), None).await.unwrap() else {
+            panic!("a pair");
+        };
+        assert!(obs.link.is_none() && obs.crm.is_none() && obs.shadow.is_none());
+        assert!(!obs.matched);
+        assert_eq!(obs.graph.as_ref().unwrap()["subject"], "Fresh");
+        let id = t.crm_appointment("Marked", REP_ID);
+        let ev = t.outlook_event("Marked", Some(id));
+        let Observed::Pair(obs) = pass.observe_graph(&id_of(&ev), None).await.unwrap() else {
+            panic!("a pair");
+        };
+        assert!(obs.matched, "found by matching, not from the store");
+        assert_eq!(obs.crm_id, Some(id));
+        assert_eq!(obs.link.as_ref().map(|l| l.crm_id), Some(id));
+        assert_eq!(
+            obs.crm
+                .as_ref()
+                .and_then(|f| f.get("Subject"))
+                .map(String::as_str),
+            Some("Marked")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stored_pair_is_observed_with_its_shadow_from_either_side() {
+        let t = TestApp::start().await;
+        let id = t.crm_appointment("Stored", REP_ID);
+        let ev = t.outlook_event("Stored", None);
+        let l = link(id, &id_of(&ev), true);
+        let mut shadow = Canonical::new();
+        shadow.set("subject", json!("Stored"));
+        t.app.state.put_link(TENANT, &l).await.unwrap();
+        t.app.state.put_shadow(TENANT, &l, &shadow).await.unwrap();
+        let pass = t.pass(Entity::Appointment);
+        for observed in [
+            pass.observe_graph(&id_of(&ev), None).await.unwrap(),
+            pass.observe_crm(id).await.unwrap(),
+        ] {
+            let Observed::Pair(obs) = observed else {
+                panic!("a pair");
+            };
+            assert!(!obs.matched, "from the store");
+            assert_eq!(obs.graph_id, id_of(&ev));
+            assert_eq!(obs.crm_id, Some(id));
+            assert!(obs.graph.is_some() && obs.crm.is_some());
+            assert_eq!(obs.shadow.as_ref(), Some(&shadow));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_deleted_or_gone_and_never_linked_is_nothing_to_do() {
+        let t = TestApp::start().await;
+        let pass = t.pass(Entity::Appointment);
+        let id = t.crm_appointment("Short-lived", REP_ID);
+        t.crm.user_delete("Contact", id);
+        assert!(matches!(
+            pass.observe_crm(id).await.unwrap(),
+            Observed::Nothing(_)
+        ));
+        assert!(matches!(
+            pass.observe_crm(999_999).await.unwrap(),
+            Observed::Nothing(_)
+        ));
+        let alone = t.crm_appointment("Unmatched", REP_ID);
+        let Observed::Pair(obs) = pass.observe_crm(alone).await.unwrap() else {
+            panic!("a pair");
+        };
+        assert!(obs.link.is_none() && obs.graph.is_none() && obs.graph_id.is_empty());
+    }
+}
