@@ -1,0 +1,205 @@
+//! The binary crate's floors hold: no import circle among the modules of `src/`, no role file
+//! names another role, the shared context names no role, no file is above 600 lines, and the
+//! plan operations of `sync/apply.rs` stay small. Test code (`#[cfg(test)]` modules and
+//! `testing.rs`) is not counted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The roles a process runs; only `run.rs` names them all.
+const ROLES: [&str; 4] = ["receiver", "worker", "scheduler", "admin"];
+
+fn src_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("src/ is readable") {
+        let p = e.expect("directory entry").path();
+        if p.is_dir() {
+            src_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// The top-level module a file belongs to: `src/sync/apply.rs` → `sync`.
+fn module_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src()).expect("under src/");
+    let first = rel.components().next().expect("a component");
+    first
+        .as_os_str()
+        .to_string_lossy()
+        .trim_end_matches(".rs")
+        .to_string()
+}
+
+/// The file's text without its `#[cfg(test)]` modules.
+fn shipped_text(text: &str) -> String {
+    let mut out = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l.trim() == "#[cfg(test)]" {
+            let Some(next) = lines.next() else { break };
+            if next.trim_end().ends_with('{') {
+                // Skip the block: up to the closing brace at the same indentation.
+                let indent = next.len() - next.trim_start().len();
+                let close = format!("{}}}", " ".repeat(indent));
+                for inner in lines.by_ref() {
+                    if inner.trim_end() == close {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// Every `crate::name` a text refers to.
+fn references(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// Module → the modules it refers to (shipped code only).
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    src_files(&src(), &mut files);
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        if f.file_name().is_some_and(|n| n == "testing.rs") {
+            continue;
+        }
+        let m = module_of(f);
+        let text = std::fs::read_to_string(f).expect("readable source");
+        let refs = references(&shipped_text(&text));
+        let entry = g.entry(m.clone()).or_default();
+        for r in refs {
+            if r != m && modules.contains(&r) {
+                entry.insert(r);
+            }
+        }
+    }
+    g
+}
+
+fn cycle_from(
+    g: &BTreeMap<String, BTreeSet<String>>,
+    node: &str,
+    path: &mut Vec<String>,
+    done: &mut BTreeSet<String>,
+) -> Option<Vec<String>> {
+    if let Some(at) = path.iter().position(|p| p == node) {
+        let mut c = path[at..].to_vec();
+        c.push(node.to_string());
+        return Some(c);
+    }
+    if done.contains(node) {
+        return None;
+    }
+    path.push(node.to_string());
+    for next in g.get(node).into_iter().flatten() {
+        if let Some(c) = cycle_from(g, next, path, done) {
+            return Some(c);
+        }
+    }
+    path.pop();
+    done.insert(node.to_string());
+    None
+}
+
+#[test]
+fn no_import_circle_among_the_modules_of_src() {
+    let g = graph();
+    assert!(g.contains_key("sync") && g.contains_key("context"), "{g:?}");
+    let mut done = BTreeSet::new();
+    for node in g.keys() {
+        if let Some(c) = cycle_from(&g, node, &mut Vec::new(), &mut done) {
+            panic!("import circle: {}", c.join(" → "));
+        }
+    }
+}
+
+#[test]
+fn no_role_names_another_role_and_the_context_names_none() {
+    let g = graph();
+    for role in ROLES {
+        let refs = g.get(role).unwrap_or_else(|| panic!("role {role} exists"));
+        for other in ROLES.iter().filter(|r| **r != role) {
+            assert!(!refs.contains(*other), "{role} refers to the role {other}");
+        }
+    }
+    let ctx = &g["context"];
+    for name in ROLES.iter().chain(&["run"]) {
+        assert!(!ctx.contains(*name), "context.rs refers to {name}");
+    }
+    // Only run.rs (and the demo, which runs the whole service) starts roles.
+    for (m, refs) in &g {
+        if m != "run" && m != "demo" && m != "cli" {
+            assert!(!refs.contains("run"), "{m} starts roles; only run.rs does");
+        }
+    }
+}
+
+#[test]
+fn no_file_in_src_is_above_600_lines() {
+    let mut files = Vec::new();
+    src_files(&src(), &mut files);
+    let mut long = Vec::new();
+    for f in &files {
+        let n = std::fs::read_to_string(f)
+            .expect("readable")
+            .lines()
+            .count();
+        if n > 600 {
+            long.push(format!("{} ({n} lines)", f.display()));
+        }
+    }
+    assert!(long.is_empty(), "files above 600 lines: {long:?}");
+}
+
+#[test]
+fn no_function_of_sync_apply_is_above_60_lines() {
+    let text = std::fs::read_to_string(src().join("sync/apply.rs")).expect("sync/apply.rs");
+    let text = shipped_text(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut checked = 0;
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        if !(t.starts_with("fn ") || t.contains(" fn ")) || t.starts_with("//") {
+            continue;
+        }
+        let indent = l.len() - t.len();
+        let close = format!("{}}}", " ".repeat(indent));
+        let end = lines[i..]
+            .iter()
+            .position(|x| x.trim_end() == close)
+            .map(|n| i + n)
+            .expect("a function ends");
+        let len = end - i + 1;
+        checked += 1;
+        assert!(
+            len <= 60,
+            "{} is {len} lines",
+            t.trim_end_matches(['{', ' '])
+        );
+    }
+    assert!(checked >= 8, "found the functions ({checked})");
+}
