@@ -97,7 +97,7 @@ async fn store_in_crm(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| SyncError::Refused("message has no internetMessageId".into()))?
         .to_string();
-    let lease = format!("{}:archive:{imid}", t.cfg.id);
+    let lease = crate::state::lease_names::archive(&t.cfg.id, &imid);
     let holder = format!("{}:{mailbox}:{message_id}", app.instance);
     let Some(held) = crate::lease::acquire(app.state.store(), &lease, &holder).await? else {
         return Err(SyncError::busy(

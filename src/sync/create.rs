@@ -8,6 +8,7 @@ use cgc_crm::{CrmError, ExtLink};
 use serde_json::Value;
 
 use super::{Pass, SyncError};
+use crate::state::lease_names;
 
 /// Stable Graph `transactionId` for creating the event of a CRM record: a retried create returns
 /// the event made the first time.
@@ -35,13 +36,8 @@ impl Pass<'_> {
             .as_deref()
             .filter(|_| self.entity == Entity::Appointment);
         let lease_name = match uid {
-            Some(uid) => format!("{}:create:ical:{uid}", self.tid()),
-            None => format!(
-                "{}:create:{}:g:{}",
-                self.tid(),
-                self.entity.as_str(),
-                ext.ext_key
-            ),
+            Some(uid) => lease_names::create_by_ical_uid(self.tid(), uid),
+            None => lease_names::create_from_graph(self.tid(), self.entity, &ext.ext_key),
         };
         let holder = format!("{}:{}", self.app.instance, self.event_id);
         let Some(held) =
@@ -98,12 +94,8 @@ impl Pass<'_> {
     ) -> Result<(Value, Option<String>), SyncError> {
         let g = &self.tenant.graph;
         let cid = crm_id.to_string();
-        let lease_name = format!(
-            "{}:create:{}:c:{crm_id}:{}",
-            self.tid(),
-            self.entity.as_str(),
-            self.mailbox.to_ascii_lowercase()
-        );
+        let lease_name =
+            lease_names::create_from_crm(self.tid(), self.entity, crm_id, self.mailbox);
         let holder = format!("{}:{}", self.app.instance, self.event_id);
         let Some(held) =
             crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?

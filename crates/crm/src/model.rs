@@ -77,7 +77,7 @@ pub struct ExtLink {
 
 /// One `ExtKey` row read back from CRM.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LinkRow {
+pub struct ExtKeyRow {
     /// Id of the `ExtKey` row itself.
     pub id: RecordId,
     /// `GraphApi` for the connector's own rows; other values are older connectors' rows.

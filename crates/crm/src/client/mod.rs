@@ -18,7 +18,7 @@ pub use request::{BREAK_ON_ERROR_IF, ParsedRequest, build_request, parse_request
 pub use response::{ParsedResponse, parse_response};
 
 use crate::model::{
-    Command, CondOp, EXT_KEY_TABLE, EXT_SYSTEM_GRAPH, ExtLink, ImportField, LinkRow, Outcome,
+    Command, CondOp, EXT_KEY_TABLE, EXT_SYSTEM_GRAPH, ExtKeyRow, ExtLink, ImportField, Outcome,
     Query, QueryPage, Record, RecordId, is_valid_name, parse_record_id,
 };
 use xml::MAX_DOCUMENT_BYTES;
@@ -333,7 +333,7 @@ impl CrmClient {
     /// The `GraphApi` link row with this `ExtKey` (compared exactly), if any. Deleted rows and
     /// rows that cannot be read (no valid `RecordId`, no `TableShort`) are skipped, logged and
     /// counted ([`CrmClient::malformed_rows`]); the lowest-id remaining row wins.
-    pub async fn find_link(&self, ext_key: &str) -> Result<Option<LinkRow>, CrmError> {
+    pub async fn find_link(&self, ext_key: &str) -> Result<Option<ExtKeyRow>, CrmError> {
         let q = Query::new(EXT_KEY_TABLE)
             .with_cond("ExtSystem", CondOp::Eq, EXT_SYSTEM_GRAPH)
             .with_cond("ExtKey", CondOp::Eq, ext_key)
@@ -351,7 +351,7 @@ impl CrmClient {
     /// The link row with this `ExtUid` (iCalUId / internetMessageId, compared exactly), if any.
     /// Rows of any `ExtSystem` qualify (older connectors' rows are how migration finds records);
     /// a `GraphApi` row is preferred. Unreadable rows are skipped as in [`CrmClient::find_link`].
-    pub async fn find_link_by_uid(&self, ext_uid: &str) -> Result<Option<LinkRow>, CrmError> {
+    pub async fn find_link_by_uid(&self, ext_uid: &str) -> Result<Option<ExtKeyRow>, CrmError> {
         let q = Query::new(EXT_KEY_TABLE)
             .with_cond("ExtUid", CondOp::Eq, ext_uid)
             .with_fields(LINK_FIELDS);
@@ -372,7 +372,7 @@ impl CrmClient {
     pub async fn link_rows_for_record(
         &self,
         record_id: RecordId,
-    ) -> Result<Vec<LinkRow>, CrmError> {
+    ) -> Result<Vec<ExtKeyRow>, CrmError> {
         let q = Query::new(EXT_KEY_TABLE)
             .with_cond("RecordId", CondOp::Eq, record_id.to_string())
             .with_fields(LINK_FIELDS);
@@ -384,10 +384,10 @@ impl CrmClient {
             .collect())
     }
 
-    /// The live rows accepted by `keep` as [`LinkRow`]s, by row id; rows that cannot be read are
+    /// The live rows accepted by `keep` as [`ExtKeyRow`]s, by row id; rows that cannot be read are
     /// logged and counted.
-    fn link_rows(&self, records: Vec<Record>, keep: impl Fn(&Record) -> bool) -> Vec<LinkRow> {
-        let mut rows: Vec<LinkRow> = Vec::new();
+    fn link_rows(&self, records: Vec<Record>, keep: impl Fn(&Record) -> bool) -> Vec<ExtKeyRow> {
+        let mut rows: Vec<ExtKeyRow> = Vec::new();
         for r in records.into_iter().filter(|r| !r.is_deleted() && keep(r)) {
             match link_row(&r) {
                 Ok(row) => rows.push(row),
@@ -448,8 +448,8 @@ fn link_import(record: RecordId, link: &ExtLink) -> Command {
     }
 }
 
-/// An `ExtKey` record as a [`LinkRow`], or why it cannot be one.
-fn link_row(row: &Record) -> Result<LinkRow, &'static str> {
+/// An `ExtKey` record as a [`ExtKeyRow`], or why it cannot be one.
+fn link_row(row: &Record) -> Result<ExtKeyRow, &'static str> {
     let record_id = row
         .field("RecordId")
         .and_then(parse_record_id)
@@ -467,7 +467,7 @@ fn link_row(row: &Record) -> Result<LinkRow, &'static str> {
         .field("ExtUid")
         .filter(|u| !u.is_empty())
         .map(str::to_string);
-    Ok(LinkRow {
+    Ok(ExtKeyRow {
         id: row.id,
         ext_system: row
             .field("ExtSystem")
