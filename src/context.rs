@@ -180,7 +180,7 @@ impl App {
         for t in &config.tenants {
             let graph = GraphClient::new(GraphConfig {
                 login_url: t.login_url.clone(),
-                tenant_id: t.graph_tenant_id.clone(),
+                azure_tenant_id: t.graph_tenant_id.clone(),
                 client_id: t.client_id.clone(),
                 client_secret: t.client_secret.clone(),
                 graph_url: t.graph_url.clone(),

@@ -104,7 +104,7 @@ async fn wrong_secret_and_unknown_app_map_to_their_codes() {
         matches!(unknown.get_user(MBX).await, Err(GraphError::Auth { code, .. }) if code == "AADSTS700016")
     );
     let mut cfg = config(&sim, "secret");
-    cfg.tenant_id = "22222222-2222-2222-2222-222222222222".into();
+    cfg.azure_tenant_id = "22222222-2222-2222-2222-222222222222".into();
     let tenant = GraphClient::with_policy(cfg, fast_policy()).expect("client");
     assert!(
         matches!(tenant.get_user(MBX).await, Err(GraphError::Auth { code, .. }) if code == "AADSTS90002")

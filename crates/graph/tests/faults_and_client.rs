@@ -465,7 +465,7 @@ async fn malformed_items_are_skipped_counted_and_never_fail_the_page() {
     });
     let cfg = cgc_graph::GraphConfig {
         login_url: format!("http://{addr}"),
-        tenant_id: "t".into(),
+        azure_tenant_id: "t".into(),
         client_id: "c".into(),
         client_secret: "s".to_string().into(),
         graph_url: format!("http://{addr}/v1.0"),

@@ -73,7 +73,7 @@ fn client(base: &str) -> GraphClient {
     GraphClient::with_policy(
         GraphConfig {
             login_url: base.to_string(),
-            tenant_id: "t".into(),
+            azure_tenant_id: "t".into(),
             client_id: "c".into(),
             client_secret: "s".to_string().into(),
             graph_url: format!("{base}/v1.0"),

@@ -91,7 +91,7 @@ async fn fetch(
     let url = format!(
         "{}/{}/oauth2/v2.0/token",
         cfg.login_url.trim_end_matches('/'),
-        crate::util::encode_segment(&cfg.tenant_id)
+        crate::util::encode_segment(&cfg.azure_tenant_id)
     );
     let form = [
         ("client_id", cfg.client_id.as_str()),

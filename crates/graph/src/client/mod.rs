@@ -40,9 +40,12 @@ pub const PREFER_IMMUTABLE_ID: &str = "IdType=\"ImmutableId\"";
 /// Connection settings for one tenant.
 #[derive(Clone)]
 pub struct GraphConfig {
-    /// e.g. `https://login.microsoftonline.com` (the token URL is `{login_url}/{tenant_id}/oauth2/v2.0/token`).
+    /// e.g. `https://login.microsoftonline.com` (the token URL is
+    /// `{login_url}/{azure_tenant_id}/oauth2/v2.0/token`).
     pub login_url: String,
-    pub tenant_id: String,
+    /// The Microsoft Entra (Azure AD) tenant of the customer (`graph_tenant_id` in the config
+    /// file), not the connector's own tenant id.
+    pub azure_tenant_id: String,
     pub client_id: String,
     pub client_secret: SecretString,
     /// e.g. `https://graph.microsoft.com/v1.0`.
@@ -55,7 +58,7 @@ impl std::fmt::Debug for GraphConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GraphConfig")
             .field("login_url", &self.login_url)
-            .field("tenant_id", &self.tenant_id)
+            .field("azure_tenant_id", &self.azure_tenant_id)
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
             .field("graph_url", &self.graph_url)

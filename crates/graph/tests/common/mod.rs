@@ -25,7 +25,7 @@ pub fn config(sim: &GraphSim, secret: &str) -> GraphConfig {
     let d = GraphSimConfig::default();
     GraphConfig {
         login_url: sim.login_url(),
-        tenant_id: d.tenant_id,
+        azure_tenant_id: d.tenant_id,
         client_id: d.client_id,
         client_secret: secret.to_string().into(),
         graph_url: sim.graph_url(),
