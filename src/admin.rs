@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::context::App;
 use crate::event::{EventKind, EventV1, Source};
+use crate::telemetry::metric;
 
 pub fn router(app: Arc<App>) -> Router {
     let admin = Router::new()
@@ -70,10 +71,13 @@ async fn metrics(AxState(app): AxState<Arc<App>>) -> Response {
     // Rows and items the clients skipped as malformed (never an error for an unrelated event).
     for t in app.tenants.values() {
         let labels = [("tenant", t.cfg.id.as_str())];
-        app.metrics
-            .set_gauge("crm_malformed_rows", &labels, t.crm.malformed_rows() as i64);
         app.metrics.set_gauge(
-            "graph_malformed_items",
+            metric::CRM_MALFORMED_ROWS,
+            &labels,
+            t.crm.malformed_rows() as i64,
+        );
+        app.metrics.set_gauge(
+            metric::GRAPH_MALFORMED_ITEMS,
             &labels,
             t.graph.malformed_items() as i64,
         );
@@ -286,7 +290,7 @@ async fn release_mailbox(AxState(app): AxState<Arc<App>>, body: axum::body::Byte
                 );
             }
             app.metrics.set_gauge(
-                "mailbox_held",
+                metric::MAILBOX_HELD,
                 &[
                     ("tenant", tenant),
                     ("mailbox", &mailbox.to_ascii_lowercase()),

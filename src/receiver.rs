@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::context::App;
 use crate::event::{Change, EventKind, EventV1, Source};
+use crate::telemetry::metric;
 
 /// Largest notification body accepted (Graph batches are far smaller).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -50,7 +51,7 @@ async fn bounded(
 ) -> Response {
     let Ok(_permit) = app.receiver_slots.clone().try_acquire_owned() else {
         app.metrics
-            .inc("notification_batches_total", &[("outcome", "shed")]);
+            .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "shed")]);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
@@ -62,7 +63,7 @@ async fn bounded(
         Ok(r) => r,
         Err(_) => {
             app.metrics
-                .inc("notification_batches_total", &[("outcome", "timeout")]);
+                .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "timeout")]);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "request took too long, retry later",
@@ -120,7 +121,7 @@ async fn notifications(
 
 fn bad_request(app: &App, msg: String) -> Response {
     app.metrics
-        .inc("notification_batches_total", &[("outcome", "malformed")]);
+        .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "malformed")]);
     tracing::warn!(error = %msg, "notification batch refused");
     (StatusCode::BAD_REQUEST, msg).into_response()
 }
@@ -137,7 +138,7 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
     };
     if batch.value.len() > MAX_NOTIFICATIONS_PER_POST {
         app.metrics
-            .inc("notification_batches_total", &[("outcome", "too_large")]);
+            .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "too_large")]);
         tracing::warn!(
             items = batch.value.len(),
             "notification batch refused: too many items"
@@ -163,7 +164,7 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
             Err(Reject::Store(e)) => {
                 tracing::error!(error = %e, "store unavailable while checking a notification");
                 app.metrics
-                    .inc("notification_batches_total", &[("outcome", "unavailable")]);
+                    .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "unavailable")]);
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store unavailable, retry later",
@@ -177,7 +178,7 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
         if let Err(e) = app.queue.publish(envelopes).await {
             tracing::error!(error = %e, "queue did not accept the notifications; answering 503 so Graph retries");
             app.metrics
-                .inc("notification_batches_total", &[("outcome", "unavailable")]);
+                .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "unavailable")]);
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue unavailable, retry later",
@@ -186,9 +187,9 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
         }
     }
     app.metrics
-        .add("notifications_total", &[("outcome", "accepted")], n);
+        .add(metric::NOTIFICATIONS, &[("outcome", "accepted")], n);
     app.metrics
-        .inc("notification_batches_total", &[("outcome", "accepted")]);
+        .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "accepted")]);
     StatusCode::ACCEPTED.into_response()
 }
 
@@ -210,14 +211,14 @@ fn entity_of_collection(c: &str) -> Option<Entity> {
 async fn to_event(app: &Arc<App>, n: &ChangeNotification) -> Result<Option<EventV1>, Reject> {
     let drop = |reason: &'static str| {
         app.metrics
-            .inc("notifications_total", &[("outcome", reason)]);
+            .inc(metric::NOTIFICATIONS, &[("outcome", reason)]);
         app.drop_log.note(reason, &n.subscription_id);
         Ok(None)
     };
     let looked_up = match app.subscription_cache.get(&n.subscription_id) {
         Some(hit) => hit,
         None => {
-            app.metrics.inc("subscription_lookups_total", &[]);
+            app.metrics.inc(metric::SUBSCRIPTION_LOOKUPS, &[]);
             match app.state.subscription(&n.subscription_id).await {
                 Ok(rec) => {
                     app.subscription_cache.put(&n.subscription_id, rec.clone());

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::context::App;
 use crate::telemetry::Metrics;
+use crate::telemetry::metric;
 
 /// Which roles this process runs.
 #[derive(Clone, Copy, Debug)]
@@ -169,7 +170,7 @@ pub async fn supervise_with<F, Fut>(
                 return;
             }
             Err(e) => {
-                metrics.inc("loop_restarts_total", &[("role", role)]);
+                metrics.inc(metric::LOOP_RESTARTS, &[("role", role)]);
                 tracing::error!(role, error = %e, "loop ended unexpectedly (panic); starting it again");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -206,7 +207,7 @@ mod supervise_tests {
             2,
             "started again after the panic"
         );
-        assert_eq!(metrics.get("loop_restarts_total", &[("role", "worker")]), 1);
+        assert_eq!(metrics.get(metric::LOOP_RESTARTS, &[("role", "worker")]), 1);
         assert_eq!(live.load(Ordering::SeqCst), 0, "no loop left running");
     }
 }

@@ -16,6 +16,10 @@ use tracing::Instrument;
 use crate::context::App;
 use crate::event::{self, Change, EventKind, EventV1, Source};
 use crate::sync::{Disposition, Pass, Processed, SyncError, noop};
+use crate::telemetry::events::{
+    EventDeadLettered, EventDone, EventDuplicate, EventRetried, EventUnreadable, EventWaiting,
+    MailboxRefused,
+};
 
 /// How long an idempotency claim is held while an event is processed.
 const CLAIM_LEASE: Duration = Duration::from_secs(120);
@@ -59,8 +63,11 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
     let ev = match event::decode(&d.envelope.payload) {
         Ok(e) => e,
         Err(e) => {
-            app.metrics.inc("events_total", &[("outcome", "dead")]);
-            tracing::error!(event = %d.envelope.id, error = %e, "unreadable event parked in dead letters");
+            EventUnreadable {
+                event: &d.envelope.id,
+                error: &e.to_string(),
+            }
+            .emit(&app.metrics);
             let _ = app.queue.dead_letter(d, &e.to_string()).await;
             return;
         }
@@ -73,7 +80,7 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
         match app.state.store().claim(&key, CLAIM_LEASE).await {
             Ok(Claim::Claimed) => {}
             Ok(Claim::Done) => {
-                app.metrics.inc("events_total", &[("outcome", "duplicate")]);
+                EventDuplicate.emit(&app.metrics);
                 let _ = app.queue.ack(d).await;
                 return;
             }
@@ -100,12 +107,13 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
                     tracing::warn!(error = %e, "could not record the done mark; a duplicate will be a content no-op");
                 }
             }
-            app.metrics
-                .inc("events_total", &[("outcome", outcome_label(&p.kind))]);
-            app.metrics.add("writes_total", &[], p.writes as u64);
+            EventDone {
+                outcome: outcome_label(&p.kind),
+                writes: p.writes,
+                latency: started.elapsed(),
+            }
+            .emit(&app.metrics);
             app.note_outcome(outcome_label(&p.kind), &p.reason);
-            app.metrics
-                .observe_event_latency(started.elapsed().as_millis() as u64);
             if let Err(e) = app.queue.ack(d).await {
                 tracing::warn!(error = %e, "ack failed; the event will be redelivered and be a no-op");
             }
@@ -118,22 +126,37 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
             match f.disposition() {
                 Disposition::Retry { after } => {
                     let delay = after.unwrap_or_else(|| backoff(app, attempt));
-                    app.metrics.inc("events_total", &[("outcome", "retry")]);
-                    tracing::warn!(tenant = %ev.tenant, mailbox = %ev.mailbox, attempt, ?delay, %reason, "event will be retried");
+                    EventRetried {
+                        tenant: &ev.tenant,
+                        mailbox: &ev.mailbox,
+                        attempt,
+                        delay,
+                        reason: &reason,
+                    }
+                    .emit(&app.metrics);
                     if let Err(e) = app.queue.retry(d, delay, &reason).await {
                         tracing::error!(error = %e, "retry could not be scheduled; the event stays in flight and will be redelivered");
                     }
                 }
                 Disposition::Wait { after } => {
-                    app.metrics.inc("events_total", &[("outcome", "wait")]);
-                    tracing::info!(tenant = %ev.tenant, mailbox = %ev.mailbox, ?after, %reason, "event waits for a lease");
+                    EventWaiting {
+                        tenant: &ev.tenant,
+                        mailbox: &ev.mailbox,
+                        after,
+                        reason: &reason,
+                    }
+                    .emit(&app.metrics);
                     if let Err(e) = app.queue.defer(d, after, &reason).await {
                         tracing::error!(error = %e, "event could not be deferred; it stays in flight and will be redelivered");
                     }
                 }
                 Disposition::DeadLetter => {
-                    app.metrics.inc("events_total", &[("outcome", "dead")]);
-                    tracing::error!(tenant = %ev.tenant, mailbox = %ev.mailbox, %reason, "event parked in dead letters");
+                    EventDeadLettered {
+                        tenant: &ev.tenant,
+                        mailbox: &ev.mailbox,
+                        reason: &reason,
+                    }
+                    .emit(&app.metrics);
                     if let Err(e) = app.queue.dead_letter(d, &reason).await {
                         tracing::error!(error = %e, "dead-letter failed; the event will be redelivered");
                     }
@@ -166,10 +189,11 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
     };
     // A queue message is a claim: act only for a mailbox the tenant may sync.
     if !tenant.cfg.owns_mailbox(&ev.mailbox) {
-        app.metrics
-            .inc("events_total", &[("outcome", "refused_mailbox")]);
-        tracing::warn!(tenant = %ev.tenant, mailbox = %crate::telemetry::loggable_id(&ev.mailbox),
-            "event names a mailbox outside the tenant's domains; refused");
+        MailboxRefused {
+            tenant: &ev.tenant,
+            mailbox: &ev.mailbox,
+        }
+        .emit(&app.metrics);
         return Ok(noop(
             "mailbox outside the tenant's domains: nothing read or written",
         ));

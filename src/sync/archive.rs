@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::context::{App, Tenant};
 use crate::sync::{Processed, SyncError};
+use crate::telemetry::events::{EmailArchived, EmailFailed};
 
 pub async fn archive_message(
     app: &Arc<App>,
@@ -44,8 +45,7 @@ pub async fn archive_message(
                 .ensure_mail_folder(mailbox, &t.cfg.emails.success_folder)
                 .await?;
             g.move_message(mailbox, message_id, &ok).await?;
-            app.metrics
-                .inc("emails_archived_total", &[("tenant", &t.cfg.id)]);
+            EmailArchived { tenant: &t.cfg.id }.emit(&app.metrics);
             Ok(Processed {
                 kind: if created {
                     PlanKind::Create
@@ -62,14 +62,17 @@ pub async fn archive_message(
         }
         Err(e) if e.is_permanent() => {
             let reason = e.to_string();
-            tracing::error!(tenant = %t.cfg.id, mailbox, message = message_id, %reason,
-                "message cannot be archived; moved to the failure folder");
             let bad = g
                 .ensure_mail_folder(mailbox, &t.cfg.emails.failure_folder)
                 .await?;
             g.move_message(mailbox, message_id, &bad).await?;
-            app.metrics
-                .inc("emails_failed_total", &[("tenant", &t.cfg.id)]);
+            EmailFailed {
+                tenant: &t.cfg.id,
+                mailbox,
+                message: message_id,
+                reason: &reason,
+            }
+            .emit(&app.metrics);
             Ok(Processed {
                 kind: PlanKind::NoOp,
                 reason: format!("archiving failed: {reason}"),

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::matching::contact_email;
 use super::{Pass, Processed, SyncError};
 use crate::state::{ConflictRecord, Link, State};
+use crate::telemetry::events::ConflictParked;
 
 impl Pass<'_> {
     /// An unlinked Graph item matches several CRM records: nothing is created or linked; an
@@ -39,12 +40,14 @@ impl Pass<'_> {
             candidates: candidates.clone(),
         };
         self.state().put_conflict(&rec).await?;
-        self.app.metrics.inc(
-            "conflicts_total",
-            &[("tenant", self.tid()), ("entity", self.entity.as_str())],
-        );
-        tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, conflict = %id, candidates = %candidates.join(","),
-            "several CRM records match this Graph item; nothing created or linked until an operator picks one");
+        ConflictParked {
+            tenant: self.tid(),
+            mailbox: self.mailbox,
+            entity: self.entity.as_str(),
+            conflict: &id,
+            candidates: &candidates,
+        }
+        .emit(&self.app.metrics);
         Ok(Processed {
             kind: PlanKind::Conflict,
             reason: format!(
@@ -80,12 +83,14 @@ impl Pass<'_> {
                 candidates: Vec::new(),
             })
             .await?;
-        self.app.metrics.inc(
-            "conflicts_total",
-            &[("tenant", self.tid()), ("entity", self.entity.as_str())],
-        );
-        tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, conflict = %id,
-            "conflict parked for an operator (conflict = \"manual\")");
+        ConflictParked {
+            tenant: self.tid(),
+            mailbox: self.mailbox,
+            entity: self.entity.as_str(),
+            conflict: &id,
+            candidates: &[],
+        }
+        .emit(&self.app.metrics);
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use cgc_graph::crm_id_on_item;
 use serde_json::Value;
 
 use super::{Pass, SyncError};
+use crate::telemetry::events::ForeignCrmIdClaim;
 
 /// What matching found for an unlinked Graph item.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,11 +70,12 @@ impl Pass<'_> {
                 let foreign =
                     self.entity == Entity::Appointment && self.out_of_scope(&f).await?.is_some();
                 if foreign {
-                    tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, crm_id = id,
-                        "the item claims a CRM record of another rep; claim ignored");
-                    self.app
-                        .metrics
-                        .inc("foreign_crm_id_claims_total", &[("tenant", self.tid())]);
+                    ForeignCrmIdClaim {
+                        tenant: self.tid(),
+                        mailbox: self.mailbox,
+                        crm_id: id,
+                    }
+                    .emit(&self.app.metrics);
                 } else if !records::is_deleted(&f) {
                     return Ok(Matched::One(id));
                 }
@@ -360,9 +362,10 @@ mod tests {
             Matched::None
         );
         assert_eq!(
-            t.app
-                .metrics
-                .get("foreign_crm_id_claims_total", &[("tenant", "contoso")]),
+            t.app.metrics.get(
+                crate::telemetry::metric::FOREIGN_CRM_ID_CLAIMS,
+                &[("tenant", "contoso")]
+            ),
             1
         );
     }

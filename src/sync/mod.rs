@@ -38,6 +38,7 @@ use serde_json::Value;
 use crate::context::{App, Tenant};
 use crate::event::Change;
 use crate::state::{Link, State};
+use crate::telemetry::events::MassChangeHeld;
 
 pub use create::transaction_id;
 pub use error::{Disposition, SyncError};
@@ -267,11 +268,14 @@ impl<'a> Pass<'a> {
         if admit != crate::guard::Admit::Held {
             return Ok(false);
         }
-        let labels = [("tenant", self.tid()), ("mailbox", mailbox.as_str())];
-        self.app.metrics.inc("mass_change_held_total", &labels);
-        self.app.metrics.set_gauge("mailbox_held", &labels, 1);
-        tracing::error!(tenant = %self.tid(), mailbox = %mailbox, pairs, share = cfg.mass_change_share,
-            plan = ?plan.kind, "mass-change guard: too many deletes/unlinks in this mailbox; held, nothing changed; release it through the admin API once checked");
+        MassChangeHeld {
+            tenant: self.tid(),
+            mailbox: &mailbox,
+            pairs,
+            share: cfg.mass_change_share,
+            plan: &format!("{:?}", plan.kind),
+        }
+        .emit(&self.app.metrics);
         Ok(true)
     }
 }

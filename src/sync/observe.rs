@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::matching::Matched;
 use super::{Pass, SyncError};
 use crate::state::Link;
+use crate::telemetry::events::UnknownTimeZone;
 
 /// Both sides of one pair as read at the start of a pass.
 #[derive(Clone, Debug, Default)]
@@ -228,11 +229,13 @@ impl Pass<'_> {
     /// counted.
     fn note_unknown_zones(&self, graph_id: &str, item: &Value) {
         for zone in cgc_core::mapping::time::unknown_time_zones(item) {
-            self.app
-                .metrics
-                .inc("unknown_time_zones_total", &[("tenant", self.tid())]);
-            tracing::warn!(tenant = %self.tid(), mailbox = %self.mailbox, item = %graph_id, zone = %zone,
-                "unknown time zone name; the item's times are read as UTC");
+            UnknownTimeZone {
+                tenant: self.tid(),
+                mailbox: self.mailbox,
+                item: graph_id,
+                zone: &zone,
+            }
+            .emit(&self.app.metrics);
         }
     }
 }

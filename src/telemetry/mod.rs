@@ -1,7 +1,11 @@
 //! Logging (tracing) and the counters served at `/metrics` (Prometheus text format).
 //!
-//! Every notable occurrence is one call here that both logs and counts, so names stay
-//! consistent and nothing is logged without being counted.
+//! Metric names are defined once in [`metric`]; notable occurrences are structs in [`events`]
+//! whose `emit()` both logs and counts, so names stay consistent and nothing is logged without
+//! being counted.
+
+pub mod events;
+pub mod metric;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

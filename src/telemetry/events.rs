@@ -1,0 +1,275 @@
+//! Notable occurrences, one small struct each, whose `emit()` both logs and counts (as vector's
+//! `internal_events` do): a name is spelt once, and nothing is logged without being counted.
+
+use std::time::Duration;
+
+use super::{Metrics, loggable_id, metric};
+
+/// An event a worker carried out, with its plan kind as the outcome.
+pub struct EventDone<'a> {
+    pub outcome: &'a str,
+    pub writes: usize,
+    pub latency: Duration,
+}
+
+impl EventDone<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EVENTS, &[("outcome", self.outcome)]);
+        m.add(metric::WRITES, &[], self.writes as u64);
+        m.observe_event_latency(self.latency.as_millis() as u64);
+    }
+}
+
+/// An exact duplicate of an event already done (acknowledged, nothing read or written).
+pub struct EventDuplicate;
+
+impl EventDuplicate {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EVENTS, &[("outcome", "duplicate")]);
+    }
+}
+
+/// A failed event that will be tried again after `delay`.
+pub struct EventRetried<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub attempt: u32,
+    pub delay: Duration,
+    pub reason: &'a str,
+}
+
+impl EventRetried<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EVENTS, &[("outcome", "retry")]);
+        tracing::warn!(tenant = %self.tenant, mailbox = %self.mailbox, attempt = self.attempt,
+            delay = ?self.delay, reason = %self.reason, "event will be retried");
+    }
+}
+
+/// An event waiting for a lease another worker holds (no attempt counted).
+pub struct EventWaiting<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub after: Duration,
+    pub reason: &'a str,
+}
+
+impl EventWaiting<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EVENTS, &[("outcome", "wait")]);
+        tracing::info!(tenant = %self.tenant, mailbox = %self.mailbox, after = ?self.after,
+            reason = %self.reason, "event waits for a lease");
+    }
+}
+
+/// An event parked in the dead letters for an operator.
+pub struct EventDeadLettered<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub reason: &'a str,
+}
+
+impl EventDeadLettered<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EVENTS, &[("outcome", "dead")]);
+        tracing::error!(tenant = %self.tenant, mailbox = %self.mailbox, reason = %self.reason,
+            "event parked in dead letters");
+    }
+}
+
+/// A queue message that does not decode as an event (parked in the dead letters).
+pub struct EventUnreadable<'a> {
+    pub event: &'a str,
+    pub error: &'a str,
+}
+
+impl EventUnreadable<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EVENTS, &[("outcome", "dead")]);
+        tracing::error!(event = %self.event, error = %self.error, "unreadable event parked in dead letters");
+    }
+}
+
+/// An event naming a mailbox outside the tenant's domains (nothing read or written).
+pub struct MailboxRefused<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+}
+
+impl MailboxRefused<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EVENTS, &[("outcome", "refused_mailbox")]);
+        tracing::warn!(tenant = %self.tenant, mailbox = %loggable_id(self.mailbox),
+            "event names a mailbox outside the tenant's domains; refused");
+    }
+}
+
+/// A Graph item names a time zone nobody knows: its times are read as UTC.
+pub struct UnknownTimeZone<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub item: &'a str,
+    pub zone: &'a str,
+}
+
+impl UnknownTimeZone<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::UNKNOWN_TIME_ZONES, &[("tenant", self.tenant)]);
+        tracing::warn!(tenant = %self.tenant, mailbox = %self.mailbox, item = %self.item, zone = %self.zone,
+            "unknown time zone name; the item's times are read as UTC");
+    }
+}
+
+/// An item's CRM-id mark names another rep's record: the claim is ignored.
+pub struct ForeignCrmIdClaim<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub crm_id: u64,
+}
+
+impl ForeignCrmIdClaim<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::FOREIGN_CRM_ID_CLAIMS, &[("tenant", self.tenant)]);
+        tracing::warn!(tenant = %self.tenant, mailbox = %self.mailbox, crm_id = self.crm_id,
+            "the item claims a CRM record of another rep; claim ignored");
+    }
+}
+
+/// A conflict parked for an operator: a real one (`conflict = "manual"`), or an unlinked item
+/// several CRM records fit (`candidates`).
+pub struct ConflictParked<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub entity: &'a str,
+    pub conflict: &'a str,
+    pub candidates: &'a [String],
+}
+
+impl ConflictParked<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(
+            metric::CONFLICTS,
+            &[("tenant", self.tenant), ("entity", self.entity)],
+        );
+        if self.candidates.is_empty() {
+            tracing::warn!(tenant = %self.tenant, mailbox = %self.mailbox, conflict = %self.conflict,
+                "conflict parked for an operator (conflict = \"manual\")");
+        } else {
+            tracing::warn!(tenant = %self.tenant, mailbox = %self.mailbox, conflict = %self.conflict,
+                candidates = %self.candidates.join(","),
+                "several CRM records match this Graph item; nothing created or linked until an operator picks one");
+        }
+    }
+}
+
+/// The mass-change guard holds a mailbox: a destructive change was refused and remembered.
+pub struct MassChangeHeld<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub pairs: usize,
+    pub share: f64,
+    pub plan: &'a str,
+}
+
+impl MassChangeHeld<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        let labels = [("tenant", self.tenant), ("mailbox", self.mailbox)];
+        m.inc(metric::MASS_CHANGE_HELD, &labels);
+        m.set_gauge(metric::MAILBOX_HELD, &labels, 1);
+        tracing::error!(tenant = %self.tenant, mailbox = %self.mailbox, pairs = self.pairs, share = self.share,
+            plan = %self.plan, "mass-change guard: too many deletes/unlinks in this mailbox; held, nothing changed; release it through the admin API once checked");
+    }
+}
+
+/// A message archived into CRM (or found archived already).
+pub struct EmailArchived<'a> {
+    pub tenant: &'a str,
+}
+
+impl EmailArchived<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EMAILS_ARCHIVED, &[("tenant", self.tenant)]);
+    }
+}
+
+/// A message that cannot be archived: moved to the failure folder.
+pub struct EmailFailed<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub message: &'a str,
+    pub reason: &'a str,
+}
+
+impl EmailFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::EMAILS_FAILED, &[("tenant", self.tenant)]);
+        tracing::error!(tenant = %self.tenant, mailbox = %self.mailbox, message = %self.message,
+            reason = %self.reason, "message cannot be archived; moved to the failure folder");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_occurrence_counts_under_its_one_name() {
+        let m = Metrics::default();
+        EventRetried {
+            tenant: "t",
+            mailbox: "m",
+            attempt: 1,
+            delay: Duration::from_secs(1),
+            reason: "r",
+        }
+        .emit(&m);
+        EventDeadLettered {
+            tenant: "t",
+            mailbox: "m",
+            reason: "r",
+        }
+        .emit(&m);
+        EventDone {
+            outcome: "create",
+            writes: 2,
+            latency: Duration::from_millis(5),
+        }
+        .emit(&m);
+        assert_eq!(m.get(metric::EVENTS, &[("outcome", "retry")]), 1);
+        assert_eq!(m.get(metric::EVENTS, &[("outcome", "dead")]), 1);
+        assert_eq!(m.get(metric::EVENTS, &[("outcome", "create")]), 1);
+        assert_eq!(m.get(metric::WRITES, &[]), 2);
+        MassChangeHeld {
+            tenant: "t",
+            mailbox: "m",
+            pairs: 9,
+            share: 0.25,
+            plan: "Delete",
+        }
+        .emit(&m);
+        assert_eq!(
+            m.gauge(metric::MAILBOX_HELD, &[("tenant", "t"), ("mailbox", "m")]),
+            1
+        );
+        ConflictParked {
+            tenant: "t",
+            mailbox: "m",
+            entity: "contact",
+            conflict: "c1",
+            candidates: &["1".into(), "2".into()],
+        }
+        .emit(&m);
+        assert_eq!(
+            m.get(metric::CONFLICTS, &[("tenant", "t"), ("entity", "contact")]),
+            1
+        );
+    }
+
+    #[test]
+    fn every_metric_name_is_spelt_once() {
+        let mut names = metric::ALL.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), metric::ALL.len());
+    }
+}

@@ -1,0 +1,67 @@
+//! Every metric name the service exports, in one place (served with the `cgc_` prefix).
+
+/// Events handled by workers, by `outcome` (a plan kind, `duplicate`, `retry`, `wait`, `dead`,
+/// `refused_mailbox`).
+pub const EVENTS: &str = "events_total";
+/// Writes to Graph or CRM made by carrying out plans.
+pub const WRITES: &str = "writes_total";
+/// Change and lifecycle notifications received, by `outcome`.
+pub const NOTIFICATIONS: &str = "notifications_total";
+/// Notification POSTs, by `outcome` (`shed`, `timeout`, `too_large`, …).
+pub const NOTIFICATION_BATCHES: &str = "notification_batches_total";
+/// Subscription look-ups of the receiver, by `outcome` (cache or store).
+pub const SUBSCRIPTION_LOOKUPS: &str = "subscription_lookups_total";
+/// Graph subscriptions created, by tenant.
+pub const SUBSCRIPTIONS_CREATED: &str = "subscriptions_created_total";
+/// Lifecycle notifications handled, by `event`.
+pub const LIFECYCLE_NOTIFICATIONS: &str = "lifecycle_notifications_total";
+/// Scheduler jobs that failed for one mailbox, by tenant and `job`.
+pub const SCHEDULER_ERRORS: &str = "scheduler_errors_total";
+/// Role loops started again after a panic, by `role`.
+pub const LOOP_RESTARTS: &str = "loop_restarts_total";
+/// Conflicts parked for an operator, by tenant and entity.
+pub const CONFLICTS: &str = "conflicts_total";
+/// Messages archived into CRM, by tenant.
+pub const EMAILS_ARCHIVED: &str = "emails_archived_total";
+/// Messages that could not be archived (moved to the failure folder), by tenant.
+pub const EMAILS_FAILED: &str = "emails_failed_total";
+/// Items whose CRM-id mark names another rep's record (claim ignored), by tenant.
+pub const FOREIGN_CRM_ID_CLAIMS: &str = "foreign_crm_id_claims_total";
+/// Graph items with a time-zone name nobody knows (read as UTC), by tenant.
+pub const UNKNOWN_TIME_ZONES: &str = "unknown_time_zones_total";
+/// Destructive changes held by the mass-change guard, by tenant and mailbox.
+pub const MASS_CHANGE_HELD: &str = "mass_change_held_total";
+/// Deletes refused by the delta guard, by tenant.
+pub const MASS_DELETE_REFUSED: &str = "mass_delete_refused_total";
+/// Gauge: 1 while the mass-change guard holds a mailbox.
+pub const MAILBOX_HELD: &str = "mailbox_held";
+/// Gauge: malformed rows skipped in CRM answers, by tenant.
+pub const CRM_MALFORMED_ROWS: &str = "crm_malformed_rows";
+/// Gauge: malformed items skipped in Graph answers, by tenant.
+pub const GRAPH_MALFORMED_ITEMS: &str = "graph_malformed_items";
+/// Summary: time from an event's receipt by a worker to its acknowledgement.
+pub const EVENT_LATENCY_MS: &str = "event_latency_ms";
+
+/// Every name above.
+pub const ALL: &[&str] = &[
+    EVENTS,
+    WRITES,
+    NOTIFICATIONS,
+    NOTIFICATION_BATCHES,
+    SUBSCRIPTION_LOOKUPS,
+    SUBSCRIPTIONS_CREATED,
+    LIFECYCLE_NOTIFICATIONS,
+    SCHEDULER_ERRORS,
+    LOOP_RESTARTS,
+    CONFLICTS,
+    EMAILS_ARCHIVED,
+    EMAILS_FAILED,
+    FOREIGN_CRM_ID_CLAIMS,
+    UNKNOWN_TIME_ZONES,
+    MASS_CHANGE_HELD,
+    MASS_DELETE_REFUSED,
+    MAILBOX_HELD,
+    CRM_MALFORMED_ROWS,
+    GRAPH_MALFORMED_ITEMS,
+    EVENT_LATENCY_MS,
+];
