@@ -110,6 +110,9 @@ pub struct Tuning {
     pub receiver_max_in_flight: usize,
     /// Longest time one receiver request (body upload included) may take; beyond, 503.
     pub receiver_request_timeout: Duration,
+    /// Longest time a client may take to send a request's headers; beyond, the connection is
+    /// closed (slow clients cannot hold sockets).
+    pub header_read_timeout: Duration,
     /// Attempts before an event is parked in the dead letters.
     pub max_attempts: u32,
 }
@@ -125,6 +128,7 @@ impl Default for Tuning {
             subscription_lifetime: chrono::Duration::minutes(6 * 24 * 60),
             receiver_max_in_flight: 256,
             receiver_request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
             max_attempts: 8,
         }
     }

@@ -67,6 +67,7 @@ impl Running {
 pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
     let tracker = TaskTracker::new();
     let mut bound = Bound::default();
+    let header_timeout = app.tuning.header_read_timeout;
     if roles.receiver {
         let listener = TcpListener::bind(app.config.receiver.listen)
             .await
@@ -80,12 +81,7 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
         let router = crate::receiver::router(app.clone());
         let token = app.shutdown.clone();
         tracker.spawn(async move {
-            let r = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "receiver stopped");
-            }
+            serve(listener, router, token, header_timeout, "receiver").await;
         });
     }
     if let Some(addr) = bound.receiver {
@@ -103,12 +99,7 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
             let router = crate::admin::router(app.clone());
             let token = app.shutdown.clone();
             tracker.spawn(async move {
-                let r = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "admin API stopped");
-                }
+                serve(listener, router, token, header_timeout, "admin API").await;
             });
         }
     }
@@ -135,6 +126,50 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
         bound,
         tracker,
     })
+}
+
+/// Serves HTTP on `listener` until `shutdown`, then lets open requests finish. A client must send
+/// its request headers within `header_timeout` (HTTP/1; hyper's timer on), else the connection is
+/// closed: slow clients cannot hold sockets. Body and whole-request limits are the router's.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+    what: &'static str,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(server = what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(server = what, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    tracing::debug!(server = what, "stopped");
 }
 
 /// Runs a role's loop and starts it again when it panics (logged and counted as
@@ -178,6 +213,65 @@ pub async fn supervise_with<F, Fut>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod serve_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn server(header_timeout: Duration) -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        let token = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            router,
+            token.clone(),
+            header_timeout,
+            "test",
+        ));
+        (addr, token)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+        let (addr, token) = server(Duration::from_millis(300)).await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"POST /notifications HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        // The server closes the connection (EOF, maybe after a 408); without the header timeout
+        // this read would wait forever, so the bound only keeps a broken build from hanging.
+        let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "connection still open long after the header timeout"
+        );
+        let text = String::from_utf8_lossy(&buf);
+        assert!(!text.contains("hello"), "{text}");
+        token.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_prompt_client_is_served() {
+        let (addr, token) = server(Duration::from_millis(300)).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("hello"), "{text}");
+        token.cancel();
     }
 }
 
