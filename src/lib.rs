@@ -27,4 +27,5 @@ pub mod scheduler;
 pub mod state;
 pub mod telemetry;
 pub mod throttle;
+pub mod watch;
 pub mod worker;
