@@ -26,4 +26,5 @@ pub mod state;
 pub mod sync;
 pub mod telemetry;
 pub mod throttle;
+pub mod watch;
 pub mod worker;

@@ -209,7 +209,7 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             subscription_id,
             lifecycle_event,
         } => {
-            crate::scheduler::on_lifecycle(
+            crate::watch::lifecycle::on_lifecycle(
                 app,
                 tenant,
                 &ev.mailbox,

@@ -1343,7 +1343,7 @@ async fn p8_rep_switched_on_and_off_in_crm(b: Backend) {
         ],
     );
     h.graph.add_mailbox("rep2@contoso.com");
-    crm_graph_connector::scheduler::refresh_mailboxes(&app, &tenant, &app.public_url())
+    crm_graph_connector::watch::mailboxes::refresh_mailboxes(&app, &tenant, &app.public_url())
         .await
         .unwrap();
     assert!(
@@ -1364,7 +1364,7 @@ async fn p8_rep_switched_on_and_off_in_crm(b: Backend) {
         .unwrap();
     h.crm
         .user_update("Rep", rep1.id, &[("ConnectorEnabled", "false")]);
-    crm_graph_connector::scheduler::refresh_mailboxes(&app, &tenant, &app.public_url())
+    crm_graph_connector::watch::mailboxes::refresh_mailboxes(&app, &tenant, &app.public_url())
         .await
         .unwrap();
     assert_eq!(
@@ -1725,7 +1725,7 @@ async fn x8_unknown_mailbox_does_not_stop_the_tenant(b: Backend) {
     );
     let app = h.app().clone();
     let tenant = app.tenant("contoso").unwrap().clone();
-    crm_graph_connector::scheduler::refresh_mailboxes(&app, &tenant, &app.public_url())
+    crm_graph_connector::watch::mailboxes::refresh_mailboxes(&app, &tenant, &app.public_url())
         .await
         .unwrap();
     let (crm_id, ev_id) = crm_appointment(&h, "X8 beside a missing mailbox", 2).await;

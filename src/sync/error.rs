@@ -9,6 +9,8 @@ use cgc_core::MapError;
 use cgc_crm::CrmError;
 use cgc_graph::GraphError;
 
+use crate::watch::WatchError;
+
 /// Why a sync pass (or a lifecycle, archive or resolution step) did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -23,6 +25,9 @@ pub enum SyncError {
     /// Another CRM.interface user holds the record (`Locked`): try again later.
     #[error("CRM record {id} is locked: {message}")]
     Locked { id: u64, message: String },
+    /// A lifecycle step (renewal, recreation, catch-up) failed.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     /// A transient condition outside the protocol clients (queue publish, renewal): retry.
     #[error("{reason}")]
     Transient {
@@ -69,6 +74,10 @@ impl SyncError {
             SyncError::Crm(_) => Disposition::DeadLetter,
             SyncError::Store(_) | SyncError::Locked { .. } => Disposition::Retry { after: None },
             SyncError::Transient { after, .. } => Disposition::Retry { after: *after },
+            SyncError::Watch(e) if e.is_transient() => Disposition::Retry {
+                after: e.retry_after(),
+            },
+            SyncError::Watch(_) => Disposition::DeadLetter,
             SyncError::Busy { after, .. } => Disposition::Wait { after: *after },
             SyncError::Mapping(_) | SyncError::Refused(_) | SyncError::Invariant(_) => {
                 Disposition::DeadLetter
@@ -112,6 +121,26 @@ mod tests {
         let e = SyncError::Refused("unknown tenant".into());
         assert_eq!(e.disposition(), Disposition::DeadLetter);
         assert!(e.is_permanent());
+    }
+
+    #[test]
+    fn lifecycle_failures_keep_their_class_retry_after_and_reason() {
+        let e = SyncError::from(WatchError::from(GraphError::Throttled {
+            retry_after: Duration::from_secs(3),
+        }));
+        assert_eq!(
+            e.disposition(),
+            Disposition::Retry {
+                after: Some(Duration::from_secs(3))
+            }
+        );
+        assert!(e.to_string().starts_with("Graph: "), "{e}");
+        let e = SyncError::from(WatchError::from(StoreError::Other("x".into())));
+        assert_eq!(e.disposition(), Disposition::Retry { after: None });
+        assert_eq!(e.to_string(), "store: store error: x");
+        let e = SyncError::from(WatchError::from(GraphError::NotFound));
+        assert_eq!(e.disposition(), Disposition::DeadLetter);
+        assert_eq!(e.to_string(), "Graph: Graph item not found");
     }
 
     #[test]

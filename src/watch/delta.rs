@@ -1,0 +1,324 @@
+//! Graph → CRM change detection by delta query: the safety catch-up for events and contacts, the
+//! To Do poll, and the events each round puts on the queue.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cgc_backends::Envelope;
+use cgc_core::Entity;
+use cgc_graph::{DeltaRound, DeltaStart, GraphError};
+use chrono::Utc;
+use serde_json::Value;
+
+use super::{WatchError, graph_reads};
+use crate::context::{App, Tenant};
+use crate::event::{Change, EventKind, EventV1, Source};
+
+/// Delta catch-up for a mailbox's events and contacts: every change since the last round is
+/// enqueued like a notification. `@removed` entries are enqueued as deletes that the worker
+/// verifies with a GET (calendarView reports items outside the window as removed).
+pub async fn catch_up(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Result<(), WatchError> {
+    if graph_reads(t.cfg.appointments.entity.direction) {
+        catch_up_events(app, t, mailbox).await?;
+    }
+    if graph_reads(t.cfg.contacts.direction) {
+        catch_up_contacts(app, t, mailbox).await?;
+    }
+    Ok(())
+}
+
+async fn catch_up_events(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Result<(), WatchError> {
+    let (start, end) = t.window(Utc::now());
+    // The window is frozen in the delta token: a new day starts a new initial round.
+    let key = format!("events:{mailbox}:{}", start.date_naive());
+    let round = delta_round(app, t, &key, |link| {
+        let g = t.graph.clone();
+        let mailbox = mailbox.to_string();
+        async move {
+            g.calendar_view_delta(
+                &mailbox,
+                match link {
+                    Some(l) => DeltaStart::Link(l),
+                    None => DeltaStart::Window { start, end },
+                },
+            )
+            .await
+        }
+    })
+    .await?;
+    enqueue_round(app, t, mailbox, Entity::Appointment, round, None).await
+}
+
+async fn catch_up_contacts(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+) -> Result<(), WatchError> {
+    let key = format!("contacts:{mailbox}");
+    let round = delta_round(app, t, &key, |link| {
+        let g = t.graph.clone();
+        let mailbox = mailbox.to_string();
+        async move {
+            g.contacts_delta(
+                &mailbox,
+                match link {
+                    Some(l) => DeltaStart::Link(l),
+                    None => DeltaStart::Initial,
+                },
+            )
+            .await
+        }
+    })
+    .await?;
+    enqueue_round(app, t, mailbox, Entity::Contact, round, None).await
+}
+
+/// To Do has no app-only webhooks: its changes are found by a delta poll.
+pub async fn poll_tasks(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Result<(), WatchError> {
+    if !graph_reads(t.cfg.tasks.direction) {
+        return Ok(());
+    }
+    let list = t.graph.default_todo_list(mailbox).await?;
+    let key = format!("tasks:{mailbox}:{list}");
+    let round = delta_round(app, t, &key, |link| {
+        let g = t.graph.clone();
+        let mailbox = mailbox.to_string();
+        let list = list.clone();
+        async move {
+            g.tasks_delta(
+                &mailbox,
+                &list,
+                match link {
+                    Some(l) => DeltaStart::Link(l),
+                    None => DeltaStart::Initial,
+                },
+            )
+            .await
+        }
+    })
+    .await?;
+    enqueue_round(app, t, mailbox, Entity::Task, round, Some(list)).await
+}
+
+/// One delta round from the stored link (or an initial round); an expired token starts a new
+/// initial round. The next link is stored before the round's events are enqueued.
+async fn delta_round<F, Fut>(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    key: &str,
+    call: F,
+) -> Result<DeltaRound, WatchError>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<DeltaRound, GraphError>>,
+{
+    let link = app.state.delta_link(&t.cfg.id, key).await?;
+    let round = match call(link.clone()).await {
+        Ok(r) => r,
+        Err(GraphError::SyncReset { .. }) if link.is_some() => {
+            tracing::info!(tenant = %t.cfg.id, key, "delta token expired (syncStateNotFound): starting a new initial round");
+            app.state.remove_delta_link(&t.cfg.id, key).await?;
+            call(None).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    app.state
+        .put_delta_link(&t.cfg.id, key, &round.delta_link)
+        .await?;
+    Ok(round)
+}
+
+/// Enqueues a round's changed items as updates and its removed items as deletes, unless the
+/// removals trip the mass-delete guard.
+async fn enqueue_round(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    entity: Entity,
+    round: DeltaRound,
+    list_id: Option<String>,
+) -> Result<(), WatchError> {
+    let tid = t.cfg.id.as_str();
+    let mut events = Vec::new();
+    for item in &round.changed {
+        if let Some(id) = item.get("id").and_then(Value::as_str) {
+            events.push(item_event(
+                tid,
+                mailbox,
+                entity,
+                id,
+                Change::Updated,
+                etag_of(item),
+                list_id.clone(),
+            ));
+        }
+    }
+    if removals_allowed(app, t, mailbox, entity, &round.removed).await? {
+        for id in &round.removed {
+            events.push(item_event(
+                tid,
+                mailbox,
+                entity,
+                id,
+                Change::Deleted,
+                None,
+                list_id.clone(),
+            ));
+        }
+    }
+    publish(app, events).await
+}
+
+/// Mass-delete guard: a round that would remove most linked items is refused and reported.
+async fn removals_allowed(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    entity: Entity,
+    removed: &[String],
+) -> Result<bool, WatchError> {
+    let mut linked_removed = 0;
+    for id in removed {
+        if app
+            .state
+            .link_by_graph(&t.cfg.id, entity, mailbox, id)
+            .await?
+            .is_some()
+        {
+            linked_removed += 1;
+        }
+    }
+    let linked = app
+        .state
+        .links(&t.cfg.id)
+        .await?
+        .iter()
+        .filter(|l| l.entity == entity && l.mailbox == mailbox)
+        .count();
+    if let Err(e) =
+        cgc_core::mass_delete_guard(linked, linked_removed, t.cfg.mass_change_share.max(0.5))
+    {
+        app.metrics
+            .inc("mass_delete_refused_total", &[("tenant", &t.cfg.id)]);
+        tracing::error!(tenant = %t.cfg.id, mailbox, entity = entity.as_str(), removed = linked_removed, linked, error = %e,
+            "delta round removes too many linked items at once: deletes refused; check the mailbox, then resync");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Puts found events on the queue (nothing to do for none).
+pub(crate) async fn publish(app: &App, events: Vec<EventV1>) -> Result<(), WatchError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let envs: Vec<Envelope> = events
+        .into_iter()
+        .map(|e| e.into_envelope(BTreeMap::new()))
+        .collect();
+    Ok(app.queue.publish(envs).await?)
+}
+
+/// The event for one Graph item a delta round reported.
+fn item_event(
+    tenant: &str,
+    mailbox: &str,
+    entity: Entity,
+    id: &str,
+    change: Change,
+    etag: Option<String>,
+    list_id: Option<String>,
+) -> EventV1 {
+    EventV1 {
+        tenant: tenant.to_string(),
+        mailbox: mailbox.to_string(),
+        source: Source::Delta,
+        kind: EventKind::GraphItem {
+            entity,
+            item_id: id.to_string(),
+            change,
+            etag,
+            list_id,
+        },
+        observed_at: Utc::now(),
+        subscription_id: None,
+    }
+}
+
+/// The item's version as Graph names it: `@odata.etag`, else `changeKey`.
+fn etag_of(v: &Value) -> Option<String> {
+    v.get("@odata.etag")
+        .or_else(|| v.get("changeKey"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::MAILBOX;
+    use crate::watch::test_app::TestApp;
+    use serde_json::json;
+
+    #[test]
+    fn etag_prefers_odata_etag_then_change_key() {
+        assert_eq!(
+            etag_of(&json!({"@odata.etag": "W/\"a\"", "changeKey": "b"})).as_deref(),
+            Some("W/\"a\"")
+        );
+        assert_eq!(etag_of(&json!({"changeKey": "b"})).as_deref(), Some("b"));
+        assert_eq!(etag_of(&json!({"id": "x"})), None);
+        assert_eq!(etag_of(&json!({"changeKey": 7})), None, "not a string");
+    }
+
+    #[test]
+    fn item_events_come_from_delta_and_carry_the_item() {
+        let ev = item_event(
+            "contoso",
+            MAILBOX,
+            Entity::Task,
+            "T1",
+            Change::Deleted,
+            None,
+            Some("L1".into()),
+        );
+        assert_eq!(ev.tenant, "contoso");
+        assert_eq!(ev.mailbox, MAILBOX);
+        assert_eq!(ev.source, Source::Delta);
+        assert_eq!(ev.subscription_id, None);
+        assert_eq!(
+            ev.kind,
+            EventKind::GraphItem {
+                entity: Entity::Task,
+                item_id: "T1".into(),
+                change: Change::Deleted,
+                etag: None,
+                list_id: Some("L1".into()),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn catch_up_enqueues_an_event_made_in_outlook() {
+        let ta = TestApp::start().await;
+        let (app, t) = (&ta.app, ta.tenant());
+        let day = (Utc::now() + chrono::Duration::days(1)).date_naive();
+        let made = ta.graph.user_create_event(
+            MAILBOX,
+            json!({"subject": "Made in Outlook",
+                   "start": {"dateTime": format!("{day}T09:00:00"), "timeZone": "UTC"},
+                   "end": {"dateTime": format!("{day}T10:00:00"), "timeZone": "UTC"}}),
+        );
+        catch_up(app, &t, MAILBOX).await.unwrap();
+        let found = ta.drain_queue().await;
+        assert!(
+            found.iter().any(|e| matches!(&e.kind,
+                EventKind::GraphItem { entity: Entity::Appointment, item_id, change: Change::Updated, .. }
+                    if Some(item_id.as_str()) == made["id"].as_str())),
+            "the new event is enqueued: {found:?}"
+        );
+        // The next round starts at the stored link: nothing new, nothing enqueued.
+        catch_up(app, &t, MAILBOX).await.unwrap();
+        assert!(ta.drain_queue().await.is_empty());
+    }
+}

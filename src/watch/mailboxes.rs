@@ -1,0 +1,175 @@
+//! The mailbox list: the reps switched on in CRM whose mailboxes are in the tenant's domains.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use cgc_crm::{Cond, CondOp, Query};
+use cgc_graph::GraphError;
+
+use super::WatchError;
+use super::subscriptions::ensure_subscriptions;
+use crate::context::{App, Tenant};
+use crate::state::MailboxRecord;
+
+/// Reads the reps switched on in CRM, keeps mailboxes in the tenant's domains, subscribes new
+/// ones and unsubscribes those switched off.
+pub async fn refresh_mailboxes(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    public_url: &str,
+) -> Result<(), WatchError> {
+    let wanted = enabled_mailboxes(t).await?;
+    let have: BTreeSet<String> = app
+        .state
+        .mailboxes(&t.cfg.id)
+        .await?
+        .into_iter()
+        .map(|m| m.mailbox)
+        .collect();
+    for m in have.iter().filter(|m| !wanted.contains_key(*m)) {
+        switch_off(app, t, m).await?;
+    }
+    for (m, rep_id) in &wanted {
+        app.state
+            .put_mailbox(
+                &t.cfg.id,
+                &MailboxRecord {
+                    mailbox: m.clone(),
+                    rep_id: rep_id.clone(),
+                },
+            )
+            .await?;
+        // One mailbox that cannot be subscribed (e.g. 404: no such mailbox) never stops the others;
+        // the subscription check retries it with a backoff.
+        if let Err(e) = ensure_subscriptions(app, t, m, public_url).await {
+            app.metrics.inc(
+                "scheduler_errors_total",
+                &[("tenant", &t.cfg.id), ("job", "subscriptions")],
+            );
+            tracing::warn!(tenant = %t.cfg.id, mailbox = %m, error = ?e, "mailbox could not be subscribed; other mailboxes go on");
+        }
+    }
+    Ok(())
+}
+
+/// Mailbox (lower case) → rep id of the reps switched on, not deleted, in the tenant's domains.
+async fn enabled_mailboxes(t: &Tenant) -> Result<BTreeMap<String, String>, WatchError> {
+    let reps = t
+        .crm
+        .query_all(
+            &Query {
+                table: "Rep".into(),
+                conditions: vec![Cond {
+                    field: "ConnectorEnabled".into(),
+                    op: CondOp::Eq,
+                    value: "true".into(),
+                }],
+                fields: vec![
+                    "RepID".into(),
+                    "EMail".into(),
+                    "ConnectorEnabled".into(),
+                    "DelCd".into(),
+                ],
+                max_records: Some(500),
+            },
+            None,
+        )
+        .await?;
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    for r in reps {
+        if r.fields.get("DelCd").is_some_and(|v| v == "1") {
+            continue;
+        }
+        let Some(mail) = r.fields.get("EMail").map(|s| s.trim().to_ascii_lowercase()) else {
+            continue;
+        };
+        if mail.is_empty() {
+            continue;
+        }
+        if !t.cfg.owns_mailbox(&mail) {
+            tracing::info!(tenant = %t.cfg.id, mailbox = %mail, "rep mailbox outside the tenant's domains: not synced");
+            continue;
+        }
+        let rep_id = r.fields.get("RepID").cloned().unwrap_or_default();
+        wanted.insert(mail, rep_id);
+    }
+    Ok(wanted)
+}
+
+/// Switched off: delete the mailbox's subscriptions, forget the mailbox.
+async fn switch_off(app: &Arc<App>, t: &Tenant, m: &str) -> Result<(), WatchError> {
+    for s in app.state.subscriptions().await? {
+        if s.tenant == t.cfg.id && s.mailbox == *m {
+            match t.graph.delete_subscription(&s.id).await {
+                Ok(()) | Err(GraphError::NotFound) => {}
+                Err(e) => {
+                    // It expires by itself; its notifications are dropped as unknown meanwhile.
+                    tracing::warn!(tenant = %t.cfg.id, mailbox = %m, subscription = %s.id, error = %e,
+                        "subscription of a switched-off mailbox could not be deleted; it expires by itself");
+                }
+            }
+            app.state.remove_subscription(&s.id).await?;
+        }
+    }
+    app.state.remove_mailbox(&t.cfg.id, m).await?;
+    tracing::info!(tenant = %t.cfg.id, mailbox = %m, "mailbox switched off: subscriptions deleted");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{MAILBOX, REP_ID};
+    use crate::watch::test_app::TestApp;
+
+    #[tokio::test]
+    async fn refresh_finds_the_seeded_rep_and_subscribes_it() {
+        let ta = TestApp::start().await;
+        let (app, t) = (&ta.app, ta.tenant());
+        assert!(app.state.mailboxes(&t.cfg.id).await.unwrap().is_empty());
+        refresh_mailboxes(app, &t, &app.public_url()).await.unwrap();
+        let boxes = app.state.mailboxes(&t.cfg.id).await.unwrap();
+        assert_eq!(boxes.len(), 1);
+        assert_eq!(boxes[0].mailbox, MAILBOX);
+        assert_eq!(boxes[0].rep_id, REP_ID);
+        assert!(
+            ta.graph
+                .subscriptions()
+                .iter()
+                .any(|s| s["resource"].as_str().is_some_and(|r| r.contains(MAILBOX))),
+            "the rep's mailbox is subscribed"
+        );
+    }
+
+    #[tokio::test]
+    async fn refresh_skips_reps_outside_the_domains_and_switched_off_ones() {
+        let ta = TestApp::start().await;
+        let (app, t) = (&ta.app, ta.tenant());
+        ta.crm.user_insert(
+            "Rep",
+            &[
+                ("RepID", "6"),
+                ("EMail", "rep3@elsewhere.test"),
+                ("ConnectorEnabled", "true"),
+            ],
+        );
+        refresh_mailboxes(app, &t, &app.public_url()).await.unwrap();
+        let names = |b: Vec<MailboxRecord>| b.into_iter().map(|m| m.mailbox).collect::<Vec<_>>();
+        assert_eq!(
+            names(app.state.mailboxes(&t.cfg.id).await.unwrap()),
+            vec![MAILBOX.to_string()]
+        );
+        let rep = ta
+            .crm
+            .records("Rep")
+            .into_iter()
+            .find(|r| r.fields.get("EMail").map(String::as_str) == Some(MAILBOX))
+            .unwrap();
+        ta.crm
+            .user_update("Rep", rep.id, &[("ConnectorEnabled", "false")]);
+        refresh_mailboxes(app, &t, &app.public_url()).await.unwrap();
+        assert!(app.state.mailboxes(&t.cfg.id).await.unwrap().is_empty());
+        assert!(app.state.subscriptions().await.unwrap().is_empty());
+        assert!(ta.graph.subscriptions().is_empty(), "subscriptions deleted");
+    }
+}
