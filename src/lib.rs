@@ -25,6 +25,8 @@ pub mod scheduler;
 pub mod state;
 pub mod sync;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod throttle;
 pub mod watch;
 pub mod worker;

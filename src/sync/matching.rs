@@ -265,7 +265,7 @@ impl Pass<'_> {
 mod tests {
     use super::*;
     use crate::demo::MAILBOX;
-    use crate::sync::testing::{TestApp, id_of};
+    use crate::testing::{TestApp, id_of};
     use serde_json::json;
 
     fn fields(pairs: &[(&str, &str)]) -> CrmFields {

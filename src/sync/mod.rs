@@ -25,8 +25,6 @@ mod persons;
 pub mod resolution;
 mod scope;
 mod sides;
-#[cfg(test)]
-mod testing;
 
 use std::sync::Arc;
 

@@ -244,7 +244,7 @@ impl Pass<'_> {
 mod tests {
     use super::*;
     use crate::demo::{MAILBOX, REP_ID, TENANT};
-    use crate::sync::testing::{TestApp, id_of};
+    use crate::testing::{TestApp, id_of};
     use serde_json::json;
 
     fn link(crm_id: u64, graph_id: &str, organizer: bool) -> Link {

@@ -235,7 +235,7 @@ fn changed_since(since: Option<DateTime<Utc>>, zone: chrono_tz::Tz) -> Option<Co
 mod tests {
     use super::*;
     use crate::demo::{MAILBOX, REP_ID};
-    use crate::watch::test_app::TestApp;
+    use crate::testing::TestApp;
 
     #[test]
     fn crm_stamps_follow_content_not_update_time() {

@@ -257,7 +257,7 @@ fn etag_of(v: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use crate::demo::MAILBOX;
-    use crate::watch::test_app::TestApp;
+    use crate::testing::TestApp;
     use serde_json::json;
 
     #[test]

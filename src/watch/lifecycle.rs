@@ -46,7 +46,7 @@ pub async fn on_lifecycle(
 mod tests {
     use super::*;
     use crate::demo::MAILBOX;
-    use crate::watch::test_app::TestApp;
+    use crate::testing::TestApp;
 
     #[tokio::test]
     async fn reauthorization_required_renews_the_subscription() {

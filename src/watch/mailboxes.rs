@@ -120,7 +120,7 @@ async fn switch_off(app: &Arc<App>, t: &Tenant, m: &str) -> Result<(), WatchErro
 mod tests {
     use super::*;
     use crate::demo::{MAILBOX, REP_ID};
-    use crate::watch::test_app::TestApp;
+    use crate::testing::TestApp;
 
     #[tokio::test]
     async fn refresh_finds_the_seeded_rep_and_subscribes_it() {

@@ -161,7 +161,7 @@ pub(crate) fn public_url_of(app: &App) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watch::test_app::TestApp;
+    use crate::testing::TestApp;
 
     #[test]
     fn client_state_is_48_hex_digits_and_new_each_time() {

@@ -1,26 +1,46 @@
-//! Unit-test support: an [`App`] over in-process simulators with no role started, so a test
-//! drives one step of a pass and looks at both simulators.
+//! Unit-test support: an [`App`] over both in-process simulators with no role started (and a
+//! public URL that passes Graph's subscription handshake), so a test drives one step of a pass or
+//! of a watch job and looks at both simulators and the queue.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::Query;
+use axum::response::{IntoResponse, Response};
 use cgc_core::{Cause, Entity};
 use cgc_crm::sim::CrmSim;
 use cgc_graph::sim::GraphSim;
 use serde_json::{Value, json};
 
-use super::Pass;
 use crate::context::{App, Tenant};
 use crate::demo::{Harness, HarnessOptions, MAILBOX, REP_ID, TENANT, crm_slot, fast_tuning};
+use crate::event::EventV1;
+use crate::sync::Pass;
 
 pub(crate) struct TestApp {
-    pub app: Arc<App>,
     pub graph: GraphSim,
     pub crm: CrmSim,
+    pub app: Arc<App>,
     _dir: tempfile::TempDir,
 }
 
+/// Answers Graph's validation handshake (echoes `validationToken`); takes notifications.
+async fn endpoint(Query(q): Query<HashMap<String, String>>) -> Response {
+    match q.get("validationToken") {
+        Some(token) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            token.clone(),
+        )
+            .into_response(),
+        None => axum::http::StatusCode::ACCEPTED.into_response(),
+    }
+}
+
 impl TestApp {
-    pub async fn start() -> TestApp {
+    /// Simulators seeded with the demo rep, an App on a temporary directory and a public URL
+    /// that passes the subscription handshake.
+    pub(crate) async fn start() -> TestApp {
         let opts = HarnessOptions::default();
         let (graph, crm) = Harness::simulators(&opts).await.expect("simulators start");
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -29,23 +49,45 @@ impl TestApp {
         let app = App::build(config, fast_tuning(1), "unit")
             .await
             .expect("app builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, axum::Router::new().fallback(endpoint)).await;
+        });
+        app.public_url.set(url).unwrap();
         TestApp {
-            app,
             graph,
             crm,
+            app,
             _dir: dir,
         }
     }
 
-    pub fn tenant(&self) -> &Arc<Tenant> {
-        self.app.tenant(TENANT).expect("the test tenant")
+    pub(crate) fn tenant(&self) -> Arc<Tenant> {
+        self.app.tenant(TENANT).expect("the test tenant").clone()
+    }
+
+    /// Every event on the queue now, taken off it.
+    pub(crate) async fn drain_queue(&self) -> Vec<EventV1> {
+        let mut out = Vec::new();
+        while let Some(d) = self
+            .app
+            .queue
+            .receive(Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            out.push(crate::event::decode(&d.envelope.payload).unwrap());
+            self.app.queue.ack(d).await.unwrap();
+        }
+        out
     }
 
     /// A pass over the test mailbox, as a notification would start it.
     pub fn pass(&self, entity: Entity) -> Pass<'_> {
         Pass::new(
             &self.app,
-            self.tenant(),
+            self.app.tenant(TENANT).expect("the test tenant"),
             MAILBOX,
             entity,
             Cause::Notification,
