@@ -10,6 +10,7 @@ use crate::config::{Direction, TenantConfig};
 use crate::context::{App, Tenant};
 use crate::lease::Leadership;
 use crate::state::MailboxRecord;
+use crate::telemetry::metric;
 use crate::watch::{self, WatchError};
 
 /// The active scheduler renews its lease every tick; a scheduler that died is replaced after this.
@@ -122,7 +123,7 @@ impl Due {
                     .min(MAILBOX_BACKOFF_MAX);
                 self.backoff.insert(key, (n, Instant::now() + pause));
                 app.metrics.inc(
-                    "scheduler_errors_total",
+                    metric::SCHEDULER_ERRORS,
                     &[("tenant", tenant), ("job", job.as_str())],
                 );
                 tracing::warn!(tenant, mailbox, job = job.as_str(), failures = n, ?pause, error = ?e,
@@ -233,7 +234,7 @@ async fn refresh_if_due(
         Err(e) => {
             // The known mailboxes keep syncing; the rep list is read again next tick.
             app.metrics.inc(
-                "scheduler_errors_total",
+                metric::SCHEDULER_ERRORS,
                 &[("tenant", tid), ("job", "mailboxes")],
             );
             tracing::warn!(tenant = %tid, error = ?e, "rep list could not be read; known mailboxes go on syncing");

@@ -203,3 +203,23 @@ fn no_function_of_sync_apply_is_above_60_lines() {
     }
     assert!(checked >= 8, "found the functions ({checked})");
 }
+
+#[test]
+fn metric_names_are_spelt_only_in_telemetry() {
+    let mut files = Vec::new();
+    src_files(&src(), &mut files);
+    let mut found = Vec::new();
+    for f in files.iter().filter(|f| module_of(f) != "telemetry") {
+        let text = shipped_text(&std::fs::read_to_string(f).expect("readable"));
+        let flat: String = text.split_whitespace().collect::<Vec<_>>().join("");
+        for call in [".inc(\"", ".add(\"", ".set_gauge(\""] {
+            if flat.contains(call) {
+                found.push(format!("{} uses {call}…", f.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "metric names outside telemetry/metric.rs: {found:?}"
+    );
+}

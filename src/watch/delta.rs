@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::{WatchError, graph_reads};
 use crate::context::{App, Tenant};
 use crate::event::{Change, EventKind, EventV1, Source};
+use crate::telemetry::metric;
 
 /// Delta catch-up for a mailbox's events and contacts: every change since the last round is
 /// enqueued like a notification. `@removed` entries are enqueued as deletes that the worker
@@ -199,7 +200,7 @@ async fn removals_allowed(
         cgc_core::mass_delete_guard(linked, linked_removed, t.cfg.mass_change_share.max(0.5))
     {
         app.metrics
-            .inc("mass_delete_refused_total", &[("tenant", &t.cfg.id)]);
+            .inc(metric::MASS_DELETE_REFUSED, &[("tenant", &t.cfg.id)]);
         tracing::error!(tenant = %t.cfg.id, mailbox, entity = entity.as_str(), removed = linked_removed, linked, error = %e,
             "delta round removes too many linked items at once: deletes refused; check the mailbox, then resync");
         return Ok(false);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::subscriptions::{create_subscription, public_url_of, renew};
 use super::{WatchError, delta};
 use crate::context::{App, Tenant};
+use crate::telemetry::metric;
 
 /// Acts on one lifecycle notification of a known subscription: `reauthorizationRequired`
 /// renews it, `subscriptionRemoved` makes it again and catches up, `missed` catches up.
@@ -25,7 +26,7 @@ pub async fn on_lifecycle(
         _ => "other",
     };
     app.metrics
-        .inc("lifecycle_notifications_total", &[("event", label)]);
+        .inc(metric::LIFECYCLE_NOTIFICATIONS, &[("event", label)]);
     match lifecycle_event {
         "reauthorizationRequired" => renew(app, t, s).await,
         "subscriptionRemoved" => {
@@ -67,7 +68,7 @@ mod tests {
                 && r.path.ends_with(&format!("/subscriptions/{}", before.id))),
             "Graph was asked to renew it"
         );
-        assert_eq!(app.metrics.total("lifecycle_notifications_total"), 1);
+        assert_eq!(app.metrics.total(metric::LIFECYCLE_NOTIFICATIONS), 1);
     }
 
     #[tokio::test]
@@ -78,7 +79,7 @@ mod tests {
         on_lifecycle(app, &t, MAILBOX, "no-such-subscription", "missed")
             .await
             .unwrap();
-        assert_eq!(app.metrics.total("lifecycle_notifications_total"), 0);
+        assert_eq!(app.metrics.total(metric::LIFECYCLE_NOTIFICATIONS), 0);
         assert_eq!(ta.graph.request_count(), requests, "Graph not asked");
     }
 }

@@ -10,6 +10,7 @@ use super::WatchError;
 use super::subscriptions::ensure_subscriptions;
 use crate::context::{App, Tenant};
 use crate::state::MailboxRecord;
+use crate::telemetry::metric;
 
 /// Reads the reps switched on in CRM, keeps mailboxes in the tenant's domains, subscribes new
 /// ones and unsubscribes those switched off.
@@ -43,7 +44,7 @@ pub async fn refresh_mailboxes(
         // the subscription check retries it with a backoff.
         if let Err(e) = ensure_subscriptions(app, t, m, public_url).await {
             app.metrics.inc(
-                "scheduler_errors_total",
+                metric::SCHEDULER_ERRORS,
                 &[("tenant", &t.cfg.id), ("job", "subscriptions")],
             );
             tracing::warn!(tenant = %t.cfg.id, mailbox = %m, error = ?e, "mailbox could not be subscribed; other mailboxes go on");

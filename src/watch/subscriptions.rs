@@ -11,6 +11,7 @@ use super::{WatchError, delta, graph_reads};
 use crate::config::Direction;
 use crate::context::{App, Tenant};
 use crate::state::SubscriptionRecord;
+use crate::telemetry::metric;
 
 /// Graph resources subscribed for one mailbox, by entity.
 pub(crate) async fn resources(
@@ -99,7 +100,7 @@ pub(crate) async fn create_subscription(
     };
     app.state.put_subscription(&rec).await?;
     app.metrics
-        .inc("subscriptions_created_total", &[("tenant", &t.cfg.id)]);
+        .inc(metric::SUBSCRIPTIONS_CREATED, &[("tenant", &t.cfg.id)]);
     tracing::info!(tenant = %t.cfg.id, mailbox, resource, subscription = %rec.id, "subscription created");
     Ok(rec)
 }
@@ -119,7 +120,7 @@ pub async fn renew_due(app: &Arc<App>) -> Result<(), WatchError> {
         if let Err(e) = renew(app, t, s).await {
             // Each subscription on its own: the next round tries again, long before it expires.
             app.metrics.inc(
-                "scheduler_errors_total",
+                metric::SCHEDULER_ERRORS,
                 &[("tenant", &tenant), ("job", "renew")],
             );
             tracing::warn!(tenant = %tenant, subscription = %id, error = ?e, "subscription renewal failed; others go on");
