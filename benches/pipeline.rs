@@ -325,6 +325,14 @@ async fn main() {
         .into_iter()
         .find(|s| s.resource.ends_with("/events"))
         .unwrap();
+    // The store keeps only an HMAC of the clientState; the Graph simulator knows the secret.
+    let client_state = h
+        .graph
+        .subscriptions()
+        .into_iter()
+        .find(|s| s["id"].as_str() == Some(sub.id.as_str()))
+        .and_then(|s| s["clientState"].as_str().map(str::to_string))
+        .unwrap();
     let trips = Arc::new(Trips::default());
     let receiver_only = Roles {
         receiver: true,
@@ -335,11 +343,11 @@ async fn main() {
     for (batch, conc) in [(1usize, 8usize), (10, 8)] {
         let real = with_queue(h.app(), h.app().queue.clone(), &trips, receiver_only).await;
         let url = format!("http://{}/notifications", real.bound.receiver.unwrap());
-        let rate = post_notifications(&url, &sub.id, &sub.client_state, 3000, batch, conc).await;
+        let rate = post_notifications(&url, &sub.id, &client_state, 3000, batch, conc).await;
         real.stop().await;
         let null = with_queue(h.app(), Arc::new(NullQueue), &trips, receiver_only).await;
         let url = format!("http://{}/notifications", null.bound.receiver.unwrap());
-        let base = post_notifications(&url, &sub.id, &sub.client_state, 3000, batch, conc).await;
+        let base = post_notifications(&url, &sub.id, &client_state, 3000, batch, conc).await;
         null.stop().await;
         println!(
             "receiver batch={batch} concurrency={conc}: {rate:.0}/s with {backend}, {base:.0}/s with a no-op queue (ratio {:.2})",

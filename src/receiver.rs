@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use cgc_core::Entity;
 use cgc_graph::{ChangeNotification, NotificationCollection, parse_resource};
 use chrono::Utc;
-use subtle::ConstantTimeEq;
 
 use crate::context::App;
 use crate::event::{Change, EventKind, EventV1, Source};
@@ -232,7 +231,7 @@ async fn to_event(app: &Arc<App>, n: &ChangeNotification) -> Result<Option<Event
         return drop("unknown_subscription");
     };
     let given = n.client_state.as_deref().unwrap_or("");
-    let ok: bool = given.as_bytes().ct_eq(sub.client_state.as_bytes()).into();
+    let ok = sub.client_state_matches(given);
     if !ok {
         // Never log either value: clientState is a per-subscription secret.
         return drop("client_state_mismatch");

@@ -28,15 +28,91 @@ pub struct Link {
     pub list_id: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A Graph subscription of one mailbox. Its `clientState` is kept only as an HMAC (SHA-256, keyed
+/// by the subscription id): a copy of the store does not let anyone forge notifications.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
     pub id: String,
     pub tenant: String,
     pub mailbox: String,
     pub resource: String,
-    pub client_state: String,
+    /// Hex HMAC-SHA256 of the clientState, keyed by `id`.
+    #[serde(default)]
+    client_state_mac: String,
+    /// The clientState in plain text, as records written before the HMAC hold it: read and
+    /// compared, replaced by the HMAC the next time the record is stored, never written.
+    #[serde(default, rename = "client_state", skip_serializing)]
+    legacy_client_state: String,
     pub expiration: DateTime<Utc>,
     pub created: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SubscriptionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionRecord")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("mailbox", &self.mailbox)
+            .field("resource", &self.resource)
+            .field("expiration", &self.expiration)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+fn client_state_mac(id: &str, client_state: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(id.as_bytes()).expect("HMAC takes any key");
+    mac.update(client_state.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+impl SubscriptionRecord {
+    /// A record for a subscription Graph created with `client_state` (kept only as its HMAC).
+    pub fn new(
+        id: &str,
+        tenant: &str,
+        mailbox: &str,
+        resource: &str,
+        client_state: &str,
+        expiration: DateTime<Utc>,
+        created: DateTime<Utc>,
+    ) -> Self {
+        SubscriptionRecord {
+            id: id.to_string(),
+            tenant: tenant.to_string(),
+            mailbox: mailbox.to_string(),
+            resource: resource.to_string(),
+            client_state_mac: client_state_mac(id, client_state),
+            legacy_client_state: String::new(),
+            expiration,
+            created,
+        }
+    }
+
+    /// Whether a notification's `clientState` is this subscription's, compared in constant time.
+    pub fn client_state_matches(&self, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        if self.client_state_mac.is_empty() {
+            // A record from before the HMAC: the plain value (never an empty one).
+            return !self.legacy_client_state.is_empty()
+                && bool::from(given.as_bytes().ct_eq(self.legacy_client_state.as_bytes()));
+        }
+        let mac = client_state_mac(&self.id, given);
+        mac.as_bytes()
+            .ct_eq(self.client_state_mac.as_bytes())
+            .into()
+    }
+
+    /// The record as it is stored: a plain clientState of an older record becomes its HMAC.
+    fn upgraded(&self) -> SubscriptionRecord {
+        let mut r = self.clone();
+        if r.client_state_mac.is_empty() && !r.legacy_client_state.is_empty() {
+            r.client_state_mac = client_state_mac(&r.id, &r.legacy_client_state);
+        }
+        r.legacy_client_state.clear();
+        r
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -242,7 +318,9 @@ impl State {
         self.get("subscriptions", id).await
     }
     pub async fn put_subscription(&self, s: &SubscriptionRecord) -> Result<(), StoreError> {
-        self.store.put("subscriptions", &s.id, &ser(s)).await
+        self.store
+            .put("subscriptions", &s.id, &ser(&s.upgraded()))
+            .await
     }
     pub async fn remove_subscription(&self, id: &str) -> Result<(), StoreError> {
         self.store.delete("subscriptions", id).await
@@ -497,5 +575,68 @@ mod lease_name_tests {
             create_from_crm("t", Entity::Appointment, 7, "b@x")
         );
         assert_eq!(archive("t", "<m@x>"), "t:archive:<m@x>");
+    }
+}
+
+#[cfg(test)]
+mod subscription_record_tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        "2026-12-03T10:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn hmac_sha256_is_the_standard_one() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            client_state_mac("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn the_client_state_is_stored_only_as_its_hmac() {
+        let secret = "9f1c2e4a6b8d0f1e3c5a7b9d2f4e6a8c0b1d3f5e7a9c2e4b";
+        let r =
+            SubscriptionRecord::new("sub-1", "t", "m@x", "users/m@x/events", secret, at(), at());
+        let stored = String::from_utf8(ser(&r.upgraded())).unwrap();
+        assert!(!stored.contains(secret), "{stored}");
+        assert!(!format!("{r:?}").contains(secret));
+        assert!(r.client_state_matches(secret));
+        assert!(!r.client_state_matches("not-the-secret"));
+        assert!(!r.client_state_matches(""));
+        let again: SubscriptionRecord = serde_json::from_slice(stored.as_bytes()).unwrap();
+        assert!(
+            again.client_state_matches(secret),
+            "read back from the store"
+        );
+        let other =
+            SubscriptionRecord::new("sub-2", "t", "m@x", "users/m@x/events", secret, at(), at());
+        assert_ne!(
+            other.client_state_mac, r.client_state_mac,
+            "keyed by the subscription id"
+        );
+    }
+
+    #[test]
+    fn a_record_from_before_the_hmac_is_still_checked_then_upgraded() {
+        let old = serde_json::json!({"id": "sub-9", "tenant": "t", "mailbox": "m@x",
+            "resource": "users/m@x/events", "client_state": "old-secret",
+            "expiration": "2026-12-09T10:00:00Z", "created": "2026-12-03T10:00:00Z"});
+        let r: SubscriptionRecord = serde_json::from_value(old).unwrap();
+        assert!(r.client_state_matches("old-secret"));
+        assert!(!r.client_state_matches("other"));
+        let stored = String::from_utf8(ser(&r.upgraded())).unwrap();
+        assert!(!stored.contains("old-secret"), "{stored}");
+        let again: SubscriptionRecord = serde_json::from_slice(stored.as_bytes()).unwrap();
+        assert!(again.client_state_matches("old-secret"));
+        let empty = serde_json::json!({"id": "sub-8", "tenant": "t", "mailbox": "m@x",
+            "resource": "r", "expiration": "2026-12-09T10:00:00Z", "created": "2026-12-03T10:00:00Z"});
+        let r: SubscriptionRecord = serde_json::from_value(empty).unwrap();
+        assert!(
+            !r.client_state_matches(""),
+            "no secret stored: nothing matches"
+        );
     }
 }

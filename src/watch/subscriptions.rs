@@ -89,15 +89,15 @@ pub(crate) async fn create_subscription(
             client_state: secret.clone(),
         })
         .await?;
-    let rec = SubscriptionRecord {
-        id: sub.id.clone(),
-        tenant: t.cfg.id.clone(),
-        mailbox: mailbox.to_string(),
-        resource: resource.to_string(),
-        client_state: secret,
-        expiration: sub.expiration_date_time,
+    let rec = SubscriptionRecord::new(
+        &sub.id,
+        &t.cfg.id,
+        mailbox,
+        resource,
+        &secret,
+        sub.expiration_date_time,
         created,
-    };
+    );
     app.state.put_subscription(&rec).await?;
     app.metrics
         .inc(metric::SUBSCRIPTIONS_CREATED, &[("tenant", &t.cfg.id)]);
