@@ -10,7 +10,7 @@ pub mod queue;
 pub mod store;
 
 pub use queue::{
-    AnyQueue, DeadLetter, Delivery, Envelope, Queue, QueueDepth, QueueError, QueueOptions,
+    DeadLetter, Delivery, Envelope, Queue, QueueDepth, QueueError, QueueOptions,
     embedded::EmbeddedQueue, partition_of, rabbit::RabbitQueue,
 };
-pub use store::{AnyStore, Claim, Store, StoreError, embedded::EmbeddedStore, redis::RedisStore};
+pub use store::{Claim, Store, StoreError, embedded::EmbeddedStore, redis::RedisStore};

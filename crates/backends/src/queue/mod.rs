@@ -169,52 +169,6 @@ pub fn partition_of(key: &str, partitions: u32) -> u32 {
     (n % u64::from(partitions.max(1))) as u32
 }
 
-/// The queue back ends as a closed set chosen by configuration (enum dispatch).
-pub enum AnyQueue {
-    Embedded(embedded::EmbeddedQueue),
-    Rabbit(rabbit::RabbitQueue),
-}
-
-macro_rules! any_queue {
-    ($self:ident, $q:ident => $e:expr) => {
-        match $self {
-            AnyQueue::Embedded($q) => $e,
-            AnyQueue::Rabbit($q) => $e,
-        }
-    };
-}
-
-#[async_trait::async_trait]
-impl Queue for AnyQueue {
-    async fn publish(&self, batch: Vec<Envelope>) -> Result<(), QueueError> {
-        any_queue!(self, q => q.publish(batch).await)
-    }
-    async fn receive(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
-        any_queue!(self, q => q.receive(wait).await)
-    }
-    async fn ack(&self, d: Delivery) -> Result<(), QueueError> {
-        any_queue!(self, q => q.ack(d).await)
-    }
-    async fn retry(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError> {
-        any_queue!(self, q => q.retry(d, delay, reason).await)
-    }
-    async fn defer(&self, d: Delivery, delay: Duration, reason: &str) -> Result<(), QueueError> {
-        any_queue!(self, q => q.defer(d, delay, reason).await)
-    }
-    async fn dead_letter(&self, d: Delivery, reason: &str) -> Result<(), QueueError> {
-        any_queue!(self, q => q.dead_letter(d, reason).await)
-    }
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
-        any_queue!(self, q => q.dead_letters().await)
-    }
-    async fn replay(&self, id: Option<&str>) -> Result<usize, QueueError> {
-        any_queue!(self, q => q.replay(id).await)
-    }
-    async fn depth(&self) -> Result<QueueDepth, QueueError> {
-        any_queue!(self, q => q.depth().await)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
