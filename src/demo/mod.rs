@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::context::App;
+use crate::telemetry::metric;
 
 mod harness;
 
@@ -28,7 +29,7 @@ fn counts(app: &App) -> Vec<(&'static str, u64)> {
         "duplicate",
     ]
     .into_iter()
-    .map(|k| (k, app.metrics.get("events_total", &[("outcome", k)])))
+    .map(|k| (k, app.metrics.get(metric::EVENTS, &[("outcome", k)])))
     .collect()
 }
 
@@ -229,10 +230,10 @@ pub async fn run() -> anyhow::Result<()> {
     let m = &app.metrics;
     println!(
         "Summary: {} notifications accepted, {} events processed, {} writes, {} conflicts parked, {} dead letters; {:.1} s.",
-        m.get("notifications_total", &[("outcome", "accepted")]),
-        m.total("events_total"),
-        m.total("writes_total"),
-        m.total("conflicts_total"),
+        m.get(metric::NOTIFICATIONS, &[("outcome", "accepted")]),
+        m.total(metric::EVENTS),
+        m.total(metric::WRITES),
+        m.total(metric::CONFLICTS),
         app.queue.depth().await.map(|d| d.dead).unwrap_or(0),
         started.elapsed().as_secs_f64()
     );
