@@ -245,22 +245,23 @@ impl State {
         self.list("subscriptions").await
     }
 
-    // ---- delta links, watermarks ----
+    // ---- delta tokens, watermarks ----
 
-    pub async fn delta_link(&self, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
+    /// The delta token of one delta query (Graph's `@odata.deltaLink`, kept whole), by key.
+    pub async fn delta_token(&self, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
         self.get(&format!("{tenant}:delta"), key).await
     }
-    pub async fn put_delta_link(
+    pub async fn put_delta_token(
         &self,
         tenant: &str,
         key: &str,
-        link: &str,
+        token: &str,
     ) -> Result<(), StoreError> {
         self.store
-            .put(&format!("{tenant}:delta"), key, &ser(&link))
+            .put(&format!("{tenant}:delta"), key, &ser(&token))
             .await
     }
-    pub async fn remove_delta_link(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
+    pub async fn remove_delta_token(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
         self.store.delete(&format!("{tenant}:delta"), key).await
     }
 

@@ -113,18 +113,18 @@ where
     F: Fn(Option<String>) -> Fut,
     Fut: std::future::Future<Output = Result<DeltaRound, GraphError>>,
 {
-    let link = app.state.delta_link(&t.cfg.id, key).await?;
+    let link = app.state.delta_token(&t.cfg.id, key).await?;
     let round = match call(link.clone()).await {
         Ok(r) => r,
         Err(GraphError::SyncReset { .. }) if link.is_some() => {
             tracing::info!(tenant = %t.cfg.id, key, "delta token expired (syncStateNotFound): starting a new initial round");
-            app.state.remove_delta_link(&t.cfg.id, key).await?;
+            app.state.remove_delta_token(&t.cfg.id, key).await?;
             call(None).await?
         }
         Err(e) => return Err(e.into()),
     };
     app.state
-        .put_delta_link(&t.cfg.id, key, &round.delta_link)
+        .put_delta_token(&t.cfg.id, key, &round.delta_link)
         .await?;
     Ok(round)
 }
