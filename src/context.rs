@@ -13,6 +13,7 @@ use cgc_core::{Entity, Policy};
 use cgc_crm::{CrmClient, CrmConfig};
 use cgc_graph::{GraphClient, GraphConfig};
 use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Conflict, EntityConfig, QueueBackend, StoreBackend, TenantConfig};
@@ -156,7 +157,7 @@ impl App {
                 )
             }
             QueueBackend::Rabbitmq => Arc::new(
-                RabbitQueue::connect(&config.queue.url, prefix, opts)
+                RabbitQueue::connect(config.queue.url.expose_secret(), prefix, opts)
                     .await
                     .context("connecting to RabbitMQ (queue.url)")?,
             ),
@@ -175,7 +176,7 @@ impl App {
                 )
             }
             StoreBackend::Redis => Arc::new(
-                RedisStore::connect(&config.store.url, prefix)
+                RedisStore::connect(config.store.url.expose_secret(), prefix)
                     .await
                     .context("connecting to Redis (store.url)")?,
             ),

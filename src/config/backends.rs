@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::secrets::{env_name, secret};
+use super::secrets::{env_name, secret, secret_or};
 use super::validate::{parse_addr, parse_url, required};
 use super::{ConfigError, err};
 
@@ -47,6 +47,7 @@ pub(super) struct RawQueue {
     backend: Option<QueueBackend>,
     path: Option<PathBuf>,
     url: Option<String>,
+    url_file: Option<PathBuf>,
     partitions: Option<u32>,
 }
 
@@ -56,6 +57,7 @@ pub(super) struct RawStore {
     backend: Option<StoreBackend>,
     path: Option<PathBuf>,
     url: Option<String>,
+    url_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -75,7 +77,8 @@ pub struct AdminConfig {
 pub struct QueueConfig {
     pub backend: QueueBackend,
     pub path: PathBuf,
-    pub url: String,
+    /// May carry the broker password: a secret (`url`, `url_file` or `CGC_QUEUE_URL`).
+    pub url: SecretString,
     pub partitions: u32,
 }
 
@@ -83,7 +86,8 @@ pub struct QueueConfig {
 pub struct StoreConfig {
     pub backend: StoreBackend,
     pub path: PathBuf,
-    pub url: String,
+    /// May carry the Redis password: a secret (`url`, `url_file` or `CGC_STORE_URL`).
+    pub url: SecretString,
 }
 
 /// `[receiver]`; without the section, listens on 127.0.0.1:8080.
@@ -140,11 +144,15 @@ pub(super) fn admin(
 }
 
 /// `[queue]`, with its defaults.
-pub(super) fn queue(raw: Option<RawQueue>) -> Result<QueueConfig, ConfigError> {
+pub(super) fn queue(
+    raw: Option<RawQueue>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<QueueConfig, ConfigError> {
     let q = raw.unwrap_or(RawQueue {
         backend: None,
         path: None,
         url: None,
+        url_file: None,
         partitions: None,
     });
     let partitions = q.partitions.unwrap_or(16);
@@ -153,16 +161,24 @@ pub(super) fn queue(raw: Option<RawQueue>) -> Result<QueueConfig, ConfigError> {
             "queue.partitions = {partitions}; expected a number from 1 to 1024"
         )));
     }
-    let url = q
-        .url
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = secret_or(
+        "queue.url",
+        q.url,
+        q.url_file,
+        &env_name(&["QUEUE", "URL"]),
+        env,
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+    )?;
     let backend = q.backend.unwrap_or_default();
+    let text = url.expose_secret();
     if backend == QueueBackend::Rabbitmq
-        && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+        && !(text.starts_with("amqp://") || text.starts_with("amqps://"))
     {
         return Err(err(format!(
             "queue.url must be an amqp:// or amqps:// URL when queue.backend = \"rabbitmq\" (got a {} URL)",
-            url.split(':').next().unwrap_or("malformed")
+            text.split_once("://")
+                .map(|(scheme, _)| scheme)
+                .unwrap_or("malformed")
         )));
     }
     Ok(QueueConfig {
@@ -174,16 +190,28 @@ pub(super) fn queue(raw: Option<RawQueue>) -> Result<QueueConfig, ConfigError> {
 }
 
 /// `[store]`, with its defaults.
-pub(super) fn store(raw: Option<RawStore>) -> Result<StoreConfig, ConfigError> {
+pub(super) fn store(
+    raw: Option<RawStore>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<StoreConfig, ConfigError> {
     let s = raw.unwrap_or(RawStore {
         backend: None,
         path: None,
         url: None,
+        url_file: None,
     });
-    let url = s.url.unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let url = secret_or(
+        "store.url",
+        s.url,
+        s.url_file,
+        &env_name(&["STORE", "URL"]),
+        env,
+        "redis://127.0.0.1:6379",
+    )?;
     let backend = s.backend.unwrap_or_default();
+    let text = url.expose_secret();
     if backend == StoreBackend::Redis
-        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        && !(text.starts_with("redis://") || text.starts_with("rediss://"))
     {
         return Err(err(
             "store.url must be a redis:// or rediss:// URL when store.backend = \"redis\"",
@@ -222,6 +250,97 @@ mod tests {
         let env = |k: &str| (k == "CGC_ADMIN_TOKEN").then(String::new);
         let e = Config::parse(&text, &env).unwrap_err().to_string();
         assert!(e.contains("admin.token is empty"), "{e}");
+    }
+
+    #[test]
+    fn broker_and_redis_urls_are_secrets_from_a_value_a_file_or_the_environment() {
+        use secrecy::ExposeSecret;
+        let with_password = FULL
+            .replace(
+                "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+                "url = \"amqp://cgc:Br0ker-Pa55@mq:5672/%2f\"",
+            )
+            .replace(
+                "url = \"redis://127.0.0.1:6379\"",
+                "url = \"redis://:R3dis-Pa55@cache:6379\"",
+            );
+        let cfg = Config::parse(&with_password, &no_env).unwrap();
+        assert_eq!(
+            cfg.queue.url.expose_secret(),
+            "amqp://cgc:Br0ker-Pa55@mq:5672/%2f"
+        );
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("Br0ker-Pa55") && !shown.contains("R3dis-Pa55"),
+            "{shown}"
+        );
+        // From files.
+        let dir = tempfile::tempdir().unwrap();
+        let (qf, sf) = (dir.path().join("q"), dir.path().join("s"));
+        std::fs::write(&qf, "amqps://cgc:from-file@mq:5671/%2f\n").unwrap();
+        std::fs::write(&sf, "rediss://:from-file@cache:6380\n").unwrap();
+        let text = FULL
+            .replace(
+                "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+                &format!("url_file = {:?}", qf.display().to_string()),
+            )
+            .replace(
+                "url = \"redis://127.0.0.1:6379\"",
+                &format!("url_file = {:?}", sf.display().to_string()),
+            );
+        let cfg = Config::parse(&text, &no_env).unwrap();
+        assert_eq!(
+            cfg.queue.url.expose_secret(),
+            "amqps://cgc:from-file@mq:5671/%2f"
+        );
+        assert_eq!(
+            cfg.store.url.expose_secret(),
+            "rediss://:from-file@cache:6380"
+        );
+        // From the environment, and the defaults without any.
+        let bare = FULL
+            .replace("url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n", "")
+            .replace("url = \"redis://127.0.0.1:6379\"\n", "");
+        let env = |k: &str| match k {
+            "CGC_QUEUE_URL" => Some("amqp://env:env@mq/%2f".to_string()),
+            "CGC_STORE_URL" => Some("redis://:env@cache".to_string()),
+            _ => None,
+        };
+        let cfg = Config::parse(&bare, &env).unwrap();
+        assert_eq!(cfg.queue.url.expose_secret(), "amqp://env:env@mq/%2f");
+        assert_eq!(cfg.store.url.expose_secret(), "redis://:env@cache");
+        let cfg = Config::parse(&bare, &no_env).unwrap();
+        assert_eq!(
+            cfg.queue.url.expose_secret(),
+            "amqp://guest:guest@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(cfg.store.url.expose_secret(), "redis://127.0.0.1:6379");
+        // Both forms at once is a mistake that names the key.
+        let both = FULL.replace(
+            "url = \"redis://127.0.0.1:6379\"",
+            &format!(
+                "url = \"redis://x\"\nurl_file = {:?}",
+                sf.display().to_string()
+            ),
+        );
+        let e = Config::parse(&both, &no_env).unwrap_err().to_string();
+        assert!(
+            e.contains("store.url") && e.contains("store.url_file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_scheme_is_named_without_the_password() {
+        let text = FULL
+            .replace(
+                "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+                "url = \"http://user:S3cret@mq:5672\"",
+            )
+            .replacen("backend = \"embedded\"", "backend = \"rabbitmq\"", 1);
+        let e = Config::parse(&text, &no_env).unwrap_err().to_string();
+        assert!(e.contains("queue.url") && e.contains("http"), "{e}");
+        assert!(!e.contains("S3cret"), "{e}");
     }
 
     #[test]

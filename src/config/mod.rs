@@ -83,8 +83,8 @@ impl Config {
 fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let receiver = backends::receiver(raw.receiver)?;
     let admin = backends::admin(raw.admin, env)?;
-    let queue = backends::queue(raw.queue)?;
-    let store = backends::store(raw.store)?;
+    let queue = backends::queue(raw.queue, env)?;
+    let store = backends::store(raw.store, env)?;
     let mut tenants = Vec::new();
     for (i, t) in raw.tenants.into_iter().enumerate() {
         let tenant = tenant::tenant(i, t, &tenants, admin.is_some(), env)?;

@@ -1,5 +1,5 @@
-//! Secrets (`client_secret`, `crm_password`, `admin.token`): the value, a `<key>_file`, or an
-//! environment variable named after the key.
+//! Secrets (`client_secret`, `crm_password`, `admin.token`, and `queue.url`/`store.url`, which may
+//! carry a password): the value, a `<key>_file`, or an environment variable named after the key.
 
 use std::path::PathBuf;
 
@@ -40,6 +40,22 @@ pub(super) fn secret(
     Err(err(format!(
         "{key} is missing: set {key}, {key}_file, or the environment variable {env_name}"
     )))
+}
+
+/// Like [`secret`], with `default` when none of the three forms is given (URLs that may carry a
+/// password: `queue.url`, `store.url`).
+pub(super) fn secret_or(
+    key: &str,
+    value: Option<String>,
+    file: Option<PathBuf>,
+    env_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    default: &str,
+) -> Result<SecretString, ConfigError> {
+    if value.is_none() && file.is_none() && env(env_name).is_none() {
+        return Ok(SecretString::from(default.to_string()));
+    }
+    secret(key, value, file, env_name, env)
 }
 
 /// `CGC_<PART>_<PART>`: the environment variable a secret may come from.

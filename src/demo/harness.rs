@@ -339,7 +339,7 @@ conflict = "{conflict}"
         let rabbit = self.running.as_ref().and_then(|r| {
             (r.app.config.queue.backend == crate::config::QueueBackend::Rabbitmq).then(|| {
                 (
-                    r.app.config.queue.url.clone(),
+                    secrecy::ExposeSecret::expose_secret(&r.app.config.queue.url).to_string(),
                     r.app.config.queue.partitions,
                 )
             })
