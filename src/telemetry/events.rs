@@ -208,6 +208,22 @@ impl EmailFailed<'_> {
     }
 }
 
+/// A rep's e-mail address changed in CRM: another mailbox is read from now on.
+pub struct RepAddressChanged<'a> {
+    pub tenant: &'a str,
+    pub rep_id: &'a str,
+    pub old: &'a str,
+    pub new: &'a str,
+}
+
+impl RepAddressChanged<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(metric::REP_ADDRESS_CHANGES, &[("tenant", self.tenant)]);
+        tracing::warn!(tenant = %self.tenant, rep = %self.rep_id, old_mailbox = %self.old, new_mailbox = %self.new,
+            "a rep's e-mail address changed in CRM: the connector now reads the new mailbox and stops reading the old one; check that the change was intended");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ pub const UNKNOWN_TIME_ZONES: &str = "unknown_time_zones_total";
 pub const MASS_CHANGE_HELD: &str = "mass_change_held_total";
 /// Deletes refused by the delta guard, by tenant.
 pub const MASS_DELETE_REFUSED: &str = "mass_delete_refused_total";
+/// Reps whose CRM e-mail address (so the mailbox read) changed, by tenant.
+pub const REP_ADDRESS_CHANGES: &str = "rep_address_changes_total";
 /// Gauge: 1 while the mass-change guard holds a mailbox.
 pub const MAILBOX_HELD: &str = "mailbox_held";
 /// Gauge: malformed rows skipped in CRM answers, by tenant.
@@ -60,6 +62,7 @@ pub const ALL: &[&str] = &[
     UNKNOWN_TIME_ZONES,
     MASS_CHANGE_HELD,
     MASS_DELETE_REFUSED,
+    REP_ADDRESS_CHANGES,
     MAILBOX_HELD,
     CRM_MALFORMED_ROWS,
     GRAPH_MALFORMED_ITEMS,

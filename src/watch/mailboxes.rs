@@ -10,6 +10,7 @@ use super::WatchError;
 use super::subscriptions::ensure_subscriptions;
 use crate::context::{App, Tenant};
 use crate::state::MailboxRecord;
+use crate::telemetry::events::RepAddressChanged;
 use crate::telemetry::metric;
 
 /// Reads the reps switched on in CRM, keeps mailboxes in the tenant's domains, subscribes new
@@ -20,13 +21,17 @@ pub async fn refresh_mailboxes(
     public_url: &str,
 ) -> Result<(), WatchError> {
     let wanted = enabled_mailboxes(t).await?;
-    let have: BTreeSet<String> = app
-        .state
-        .mailboxes(&t.cfg.id)
-        .await?
-        .into_iter()
-        .map(|m| m.mailbox)
-        .collect();
+    let known = app.state.mailboxes(&t.cfg.id).await?;
+    for (rep_id, old, new) in address_changes(&known, &wanted) {
+        RepAddressChanged {
+            tenant: &t.cfg.id,
+            rep_id: &rep_id,
+            old: &old,
+            new: &new,
+        }
+        .emit(&app.metrics);
+    }
+    let have: BTreeSet<String> = known.into_iter().map(|m| m.mailbox).collect();
     for m in have.iter().filter(|m| !wanted.contains_key(*m)) {
         switch_off(app, t, m).await?;
     }
@@ -51,6 +56,24 @@ pub async fn refresh_mailboxes(
         }
     }
     Ok(())
+}
+
+/// Reps whose CRM e-mail address changed since the last refresh: (rep id, old, new). The address
+/// decides which mailbox is read, so every change is worth an operator's look.
+fn address_changes(
+    known: &[MailboxRecord],
+    wanted: &BTreeMap<String, String>,
+) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (new, rep_id) in wanted {
+        if rep_id.is_empty() || known.iter().any(|k| k.mailbox == *new) {
+            continue;
+        }
+        if let Some(old) = known.iter().find(|k| k.rep_id == *rep_id) {
+            out.push((rep_id.clone(), old.mailbox.clone(), new.clone()));
+        }
+    }
+    out
 }
 
 /// Mailbox (lower case) → rep id of the reps switched on, not deleted, in the tenant's domains.
@@ -172,5 +195,49 @@ mod tests {
         assert!(app.state.mailboxes(&t.cfg.id).await.unwrap().is_empty());
         assert!(app.state.subscriptions().await.unwrap().is_empty());
         assert!(ta.graph.subscriptions().is_empty(), "subscriptions deleted");
+    }
+
+    #[tokio::test]
+    async fn a_reps_address_change_is_logged_and_counted_once() {
+        let ta = TestApp::start().await;
+        let (app, t) = (&ta.app, ta.tenant());
+        let old = MailboxRecord {
+            mailbox: "rep1.old@contoso.com".into(),
+            rep_id: REP_ID.into(),
+        };
+        app.state.put_mailbox(&t.cfg.id, &old).await.unwrap();
+        refresh_mailboxes(app, &t, &app.public_url()).await.unwrap();
+        let count = || {
+            app.metrics
+                .get(metric::REP_ADDRESS_CHANGES, &[("tenant", "contoso")])
+        };
+        assert_eq!(count(), 1, "rep 4 moved from the old address to {MAILBOX}");
+        let boxes = app.state.mailboxes(&t.cfg.id).await.unwrap();
+        assert_eq!(boxes.len(), 1, "the old mailbox is switched off: {boxes:?}");
+        assert_eq!(boxes[0].mailbox, MAILBOX);
+        refresh_mailboxes(app, &t, &app.public_url()).await.unwrap();
+        assert_eq!(count(), 1, "nothing changed since");
+    }
+
+    #[test]
+    fn address_changes_are_found_by_rep_id() {
+        let known = vec![
+            MailboxRecord {
+                mailbox: "a@x".into(),
+                rep_id: "1".into(),
+            },
+            MailboxRecord {
+                mailbox: "b@x".into(),
+                rep_id: "2".into(),
+            },
+        ];
+        let wanted: BTreeMap<String, String> = [("a@x", "1"), ("b.new@x", "2"), ("c@x", "3")]
+            .into_iter()
+            .map(|(m, r)| (m.to_string(), r.to_string()))
+            .collect();
+        assert_eq!(
+            address_changes(&known, &wanted),
+            vec![("2".to_string(), "b@x".to_string(), "b.new@x".to_string())]
+        );
     }
 }
