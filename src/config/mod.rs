@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 mod backends;
+mod error;
 mod secrets;
 mod tenant;
 mod validate;
@@ -23,14 +24,8 @@ pub use backends::{
 };
 pub use tenant::{AppointmentsConfig, EmailsConfig, EntityConfig, TenantConfig};
 
-/// A configuration mistake, phrased for the person who edits the file.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {0}")]
-pub struct ConfigError(pub String);
-
-fn err(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
-}
+pub use error::ConfigError;
+use error::err;
 
 /// `direction` and `conflict` take the core's own types: one definition, one spelling.
 pub use cgc_core::{ConflictPolicy as Conflict, Direction};

@@ -1,5 +1,6 @@
 //! One item's sync pass: observe both sides once, decide with the pure core, apply the plan.
 //!
+//! - `pass.rs`: the [`Pass`] (tenant, mailbox, entity, cause) and what it did ([`Processed`]);
 //! - `observe.rs`: the [`Observation`] (link, Graph item, CRM record, shadow, matched) and the
 //!   rules that turn it into the core's side states;
 //! - `matching.rs`: finding the other half of an unlinked item (CRM-id mark, ExtKey, iCalUId,
@@ -21,108 +22,29 @@ mod create;
 pub mod error;
 mod matching;
 mod observe;
+mod pass;
 mod persons;
 pub mod resolution;
 mod scope;
 mod sides;
 
-use std::sync::Arc;
-
 use cgc_core::mapping::records;
 use cgc_core::{Cause, Entity, Input, Op, Plan, PlanKind};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::Value;
 
-use crate::context::{App, Tenant};
 use crate::event::Change;
-use crate::state::{Link, State};
 use crate::telemetry::events::MassChangeHeld;
 
 pub use create::transaction_id;
 pub use error::{Disposition, SyncError};
 pub use observe::Observation;
+pub use pass::{Pass, Processed, noop};
 pub use persons::{MAX_ATTENDEES_LOOKED_UP, PERSON_CACHE_TTL};
 
 use observe::Observed;
 
-/// What one processed event did (for the demo, tests and logs).
-#[derive(Clone, Debug)]
-pub struct Processed {
-    pub kind: PlanKind,
-    pub reason: String,
-    pub writes: usize,
-}
-
-/// A pass that changed nothing, and why.
-pub fn noop(reason: &str) -> Processed {
-    Processed {
-        kind: PlanKind::NoOp,
-        reason: reason.to_string(),
-        writes: 0,
-    }
-}
-
-/// One reconciliation of one item in one mailbox.
-pub struct Pass<'a> {
-    app: &'a Arc<App>,
-    tenant: &'a Arc<Tenant>,
-    mailbox: &'a str,
-    entity: Entity,
-    cause: Cause,
-    event_id: &'a str,
-    /// When the Graph-side change was observed (notification or delta), for `latest-change-wins`.
-    pub graph_observed_at: Option<DateTime<Utc>>,
-    /// Who resolved the conflict this pass writes (admin API), for the audit trail.
-    pub resolved_by: Option<String>,
-}
-
-impl<'a> Pass<'a> {
-    pub fn new(
-        app: &'a Arc<App>,
-        tenant: &'a Arc<Tenant>,
-        mailbox: &'a str,
-        entity: Entity,
-        cause: Cause,
-        event_id: &'a str,
-    ) -> Self {
-        Pass {
-            app,
-            tenant,
-            mailbox,
-            entity,
-            cause,
-            event_id,
-            graph_observed_at: None,
-            resolved_by: None,
-        }
-    }
-
-    fn state(&self) -> &State {
-        &self.app.state
-    }
-
-    fn tid(&self) -> &str {
-        &self.tenant.cfg.id
-    }
-
-    fn new_link(&self, crm_id: u64, graph_id: &str, item: &Value, list_id: Option<&str>) -> Link {
-        Link {
-            entity: self.entity,
-            mailbox: self.mailbox.to_ascii_lowercase(),
-            crm_id,
-            graph_id: graph_id.to_string(),
-            ical_uid: item
-                .get("iCalUId")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            organizer: item
-                .get("isOrganizer")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            list_id: list_id.map(str::to_string),
-        }
-    }
-
+impl Pass<'_> {
     /// A Graph item changed (the current state decides, not the reported change type).
     pub async fn from_graph(
         &self,
