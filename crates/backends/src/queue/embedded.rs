@@ -106,7 +106,17 @@ struct Shared {
     state: Mutex<State>,
     notify: Notify,
     opts: QueueOptions,
+    /// Publishes waiting for the next commit (group commit: one transaction, one fsync, for all
+    /// of them), each with the channel its caller waits on.
+    pending: Mutex<Vec<PendingPublish>>,
+    /// A committer is draining `pending` now.
+    committing: std::sync::atomic::AtomicBool,
 }
+
+type PendingPublish = (
+    Vec<Envelope>,
+    tokio::sync::oneshot::Sender<Result<(), QueueError>>,
+);
 
 /// The embedded queue. Share it between consumers of one process with an `Arc`.
 pub struct EmbeddedQueue {
@@ -173,6 +183,76 @@ fn to_ms(d: Duration) -> i64 {
 }
 
 impl Shared {
+    /// The group committer: takes every waiting publish, writes them in one transaction, answers
+    /// each, and goes on until nothing waits (then it stops; the next publish starts another).
+    fn commit_pending(&self) {
+        use std::sync::atomic::Ordering;
+        // A panic while writing must not leave the flag up (no publish would start a committer
+        // again): the callers of this round get an error, the next publish a new committer.
+        struct LowerOnUnwind<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for LowerOnUnwind<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+        let _guard = LowerOnUnwind(&self.committing);
+        loop {
+            let waiting =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            if waiting.is_empty() {
+                self.committing.store(false, Ordering::Release);
+                // A publish may have queued itself after the take and before the flag fell.
+                let more = !self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty();
+                if more && !self.committing.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                return;
+            }
+            let result = self.write_ready(&waiting);
+            for (_, answer) in waiting {
+                let _ = answer.send(result.clone());
+            }
+        }
+    }
+
+    /// Writes the envelopes of several publishes as ready, in order, in one transaction.
+    fn write_ready(&self, waiting: &[PendingPublish]) -> Result<(), QueueError> {
+        let mut st = self.lock();
+        let first = st.next_seq;
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut ready = tx.open_table(READY).map_err(db_err)?;
+            let mut i = 0u64;
+            for (batch, _) in waiting {
+                for envelope in batch {
+                    let stored = Stored {
+                        envelope: envelope.clone(),
+                        deliveries: 0,
+                        due_ms: 0,
+                    };
+                    ready
+                        .insert(first + i, encode(&stored)?.as_slice())
+                        .map_err(db_err)?;
+                    i += 1;
+                }
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        for (batch, _) in waiting {
+            for envelope in batch {
+                let seq = st.alloc();
+                st.add_ready(seq, &envelope.key);
+            }
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -460,6 +540,8 @@ impl EmbeddedQueue {
                 state: Mutex::new(st),
                 notify: Notify::new(),
                 opts,
+                pending: Mutex::new(Vec::new()),
+                committing: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -508,35 +590,28 @@ impl EmbeddedQueue {
 
 #[async_trait::async_trait]
 impl Queue for EmbeddedQueue {
+    /// Durable when Ok. Publishes that arrive while a commit is running wait for the next one,
+    /// which carries all of them (group commit): one fsync for many POSTs, each still answered
+    /// only after its own envelopes are on disk.
     async fn publish(&self, batch: Vec<Envelope>) -> Result<(), QueueError> {
+        use std::sync::atomic::Ordering;
         if batch.is_empty() {
             return Ok(());
         }
-        self.blocking(move |s| {
-            let mut st = s.lock();
-            let first = st.next_seq;
-            let tx = s.db.begin_write().map_err(db_err)?;
-            {
-                let mut ready = tx.open_table(READY).map_err(db_err)?;
-                for (i, envelope) in batch.iter().enumerate() {
-                    let stored = Stored {
-                        envelope: envelope.clone(),
-                        deliveries: 0,
-                        due_ms: 0,
-                    };
-                    ready
-                        .insert(first + i as u64, encode(&stored)?.as_slice())
-                        .map_err(db_err)?;
-                }
-            }
-            tx.commit().map_err(db_err)?;
-            for envelope in &batch {
-                let seq = st.alloc();
-                st.add_ready(seq, &envelope.key);
-            }
-            Ok(())
-        })
-        .await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((batch, tx));
+        if !self.shared.committing.swap(true, Ordering::AcqRel) {
+            let shared = Arc::clone(&self.shared);
+            tokio::task::spawn_blocking(move || shared.commit_pending());
+        }
+        let r = rx.await.map_err(|_| {
+            QueueError::Other("embedded queue commit task ended without an answer".into())
+        })?;
+        r?;
         self.shared.notify.notify_waiters();
         Ok(())
     }

@@ -90,7 +90,7 @@ pub struct QueueDepth {
     pub dead: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum QueueError {
     /// The back end cannot be reached right now (broker down, reconnecting, disk error).
     #[error("queue unavailable: {0}")]
