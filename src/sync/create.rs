@@ -17,6 +17,14 @@ pub fn transaction_id(tenant: &str, crm_id: u64) -> String {
 }
 
 impl Pass<'_> {
+    /// The store lease `name` for this event's create, or a wait while another worker holds it.
+    async fn create_lease(&self, name: &str, busy: &str) -> Result<crate::lease::Held, SyncError> {
+        let holder = format!("{}:{}", self.app.instance, self.event_id);
+        crate::lease::acquire(self.app.state.store(), name, &holder)
+            .await?
+            .ok_or_else(|| SyncError::busy(Duration::from_millis(500), busy))
+    }
+
     /// Creates the CRM record of a Graph item, once. Under a store lease (one meeting seen by
     /// several synced reps has one `iCalUId` but different mailboxes, so different partitions;
     /// any other item by its Graph id) it first looks for what a concurrent or an earlier try made
@@ -39,15 +47,12 @@ impl Pass<'_> {
             Some(uid) => lease_names::create_by_ical_uid(self.tid(), uid),
             None => lease_names::create_from_graph(self.tid(), self.entity, &ext.ext_key),
         };
-        let holder = format!("{}:{}", self.app.instance, self.event_id);
-        let Some(held) =
-            crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?
-        else {
-            return Err(SyncError::busy(
-                Duration::from_millis(500),
+        let held = self
+            .create_lease(
+                &lease_name,
                 "the same item is being created by another worker",
-            ));
-        };
+            )
+            .await?;
         let result = async {
             if crm
                 .find_link(&ext.ext_key)
@@ -96,15 +101,12 @@ impl Pass<'_> {
         let cid = crm_id.to_string();
         let lease_name =
             lease_names::create_from_crm(self.tid(), self.entity, crm_id, self.mailbox);
-        let holder = format!("{}:{}", self.app.instance, self.event_id);
-        let Some(held) =
-            crate::lease::acquire(self.app.state.store(), &lease_name, &holder).await?
-        else {
-            return Err(SyncError::busy(
-                Duration::from_millis(500),
+        let held = self
+            .create_lease(
+                &lease_name,
                 "the same record is being created in Graph by another worker",
-            ));
-        };
+            )
+            .await?;
         let result = async {
             Ok(match self.entity {
                 Entity::Appointment => {
