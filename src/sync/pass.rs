@@ -6,8 +6,9 @@ use cgc_core::{Cause, Entity, PlanKind};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::SyncError;
 use crate::context::{App, Tenant};
-use crate::state::{Link, State};
+use crate::state::{Link, MailboxRecord, State};
 
 /// What one processed event did (for the demo, tests and logs).
 #[derive(Clone, Debug)]
@@ -38,6 +39,9 @@ pub struct Pass<'a> {
     pub graph_observed_at: Option<DateTime<Utc>>,
     /// Who resolved the conflict this pass writes (admin API), for the audit trail.
     pub resolved_by: Option<String>,
+    /// The tenant's synced mailboxes, read once per pass (scope, owner and attendee rules all
+    /// ask).
+    mailboxes: tokio::sync::OnceCell<Vec<MailboxRecord>>,
 }
 
 impl<'a> Pass<'a> {
@@ -58,11 +62,21 @@ impl<'a> Pass<'a> {
             event_id,
             graph_observed_at: None,
             resolved_by: None,
+            mailboxes: tokio::sync::OnceCell::new(),
         }
     }
 
     pub(super) fn state(&self) -> &State {
         &self.app.state
+    }
+
+    /// The tenant's synced mailboxes (one store read per pass).
+    pub(super) async fn synced_mailboxes(&self) -> Result<&[MailboxRecord], SyncError> {
+        let list = self
+            .mailboxes
+            .get_or_try_init(|| self.app.state.mailboxes(&self.tenant.cfg.id))
+            .await?;
+        Ok(list)
     }
 
     pub(super) fn tid(&self) -> &str {

@@ -116,7 +116,7 @@ impl Pass<'_> {
     ) -> Result<MapContext, SyncError> {
         let known_person_emails = if self.entity == Entity::Appointment {
             let mut known = self.known_persons(items, shadow).await?;
-            for m in self.state().mailboxes(self.tid()).await? {
+            for m in self.synced_mailboxes().await? {
                 known.insert(m.mailbox.to_ascii_lowercase());
             }
             known

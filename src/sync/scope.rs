@@ -15,8 +15,7 @@ impl Pass<'_> {
     ) -> Result<Option<&'static str>, SyncError> {
         let mailbox = self.mailbox.to_ascii_lowercase();
         let rep = self
-            .state()
-            .mailboxes(self.tid())
+            .synced_mailboxes()
             .await?
             .into_iter()
             .find(|m| m.mailbox == mailbox);
@@ -44,8 +43,7 @@ impl Pass<'_> {
             return Ok(self.mailbox.to_string());
         };
         let synced = self
-            .state()
-            .mailboxes(self.tid())
+            .synced_mailboxes()
             .await?
             .iter()
             .any(|m| m.mailbox == org);
