@@ -274,38 +274,31 @@ async fn admin_call(
 }
 
 async fn doctor(c: &ConfigArg) -> anyhow::Result<()> {
-    let config = load(c)?;
+    let config = match load(c) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            println!("config: FAILED: {e:#}");
+            bail!("doctor found problems (see above)");
+        }
+    };
     println!("config: ok ({} tenant(s))", config.tenants.len());
-    let app = App::build(config, Tuning::default(), &prefix()).await?;
+    let public_url = config.receiver.public_url.clone();
+    let app = match App::build(config, Tuning::default(), &prefix()).await {
+        Ok(app) => app,
+        Err(e) => {
+            println!(
+                "queue and store: FAILED: {e:#} (check queue.url and store.url; locally: bash scripts/services.sh)"
+            );
+            bail!("doctor found problems (see above)");
+        }
+    };
     println!("queue and store: ok");
-    let mut failed = false;
-    for t in app.tenants.values() {
-        match t
-            .graph
-            .get_user(&format!("nobody@{}", t.cfg.domains[0]))
-            .await
-        {
-            Ok(_) => println!("tenant {}: Graph token and API: ok", t.cfg.id),
-            Err(e) => {
-                failed = true;
-                println!("tenant {}: Graph: {e}", t.cfg.id);
-            }
-        }
-        let q = cgc_crm::Query {
-            table: "Rep".into(),
-            conditions: vec![],
-            fields: vec!["RepID".into()],
-            max_records: Some(1),
-        };
-        match t.crm.query(&q, None).await {
-            Ok(_) => println!("tenant {}: CRM.interface: ok", t.cfg.id),
-            Err(e) => {
-                failed = true;
-                println!("tenant {}: CRM.interface: {e}", t.cfg.id);
-            }
-        }
+    let mut all = crate::doctor::checks(&app).await;
+    all.push(crate::doctor::handshake(&public_url).await);
+    for check in &all {
+        println!("{}", check.line);
     }
-    if failed {
+    if all.iter().any(|c| !c.ok) {
         bail!("doctor found problems (see above)");
     }
     Ok(())

@@ -16,6 +16,7 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod deploy_check;
+pub mod doctor;
 pub mod event;
 pub mod guard;
 pub mod lease;
