@@ -3,7 +3,6 @@
 //! on, a mailbox outside the access policy, a public URL Graph cannot reach); each is named here
 //! with what to do, before anything is synced.
 
-use cgc_crm::{Cond, CondOp, Query};
 use cgc_graph::GraphError;
 
 use crate::context::{App, Tenant};
@@ -43,7 +42,7 @@ pub async fn checks(app: &App) -> Vec<Check> {
                 false
             }
         };
-        match reps(t).await {
+        match crate::watch::mailboxes::switched_on_reps(t).await {
             Ok(reps) => out.extend(rep_checks(t, &reps, graph_ok).await),
             Err(e) => out.push(failed(format!(
                 "tenant {id}: CRM.interface: FAILED: {e} (check crm_url, crm_user and crm_password; the master user must be able to read Rep)"
@@ -51,34 +50,6 @@ pub async fn checks(app: &App) -> Vec<Check> {
         }
     }
     out
-}
-
-/// The reps switched on for the connector: (RepID, lower-cased EMail).
-async fn reps(t: &Tenant) -> Result<Vec<(String, String)>, cgc_crm::CrmError> {
-    let found = t
-        .crm
-        .query_all(
-            &Query {
-                table: "Rep".into(),
-                conditions: vec![Cond {
-                    field: "ConnectorEnabled".into(),
-                    op: CondOp::Eq,
-                    value: "true".into(),
-                }],
-                fields: vec!["RepID".into(), "EMail".into(), "DelCd".into()],
-                max_records: Some(500),
-            },
-            None,
-        )
-        .await?;
-    Ok(found
-        .into_iter()
-        .filter(|r| !cgc_core::mapping::records::is_deleted(&r.fields))
-        .filter_map(|r| {
-            let mail = r.fields.get("EMail")?.trim().to_ascii_lowercase();
-            (!mail.is_empty()).then(|| (r.fields.get("RepID").cloned().unwrap_or_default(), mail))
-        })
-        .collect())
 }
 
 async fn rep_checks(t: &Tenant, reps: &[(String, String)], graph_ok: bool) -> Vec<Check> {

@@ -76,8 +76,11 @@ fn address_changes(
     out
 }
 
-/// Mailbox (lower case) → rep id of the reps switched on, not deleted, in the tenant's domains.
-async fn enabled_mailboxes(t: &Tenant) -> Result<BTreeMap<String, String>, WatchError> {
+/// The reps switched on in CRM (`ConnectorEnabled`, not deleted) with an address: (rep id,
+/// lower-cased e-mail address), whatever their domain.
+pub(crate) async fn switched_on_reps(
+    t: &Tenant,
+) -> Result<Vec<(String, String)>, cgc_crm::CrmError> {
     let reps = t
         .crm
         .query_all(
@@ -99,22 +102,24 @@ async fn enabled_mailboxes(t: &Tenant) -> Result<BTreeMap<String, String>, Watch
             None,
         )
         .await?;
+    Ok(reps
+        .into_iter()
+        .filter(|r| !r.fields.get("DelCd").is_some_and(|v| v == "1"))
+        .filter_map(|r| {
+            let mail = r.fields.get("EMail")?.trim().to_ascii_lowercase();
+            (!mail.is_empty()).then(|| (r.fields.get("RepID").cloned().unwrap_or_default(), mail))
+        })
+        .collect())
+}
+
+/// Mailbox (lower case) → rep id of the reps switched on, not deleted, in the tenant's domains.
+async fn enabled_mailboxes(t: &Tenant) -> Result<BTreeMap<String, String>, WatchError> {
     let mut wanted: BTreeMap<String, String> = BTreeMap::new();
-    for r in reps {
-        if r.fields.get("DelCd").is_some_and(|v| v == "1") {
-            continue;
-        }
-        let Some(mail) = r.fields.get("EMail").map(|s| s.trim().to_ascii_lowercase()) else {
-            continue;
-        };
-        if mail.is_empty() {
-            continue;
-        }
+    for (rep_id, mail) in switched_on_reps(t).await? {
         if !t.cfg.owns_mailbox(&mail) {
             tracing::info!(tenant = %t.cfg.id, mailbox = %mail, "rep mailbox outside the tenant's domains: not synced");
             continue;
         }
-        let rep_id = r.fields.get("RepID").cloned().unwrap_or_default();
         wanted.insert(mail, rep_id);
     }
     Ok(wanted)
