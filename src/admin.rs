@@ -82,6 +82,22 @@ async fn metrics(AxState(app): AxState<Arc<App>>) -> Response {
             t.graph.malformed_items() as i64,
         );
     }
+    // How long each subscription has left: a mailbox that stopped renewing shows here first.
+    if let Ok(subs) = app.state.subscriptions().await {
+        let now = chrono::Utc::now();
+        for s in subs {
+            let resource = s.resource.rsplit('/').next().unwrap_or("").to_string();
+            app.metrics.set_gauge(
+                metric::SUBSCRIPTION_EXPIRY_SECONDS,
+                &[
+                    ("tenant", s.tenant.as_str()),
+                    ("mailbox", s.mailbox.as_str()),
+                    ("resource", resource.as_str()),
+                ],
+                (s.expiration - now).num_seconds(),
+            );
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
@@ -400,5 +416,47 @@ async fn queue_depth(AxState(app): AxState<Arc<App>>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("queue unavailable: {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{MAILBOX, TENANT};
+    use crate::state::SubscriptionRecord;
+    use crate::testing::TestApp;
+
+    #[tokio::test]
+    async fn metrics_show_each_subscriptions_expiry_horizon() {
+        let t = TestApp::start().await;
+        let now = chrono::Utc::now();
+        let rec = SubscriptionRecord::new(
+            "sub-1",
+            TENANT,
+            MAILBOX,
+            &format!("users/{MAILBOX}/events"),
+            "secret",
+            now + chrono::Duration::hours(2),
+            now,
+        );
+        t.app.state.put_subscription(&rec).await.unwrap();
+        let r = metrics(AxState(t.app.clone())).await;
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("cgc_subscription_expiry_seconds{")
+                    && l.contains(MAILBOX)
+                    && l.contains("resource=\"events\"")
+            })
+            .unwrap_or_else(|| panic!("no expiry gauge in {text}"));
+        let secs: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(
+            (7000..=7200).contains(&secs),
+            "about two hours left: {line}"
+        );
     }
 }

@@ -107,7 +107,12 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
                     tracing::warn!(error = %e, "could not record the done mark; a duplicate will be a content no-op");
                 }
             }
+            let synced = app
+                .tenant(&ev.tenant)
+                .is_some_and(|t| t.cfg.owns_mailbox(&ev.mailbox));
             EventDone {
+                tenant: &ev.tenant,
+                mailbox: synced.then_some(ev.mailbox.as_str()),
                 outcome: outcome_label(&p.kind),
                 writes: p.writes,
                 latency: started.elapsed(),

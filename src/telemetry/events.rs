@@ -7,6 +7,9 @@ use super::{Metrics, loggable_id, metric};
 
 /// An event a worker carried out, with its plan kind as the outcome.
 pub struct EventDone<'a> {
+    pub tenant: &'a str,
+    /// The mailbox, when it is one the tenant syncs (a refused event names none).
+    pub mailbox: Option<&'a str>,
     pub outcome: &'a str,
     pub writes: usize,
     pub latency: Duration,
@@ -15,6 +18,13 @@ pub struct EventDone<'a> {
 impl EventDone<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.inc(metric::EVENTS, &[("outcome", self.outcome)]);
+        if let Some(mailbox) = self.mailbox {
+            m.set_gauge(
+                metric::MAILBOX_LAST_SYNC,
+                &[("tenant", self.tenant), ("mailbox", mailbox)],
+                chrono::Utc::now().timestamp(),
+            );
+        }
         m.add(metric::WRITES, &[], self.writes as u64);
         m.observe_event_latency(self.latency.as_millis() as u64);
     }
@@ -246,6 +256,8 @@ mod tests {
         }
         .emit(&m);
         EventDone {
+            tenant: "t",
+            mailbox: Some("m"),
             outcome: "create",
             writes: 2,
             latency: Duration::from_millis(5),
@@ -255,6 +267,14 @@ mod tests {
         assert_eq!(m.get(metric::EVENTS, &[("outcome", "dead")]), 1);
         assert_eq!(m.get(metric::EVENTS, &[("outcome", "create")]), 1);
         assert_eq!(m.get(metric::WRITES, &[]), 2);
+        let at = m.gauge(
+            metric::MAILBOX_LAST_SYNC,
+            &[("tenant", "t"), ("mailbox", "m")],
+        );
+        assert!(
+            (at - chrono::Utc::now().timestamp()).abs() < 60,
+            "the mailbox's last sync is now: {at}"
+        );
         MassChangeHeld {
             tenant: "t",
             mailbox: "m",

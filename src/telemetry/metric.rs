@@ -41,6 +41,12 @@ pub const MAILBOX_HELD: &str = "mailbox_held";
 pub const CRM_MALFORMED_ROWS: &str = "crm_malformed_rows";
 /// Gauge: malformed items skipped in Graph answers, by tenant.
 pub const GRAPH_MALFORMED_ITEMS: &str = "graph_malformed_items";
+/// Gauge: seconds until a subscription expires, by tenant, mailbox and resource (`events`,
+/// `contacts`, `messages`); negative once it has.
+pub const SUBSCRIPTION_EXPIRY_SECONDS: &str = "subscription_expiry_seconds";
+/// Gauge: Unix time of the last event a worker of this process carried out for a mailbox, by
+/// tenant and mailbox (a mailbox that stopped syncing stands still here).
+pub const MAILBOX_LAST_SYNC: &str = "mailbox_last_sync_timestamp_seconds";
 /// Summary: time from an event's receipt by a worker to its acknowledgement.
 pub const EVENT_LATENCY_MS: &str = "event_latency_ms";
 
@@ -66,5 +72,7 @@ pub const ALL: &[&str] = &[
     MAILBOX_HELD,
     CRM_MALFORMED_ROWS,
     GRAPH_MALFORMED_ITEMS,
+    SUBSCRIPTION_EXPIRY_SECONDS,
+    MAILBOX_LAST_SYNC,
     EVENT_LATENCY_MS,
 ];
