@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{
-    Backend, ChaosProxy, Child, Writes, admin_get, body_text, conflict_case, crm_appointment,
-    crm_field, crm_records_with_subject, dead_letter_count, extkey_rows, free_port, futures_depth,
-    linked_appointments, lose_store, outlook_event, restart_after_loss, scaled, second_instance,
-    spawn_connector, start, start_with,
+    Backend, ChaosProxy, Child, Writes, admin_get, body_text, child_config, conflict_case,
+    crm_appointment, crm_field, crm_records_with_subject, dead_letter_count, extkey_rows,
+    futures_depth, linked_appointments, lose_store, outlook_event, restart_after_loss, scaled,
+    second_instance, spawn_connector, start, start_with,
 };
 
 async fn a1_crm_appointment_appears_in_calendar_linked(b: Backend) {
@@ -784,18 +784,7 @@ async fn p7_process_killed_mid_run_converges_without_loss_or_duplicate(b: Backen
     let (graph, crm) = Harness::simulators(&opts).await.unwrap();
     let dir = std::env::temp_dir().join(format!("cgc-kill-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (rp, ap) = (free_port(), free_port());
-    let text = Harness::config_text(&graph, &crm, &dir, &opts)
-        .replacen(
-            "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{rp}\"\npublic_url = \"http://127.0.0.1:{rp}\""),
-            1,
-        )
-        .replacen(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{ap}\""),
-            1,
-        );
+    let (text, _receiver_port, ap) = child_config(&graph, &crm, &dir, &opts);
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, text).unwrap();
     let prefix = format!("cgc-k{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -2443,18 +2432,7 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
     let (graph, crm) = Harness::simulators(&opts).await.unwrap();
     let dir = std::env::temp_dir().join(format!("cgc-secrets-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (rp, ap) = (free_port(), free_port());
-    let text = Harness::config_text(&graph, &crm, &dir, &opts)
-        .replacen(
-            "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{rp}\"\npublic_url = \"http://127.0.0.1:{rp}\""),
-            1,
-        )
-        .replacen(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{ap}\""),
-            1,
-        );
+    let (text, rp, ap) = child_config(&graph, &crm, &dir, &opts);
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, &text).unwrap();
     let log_path = dir.join("connector.log");

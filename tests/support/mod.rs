@@ -318,6 +318,29 @@ pub async fn restart_after_loss(h: &mut Harness) {
 
 // ---------- Processes and faults ----------
 
+/// The harness config for a connector run as a child process: fixed receiver and admin ports (a
+/// child cannot report port 0 back). Returns the text and the two ports.
+pub fn child_config(
+    graph: &cgc_graph::sim::GraphSim,
+    crm: &cgc_crm::sim::CrmSim,
+    dir: &std::path::Path,
+    opts: &HarnessOptions,
+) -> (String, u16, u16) {
+    let (rp, ap) = (free_port(), free_port());
+    let text = Harness::config_text(graph, crm, dir, opts)
+        .replacen(
+            "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{rp}\"\npublic_url = \"http://127.0.0.1:{rp}\""),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{ap}\""),
+            1,
+        );
+    (text, rp, ap)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
