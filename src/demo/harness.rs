@@ -44,6 +44,8 @@ pub struct HarnessOptions {
     /// Secrets the simulators accept (and the config carries); the simulators' defaults when None.
     pub graph_client_secret: Option<String>,
     pub crm_password: Option<String>,
+    /// `[tenants.appointments] future_days` (90 unless set).
+    pub future_days: u32,
 }
 
 impl Default for HarnessOptions {
@@ -58,6 +60,7 @@ impl Default for HarnessOptions {
             workers: 2,
             graph_client_secret: None,
             crm_password: None,
+            future_days: 90,
         }
     }
 }
@@ -199,7 +202,7 @@ safety_delta_seconds = 21600
 [tenants.appointments]
 direction = "both"
 past_days = 7
-future_days = 90
+future_days = {future_days}
 conflict = "{conflict}"
 {appointments}
 "#,
@@ -215,6 +218,7 @@ conflict = "{conflict}"
             crm_url = crm.url(),
             extra = opts.extra_tenant_toml,
             conflict = opts.conflict,
+            future_days = opts.future_days,
             appointments = opts.appointments_toml,
         )
     }

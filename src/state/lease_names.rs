@@ -22,6 +22,11 @@ pub fn create_from_crm(tenant: &str, entity: Entity, crm_id: u64, mailbox: &str)
     )
 }
 
+/// Marking one cancelled day of a CRM series (by the master record and the day).
+pub fn cancelled_day(tenant: &str, master_crm_id: u64, day: &str) -> String {
+    format!("{tenant}:create:cancelled:{master_crm_id}:{day}")
+}
+
 /// Archiving one message (by its internetMessageId), from whichever mailbox.
 pub fn archive(tenant: &str, internet_message_id: &str) -> String {
     format!("{tenant}:archive:{internet_message_id}")

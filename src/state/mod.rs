@@ -29,6 +29,17 @@ pub struct Link {
     pub organizer: bool,
     #[serde(default)]
     pub list_id: Option<String>,
+    /// For an occurrence or exception of a series: its master and the day it was planned for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SeriesSlot>,
+}
+
+/// Where an occurrence or exception sits in its series: the master's Graph id and the day (in
+/// the series' zone, `YYYY-MM-DD`) the occurrence was planned for, whatever an edit did to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesSlot {
+    pub master: String,
+    pub day: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use cgc_graph::{CRM_ID_PROPERTY, SYNC_STATE_PROPERTY, crm_id_on_item};
 use chrono::Utc;
 use serde_json::Value;
 
-use super::observe::{Observation, carries_sync_state};
+use super::observe::{Observation, carries_sync_state, is_instance};
 use super::{Pass, Processed, SyncError};
 use crate::state::{AuditRecord, Link};
 
@@ -50,7 +50,7 @@ pub(super) fn with_property(v: &Value, id: &str, value: &str) -> Value {
 /// it already (it then travels inside the plan's own Graph write, or in one PATCH of the property
 /// alone: no meeting mail).
 fn fingerprint_to_write(entity: Entity, plan: &Plan, item: Option<&Value>) -> Option<String> {
-    if !carries_sync_state(entity) {
+    if !carries_sync_state(entity) || is_instance(item) {
         return None;
     }
     plan.fingerprint().filter(|fp| {
@@ -119,11 +119,17 @@ impl Pass<'_> {
         if table == "Contact" {
             // "new from connector": marks a record made from Outlook (never mirrored back).
             fields.insert("F5021".into(), "true".into());
+            fields.extend(self.series_fields(item).await?);
         }
         let owner = self.record_owner(item).await?;
         let crm_id = self.create_crm_once(table, &fields, &ext, &owner).await?;
         p.writes += 1;
         let l = self.new_link(crm_id, &obs.graph_id, item, obs.list_id.as_deref());
+        if is_instance(Some(item)) {
+            // an occurrence shows its master's properties; it carries none of its own
+            p.link = Some(l);
+            return Ok(());
+        }
         let cid = crm_id.to_string();
         let mut props: Vec<(&str, &str)> = vec![(CRM_ID_PROPERTY, &cid)];
         let fp = p.fingerprint.take();
@@ -154,10 +160,16 @@ impl Pass<'_> {
             Some(fp) => with_property(body, SYNC_STATE_PROPERTY, &fp),
             None => body.clone(),
         };
+        let (body, cancel_days) = match obs.crm.as_ref() {
+            Some(f) if cgc_core::series::is_master_record(f) => {
+                self.series_body(crm_id, f, &body).await?
+            }
+            _ => (body, Vec::new()),
+        };
         let (created, list) = self
             .create_graph_once(crm_id, &body, obs.list_id.as_deref())
             .await?;
-        p.writes += 1;
+        p.writes += 1 + self.trim_series(&created, &cancel_days).await?;
         let gid = created
             .get("id")
             .and_then(Value::as_str)
@@ -288,7 +300,7 @@ impl Pass<'_> {
             )
             .await?;
         }
-        if item.and_then(crm_id_on_item) != Some(l.crm_id) {
+        if l.slot.is_none() && item.and_then(crm_id_on_item) != Some(l.crm_id) {
             let cid = l.crm_id.to_string();
             self.graph_stamp(&l.graph_id, &[(CRM_ID_PROPERTY, &cid)])
                 .await?;

@@ -8,6 +8,7 @@
 //! - `sides.rs`: one entity-addressed facade over Graph and CRM (get, update, delete, stamp);
 //! - `create.rs`: creating the other half exactly once, under a lease;
 //! - `scope.rs`: whose an appointment is (scope, the owner of a new record);
+//! - `series.rs`: recurring series (master, exceptions, cancelled days, CRM-made series);
 //! - `persons.rs`: the mapping context (attendees that are CRM persons or synced reps);
 //! - `apply.rs`: one small function per plan operation, then link, shadow and audit;
 //! - `conflicts.rs`: conflicts parked for an operator;
@@ -26,9 +27,11 @@ mod pass;
 mod persons;
 pub mod resolution;
 mod scope;
+mod series;
 mod sides;
 
 use cgc_core::mapping::records;
+use cgc_core::series::{Member, is_master_record, is_member_record};
 use cgc_core::{Cause, Entity, Input, Op, Plan, PlanKind};
 use chrono::Utc;
 use serde_json::Value;
@@ -57,7 +60,20 @@ impl Pass<'_> {
             Observed::Ambiguous { item, candidates } => {
                 self.park_ambiguous(graph_id, &item, candidates).await
             }
-            Observed::Pair(obs) => self.settle(obs).await,
+            Observed::Master(master) => {
+                Box::pin(self.from_graph(&master, Change::Updated, None)).await
+            }
+            Observed::Pair(obs) => {
+                let master = obs
+                    .graph
+                    .clone()
+                    .filter(|v| Member::of(v) == Member::Master);
+                let mut done = self.settle(obs).await?;
+                if let Some(m) = master {
+                    done.writes += self.sync_members(graph_id, &m).await?;
+                }
+                Ok(done)
+            }
         }
     }
 
@@ -68,7 +84,22 @@ impl Pass<'_> {
             Observed::Ambiguous { .. } => Err(SyncError::Invariant(
                 "a CRM record matched several Graph items",
             )),
-            Observed::Pair(obs) => self.settle(obs).await,
+            Observed::Master(master) => {
+                Box::pin(self.from_graph(&master, Change::Updated, None)).await
+            }
+            Observed::Pair(obs) => {
+                let fields = obs.crm.clone().unwrap_or_default();
+                let appointment = self.entity == Entity::Appointment && !records::is_deleted(&fields);
+                if appointment && obs.link.is_none() && is_member_record(&fields) {
+                    return self.member_from_crm(obs, &fields).await;
+                }
+                let master = appointment && is_master_record(&fields);
+                let mut done = self.settle(obs).await?;
+                if master {
+                    done.writes += self.link_crm_members(crm_id).await?;
+                }
+                Ok(done)
+            }
         }
     }
 
@@ -85,7 +116,7 @@ impl Pass<'_> {
 
     /// Decides and applies: records the connector does not sync are left alone, a pair that
     /// left the mailbox's scope is unlinked, destructive plans pass the mass-change guard.
-    async fn settle(&self, obs: Observation) -> Result<Processed, SyncError> {
+    pub(super) async fn settle(&self, obs: Observation) -> Result<Processed, SyncError> {
         if self.entity == Entity::Appointment {
             if let (None, Some(f)) = (&obs.link, &obs.crm) {
                 if let Some(reason) = records::unlinked_appointment_skipped(f, obs.graph.is_some())
@@ -139,7 +170,8 @@ impl Pass<'_> {
             policy: &policy,
             ctx: &ctx,
             now,
-            window: (self.entity == Entity::Appointment).then(|| self.tenant.window(now)),
+            window: (self.entity == Entity::Appointment && !self.window_waived(obs))
+                .then(|| self.tenant.window(now)),
             cause: self.cause,
         });
         tracing::info!(

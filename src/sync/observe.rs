@@ -4,6 +4,7 @@
 //! `SideState`s.
 
 use cgc_core::mapping::records;
+use cgc_core::series::Member;
 use cgc_core::{Canonical, CrmFields, CrmItem, Entity, GraphItem, SideState};
 use cgc_crm::time::changed_at;
 use chrono::{DateTime, Utc};
@@ -45,13 +46,9 @@ pub(super) enum Observed {
     Nothing(&'static str),
     /// An unlinked Graph item several CRM records fit.
     Ambiguous { item: Value, candidates: Vec<u64> },
-}
-
-/// calendarView delta reports occurrences, never the master (expected-behaviour.md 11): a plain
-/// occurrence of a series is carried by its master.
-pub(super) fn is_plain_occurrence(entity: Entity, item: Option<&Value>) -> bool {
-    entity == Entity::Appointment
-        && item.and_then(|v| v.get("type")).and_then(Value::as_str) == Some("occurrence")
+    /// The pass belongs to the series master with this Graph id (calendarView delta reports
+    /// occurrences, never the master: expected-behaviour.md 11).
+    Master(String),
 }
 
 /// The Graph side for the core: present with the time its change was observed (for a CRM-side
@@ -108,6 +105,12 @@ pub(super) fn carries_sync_state(e: Entity) -> bool {
     matches!(e, Entity::Appointment | Entity::Contact)
 }
 
+/// An occurrence or exception: it shows its master's extended properties (the CRM id and the
+/// fingerprint of the master's pair), so neither says anything about the occurrence itself.
+pub(super) fn is_instance(item: Option<&Value>) -> bool {
+    item.is_some_and(|v| Member::of(v).is_instance())
+}
+
 /// Without a shadow (lost store, re-linked pair), the item's fingerprint of the last agreed state
 /// lets the core tell an edit from a stale copy (expected-behaviour.md 38).
 pub(super) fn stored_fingerprint(
@@ -116,7 +119,7 @@ pub(super) fn stored_fingerprint(
     item: Option<&Value>,
 ) -> Option<String> {
     match (shadow, item) {
-        (None, Some(v)) if carries_sync_state(entity) => {
+        (None, Some(v)) if carries_sync_state(entity) && !is_instance(Some(v)) => {
             cgc_graph::extended_property(v, cgc_graph::SYNC_STATE_PROPERTY)
         }
         _ => None,
@@ -131,19 +134,20 @@ impl Pass<'_> {
         list_id: Option<&str>,
     ) -> Result<Observed, SyncError> {
         let item = self.graph_get(graph_id, list_id).await?;
-        if is_plain_occurrence(self.entity, item.as_ref()) {
-            return Ok(Observed::Nothing(
-                "a plain occurrence of a series: its master carries it",
-            ));
+        let link = self
+            .state()
+            .link_by_graph(self.tid(), self.entity, self.mailbox, graph_id)
+            .await?;
+        if self.entity == Entity::Appointment {
+            if let Some(master) = self.master_route(item.as_ref(), link.as_ref()).await? {
+                return Ok(Observed::Master(master));
+            }
         }
         if let (Entity::Appointment, Some(v)) = (self.entity, &item) {
             self.note_unknown_zones(graph_id, v);
         }
         let mut obs = Observation {
-            link: self
-                .state()
-                .link_by_graph(self.tid(), self.entity, self.mailbox, graph_id)
-                .await?,
+            link,
             graph_id: graph_id.to_string(),
             list_id: list_id.map(str::to_string),
             ..Observation::default()
@@ -190,6 +194,10 @@ impl Pass<'_> {
         };
         if let Some(l) = &obs.link {
             obs.graph = self.graph_get(&l.graph_id, l.list_id.as_deref()).await?;
+            if let (None, Some(slot)) = (&obs.graph, &l.slot) {
+                // an occurrence gone from Graph: a cancelled day, its master's pass marks it
+                return Ok(Observed::Master(slot.master.clone()));
+            }
         } else {
             match &obs.crm {
                 None => {
@@ -256,6 +264,7 @@ mod tests {
             ical_uid: None,
             organizer,
             list_id: None,
+            slot: None,
         }
     }
 
@@ -323,22 +332,6 @@ mod tests {
         );
         assert_eq!(stored_fingerprint(Entity::Task, None, Some(&item)), None);
         assert_eq!(stored_fingerprint(Entity::Contact, None, None), None);
-    }
-
-    #[test]
-    fn only_plain_occurrences_of_appointments_are_left_to_their_master() {
-        let occ = json!({"type": "occurrence"});
-        assert!(is_plain_occurrence(Entity::Appointment, Some(&occ)));
-        assert!(!is_plain_occurrence(
-            Entity::Appointment,
-            Some(&json!({"type": "exception"}))
-        ));
-        assert!(!is_plain_occurrence(
-            Entity::Appointment,
-            Some(&json!({"type": "seriesMaster"}))
-        ));
-        assert!(!is_plain_occurrence(Entity::Task, Some(&occ)));
-        assert!(!is_plain_occurrence(Entity::Appointment, None));
     }
 
     #[tokio::test]

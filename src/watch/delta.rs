@@ -8,6 +8,7 @@ use cgc_backends::Envelope;
 use cgc_core::Entity;
 use cgc_graph::{DeltaRound, DeltaStart, GraphError};
 use chrono::Utc;
+use cgc_core::series::{self, Member};
 use serde_json::Value;
 
 use super::{WatchError, graph_reads};
@@ -141,18 +142,36 @@ async fn enqueue_round(
 ) -> Result<(), WatchError> {
     let tid = t.cfg.id.as_str();
     let mut events = Vec::new();
+    let mut masters = std::collections::BTreeSet::new();
     for item in &round.changed {
-        if let Some(id) = item.get("id").and_then(Value::as_str) {
-            events.push(item_event(
-                tid,
-                mailbox,
-                entity,
-                id,
-                Change::Updated,
-                etag_of(item),
-                list_id.clone(),
-            ));
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        // calendarView delta reports a series by its occurrences, never its master
+        // (expected-behaviour.md 11): one event for the master per round, not one per occurrence.
+        if let (Member::Occurrence, Some(master)) = (Member::of(item), series::master_id(item)) {
+            if masters.insert(master.to_string()) {
+                events.push(item_event(
+                    tid,
+                    mailbox,
+                    entity,
+                    master,
+                    Change::Updated,
+                    None,
+                    list_id.clone(),
+                ));
+            }
+            continue;
         }
+        events.push(item_event(
+            tid,
+            mailbox,
+            entity,
+            id,
+            Change::Updated,
+            etag_of(item),
+            list_id.clone(),
+        ));
     }
     if removals_allowed(app, t, mailbox, entity, &round.removed).await? {
         for id in &round.removed {

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test file uses a part of the support
 //! Support for `scenarios.rs`: which back ends a scenario runs on, starting a harness, reading
 //! and writing both sides, and fault tools (a chaos TCP proxy, a connector child process).
 
@@ -417,4 +418,29 @@ impl ChaosProxy {
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// Each named scenario `async fn name(b: Backend)` as two tests: embedded, and RabbitMQ + Redis.
+#[macro_export]
+macro_rules! each_backend {
+    ($($name:ident),* $(,)?) => {
+        /// The scenarios on the embedded queue and store (one machine).
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Embedded).await
+                }
+            )*
+        }
+        /// The same scenarios on real RabbitMQ and Redis (scale-out).
+        mod rabbitmq_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::RabbitRedis).await
+                }
+            )*
+        }
+    };
 }

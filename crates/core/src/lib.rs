@@ -4,6 +4,7 @@
 pub mod mapping;
 pub mod model;
 pub mod reconcile;
+pub mod series;
 
 pub use mapping::{
     MapContext, MapError, from_crm, from_graph, project_crm, project_graph, to_crm, to_graph,

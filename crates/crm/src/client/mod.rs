@@ -276,6 +276,20 @@ impl CrmClient {
         self.single_write(command, impersonate).await.map(|_| ())
     }
 
+    /// Creates a record that no Graph item stands for (one `<insert>`); returns its id.
+    pub async fn create(
+        &self,
+        table: &str,
+        fields: &BTreeMap<String, String>,
+        impersonate: Option<&str>,
+    ) -> Result<RecordId, CrmError> {
+        let insert = Command::Insert {
+            table: table.to_string(),
+            fields: fields.clone(),
+        };
+        self.single_write(insert, impersonate).await
+    }
+
     /// Creates a record linked to a Graph item; returns the record id. If a `GraphApi` link row
     /// with `link.ext_key` exists already, its record id is returned and nothing is written.
     /// Otherwise two requests: an `<insert>` of the record, then an `<import>` of its `ExtKey`

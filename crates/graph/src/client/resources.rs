@@ -225,6 +225,27 @@ impl GraphClient {
         Ok(self.get_all(url, mailbox, true).await?.into_iter().next())
     }
 
+    /// The occurrences and exceptions of a series master that overlap `start..end`
+    /// (`/events/{id}/instances`; cancelled occurrences are not among them, graph.md 3.1). A
+    /// master Graph no longer knows gives none.
+    pub async fn instances(
+        &self,
+        mailbox: &str,
+        master_id: &str,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Value>, GraphError> {
+        let (s, e) = (crate::util::rfc3339(start), crate::util::rfc3339(end));
+        let url = self.api(
+            &["users", mailbox, "events", master_id, "instances"],
+            &[("startDateTime", &s), ("endDateTime", &e)],
+        );
+        match self.get_all(url, mailbox, true).await {
+            Err(GraphError::NotFound) => Ok(Vec::new()),
+            r => r,
+        }
+    }
+
     pub async fn find_events_by_ical_uid(
         &self,
         mailbox: &str,

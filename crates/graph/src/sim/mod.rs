@@ -312,6 +312,23 @@ impl GraphSim {
     pub fn events(&self, mailbox: &str) -> Vec<Value> {
         self.all(mailbox, Kind::Event)
     }
+    /// A series master's occurrences and exceptions (not its cancelled ones) from two years
+    /// back to three years ahead, as `/events/{id}/instances` serves them.
+    pub fn instances(&self, mailbox: &str, master_id: &str) -> Vec<Value> {
+        let st = self.lock();
+        let Some(m) = st.mailbox(mailbox) else {
+            return Vec::new();
+        };
+        let now = chrono::Utc::now();
+        let window = (
+            now - chrono::Duration::days(730),
+            now + chrono::Duration::days(1095),
+        );
+        st.instances(m, master_id, window, &View::full())
+            .ok()
+            .and_then(|(_, v)| v["value"].as_array().cloned())
+            .unwrap_or_default()
+    }
 
     // ---------------------------------------------------------------- contacts
 

@@ -410,6 +410,9 @@ impl State {
                 seq,
             },
         );
+        // Exchange keeps exceptions inside the master item: the master's change key moves too
+        // (calendarView delta still reports only the changed occurrence).
+        item.change_key = new_change_key();
         item.modified = Utc::now();
         self.count_write(mbx, by_app);
         self.emit(mbx, idx, "updated", None);
@@ -429,6 +432,7 @@ impl State {
         let ov = item.overrides.entry(key).or_default();
         ov.cancelled = true;
         ov.seq = seq;
+        item.change_key = new_change_key();
         item.modified = Utc::now();
         self.count_write(mbx, by_app);
         self.emit(mbx, idx, "updated", None);

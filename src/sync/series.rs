@@ -1,0 +1,538 @@
+//! Recurring series (SCENARIOS.md A9; expected-behaviour.md 11 and 16; MAPPING.md "recurrence").
+//!
+//! A Graph series master is one CRM record (`IsMasterContact`, `IsSerialContact`); an edited
+//! occurrence (an exception) is a record of its own (`IsSerialContact`, `ContactStatNo` +
+//! `ContactSeqNo` of the master); a plain occurrence makes nothing; a cancelled occurrence (gone
+//! from `/instances`) is a member record with `Status` = `Cancelled`, never a delete. From CRM,
+//! a master record with its member records becomes an Outlook series whose pattern is inferred
+//! from their days, and each member is linked to its occurrence.
+
+use std::collections::BTreeSet;
+
+use cgc_core::CrmFields;
+use cgc_core::mapping::records;
+use cgc_core::series::{self, Member};
+use cgc_crm::{Cond, CondOp, Query, Record};
+use chrono::{Duration, NaiveDate, Utc};
+use serde_json::{Value, json};
+
+use super::observe::Observation;
+use super::{Pass, Processed, SyncError, noop};
+use crate::event::Change;
+use crate::state::{Link, SeriesSlot, lease_names};
+
+/// The slot of an occurrence or exception in its series (its master and planned day).
+pub(super) fn slot_of(item: &Value) -> Option<SeriesSlot> {
+    if !Member::of(item).is_instance() {
+        return None;
+    }
+    Some(SeriesSlot {
+        master: series::master_id(item)?.to_string(),
+        day: series::original_day(item, item)?
+            .format("%Y-%m-%d")
+            .to_string(),
+    })
+}
+
+fn crm_date(f: &CrmFields, key: &str) -> Option<NaiveDate> {
+    cgc_core::mapping::time::parse_crm_date(f.get(key)?)
+}
+
+/// The Windows zone name Graph users meet for a CRM zone (CLDR's default mapping), else its IANA
+/// name (Graph accepts both).
+fn graph_zone_name(zone: chrono_tz::Tz) -> String {
+    cgc_core::mapping::time::windows_zones()
+        .find(|(_, tz)| *tz == zone)
+        .map(|(w, _)| w.to_string())
+        .unwrap_or_else(|| zone.name().to_string())
+}
+
+/// A create body's `start`/`end` (UTC) as wall-clock times in `zone`: a series keeps its local
+/// time across daylight-saving changes only when it is made in its own zone.
+fn in_zone(body: &mut Value, zone: chrono_tz::Tz, name: &str) {
+    if body.get("isAllDay").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    for key in ["start", "end"] {
+        let Some(text) = body.pointer(&format!("/{key}/dateTime")).and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(cgc_core::mapping::time::GraphDateTime::Local(utc)) =
+            cgc_core::mapping::time::parse_graph_datetime(text)
+        else {
+            continue;
+        };
+        let local = cgc_core::mapping::time::utc_to_local(utc.and_utc(), zone);
+        body[key] = json!({"dateTime": local.format("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": name});
+    }
+}
+
+impl Pass<'_> {
+    fn window_days(&self) -> (NaiveDate, NaiveDate) {
+        let (from, to) = self.tenant.window(Utc::now());
+        (from.date_naive(), to.date_naive())
+    }
+
+    /// Whether the core's window rule is waived for this pair: a series master is in the window
+    /// while any of its occurrences is (it may have begun long before), and a linked master
+    /// stays linked when its end moves out of the window.
+    pub(super) fn window_waived(&self, obs: &Observation) -> bool {
+        let (from, to) = self.window_days();
+        let graph_master = obs
+            .graph
+            .as_ref()
+            .filter(|v| Member::of(v) == Member::Master);
+        match graph_master {
+            Some(m) => obs.link.is_some() || series::reaches_into(m, from, to),
+            None => obs.link.is_some() && obs.crm.as_ref().is_some_and(series::is_master_record),
+        }
+    }
+
+    /// Where the pass of an instance belongs: to its master when it is a plain occurrence nobody
+    /// linked (the master carries it), an exception whose master is not linked yet (the master's
+    /// pass makes the master's record first, then the exception's), or a linked occurrence that
+    /// Graph no longer has (a cancelled day is its master's to mark).
+    pub(super) async fn master_route(
+        &self,
+        item: Option<&Value>,
+        link: Option<&Link>,
+    ) -> Result<Option<String>, SyncError> {
+        let Some(v) = item else {
+            return Ok(link.and_then(|l| l.slot.as_ref()).map(|s| s.master.clone()));
+        };
+        let Some(master) = series::master_id(v) else {
+            return Ok(None);
+        };
+        let to_master = match Member::of(v) {
+            Member::Occurrence => link.is_none(),
+            Member::Exception => self
+                .state()
+                .link_by_graph(self.tid(), self.entity, self.mailbox, master)
+                .await?
+                .is_none(),
+            _ => false,
+        };
+        Ok(to_master.then(|| master.to_string()))
+    }
+
+    /// The series fields of a new CRM record made from `item` (none for a single instance).
+    pub(super) async fn series_fields(&self, item: &Value) -> Result<CrmFields, SyncError> {
+        let member = Member::of(item);
+        let master = match (member.is_instance(), series::master_id(item)) {
+            (true, Some(m)) => Some(
+                self.state()
+                    .link_by_graph(self.tid(), self.entity, self.mailbox, m)
+                    .await?
+                    .ok_or(SyncError::Invariant(
+                        "an exception's record is made after its master's",
+                    ))?
+                    .crm_id,
+            ),
+            _ => None,
+        };
+        Ok(series::member_fields(member, master))
+    }
+
+    /// After a master's pass from Graph: each exception (and each occurrence a CRM member is
+    /// linked to) gets its own pass, and each day the pattern names that `/instances` lacks is
+    /// marked cancelled in CRM. Returns the writes made.
+    pub(super) async fn sync_members(
+        &self,
+        master_id: &str,
+        master: &Value,
+    ) -> Result<usize, SyncError> {
+        let Some(master_link) = self
+            .state()
+            .link_by_graph(self.tid(), self.entity, self.mailbox, master_id)
+            .await?
+        else {
+            return Ok(0);
+        };
+        let (from, to) = self.tenant.window(Utc::now());
+        let instances = self
+            .tenant
+            .graph
+            .instances(self.mailbox, master_id, from, to)
+            .await?;
+        let mut writes = 0;
+        let mut present = BTreeSet::new();
+        for inst in &instances {
+            let Some(id) = inst.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            present.extend(series::original_day(inst, master));
+            let linked = self
+                .state()
+                .link_by_graph(self.tid(), self.entity, self.mailbox, id)
+                .await?
+                .is_some();
+            if Member::of(inst) == Member::Exception || linked {
+                writes += Box::pin(self.from_graph(id, Change::Updated, None))
+                    .await?
+                    .writes;
+            }
+        }
+        let (first, last) = self.window_days();
+        for day in series::master_days(master, first, last) {
+            if !present.contains(&day) {
+                writes += self
+                    .mark_cancelled_day(&master_link, master_id, master, day)
+                    .await?;
+            }
+        }
+        Ok(writes)
+    }
+
+    /// The member records of a CRM master (deleted ones left out).
+    async fn crm_members(&self, master_crm: u64) -> Result<Vec<Record>, SyncError> {
+        let (stat, seq) = series::stat_seq(master_crm);
+        let found = self
+            .tenant
+            .crm
+            .query_all(
+                &Query {
+                    table: self.entity.crm_table().into(),
+                    conditions: vec![
+                        Cond {
+                            field: "ContactStatNo".into(),
+                            op: CondOp::Eq,
+                            value: stat.to_string(),
+                        },
+                        Cond {
+                            field: "ContactSeqNo".into(),
+                            op: CondOp::Eq,
+                            value: seq.to_string(),
+                        },
+                    ],
+                    fields: records::read_fields(self.entity)
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect(),
+                    max_records: Some(series::MAX_OCCURRENCES as u32),
+                },
+                Some(self.mailbox),
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|r| !records::is_deleted(&r.fields) && r.id != master_crm)
+            .filter(|r| series::master_of(&r.fields) == Some(master_crm))
+            .collect())
+    }
+
+    /// Marks one cancelled day of a series in CRM: the record linked to that day (an exception
+    /// that was cancelled) gets `Status` = `Cancelled`; else a member record of that day is
+    /// marked, or made already marked. Never a delete. Returns the writes made.
+    async fn mark_cancelled_day(
+        &self,
+        master_link: &Link,
+        master_id: &str,
+        master: &Value,
+        day: NaiveDate,
+    ) -> Result<usize, SyncError> {
+        let day_text = day.format("%Y-%m-%d").to_string();
+        let mailbox = self.mailbox.to_ascii_lowercase();
+        let linked = self.state().links(self.tid()).await?.into_iter().find(|l| {
+            l.entity == self.entity
+                && l.mailbox == mailbox
+                && l.slot
+                    .as_ref()
+                    .is_some_and(|s| s.master == master_id && s.day == day_text)
+        });
+        let cancelled: CrmFields = [("Status".to_string(), "Cancelled".to_string())].into();
+        if let Some(l) = linked {
+            let f = self.crm_get(l.crm_id).await?;
+            if f.as_ref()
+                .is_some_and(|f| !series::is_cancelled_record(f) && !records::is_deleted(f))
+            {
+                self.crm_update(l.crm_id, &cancelled).await?;
+                return Ok(1);
+            }
+            return Ok(0);
+        }
+        let name = lease_names::cancelled_day(self.tid(), master_link.crm_id, &day_text);
+        let held = self
+            .create_lease(&name, "the cancelled day is being marked by another worker")
+            .await?;
+        let result = async {
+            let members = self.crm_members(master_link.crm_id).await?;
+            if let Some(r) = members
+                .iter()
+                .find(|r| crm_date(&r.fields, "Date") == Some(day))
+            {
+                if series::is_cancelled_record(&r.fields) {
+                    return Ok(0);
+                }
+                self.crm_update(r.id, &cancelled).await?;
+                return Ok(1);
+            }
+            let Some(record) = self.crm_get(master_link.crm_id).await? else {
+                return Ok(0);
+            };
+            let Some(first) = series::first_day(master) else {
+                return Ok(0);
+            };
+            let fields = cancelled_member(&record, master_link.crm_id, day - first);
+            self.tenant
+                .crm
+                .create(self.entity.crm_table(), &fields, Some(self.mailbox))
+                .await?;
+            tracing::info!(tenant = %self.tid(), mailbox = %self.mailbox, item = %master_id,
+                day = %day_text, "cancelled occurrence marked in CRM (Status = Cancelled)");
+            Ok(1)
+        }
+        .await;
+        held.release().await;
+        result
+    }
+
+    /// A CRM member record nobody linked yet: linked to its master's occurrence of the same day
+    /// (the master's series is made first when it is not), then reconciled with the occurrence as
+    /// the agreed state, so the member's own values reach that occurrence only. A cancelled
+    /// member cancels its occurrence.
+    pub(super) async fn member_from_crm(
+        &self,
+        mut obs: Observation,
+        fields: &CrmFields,
+    ) -> Result<Processed, SyncError> {
+        let Some(master_crm) = series::master_of(fields) else {
+            return Ok(noop("not a series member"));
+        };
+        let crm_id = obs.crm_id.unwrap_or_default();
+        let Some(master_link) = self
+            .state()
+            .link_by_crm(self.tid(), self.entity, self.mailbox, master_crm)
+            .await?
+        else {
+            if series::is_cancelled_record(fields) {
+                return Ok(noop(
+                    "a cancelled member of a series not in Outlook: nothing to do",
+                ));
+            }
+            // The master's pass makes the series and links every member, this one included.
+            return Box::pin(self.from_crm(master_crm)).await;
+        };
+        let Some(master) = self.graph_get(&master_link.graph_id, None).await? else {
+            return Ok(noop("the series is gone from Outlook; member left alone"));
+        };
+        let Some(day) = crm_date(fields, "Date") else {
+            return Ok(noop("a series member without a date"));
+        };
+        let (from, to) = self.tenant.window(Utc::now());
+        let instances = self
+            .tenant
+            .graph
+            .instances(self.mailbox, &master_link.graph_id, from, to)
+            .await?;
+        let Some(inst) = instances
+            .into_iter()
+            .find(|i| series::original_day(i, &master) == Some(day))
+        else {
+            return Ok(noop(
+                "no occurrence of the series on the member's day (cancelled or outside the window)",
+            ));
+        };
+        let inst_id = inst
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if series::is_cancelled_record(fields) {
+            self.tenant
+                .graph
+                .delete_event(self.mailbox, &inst_id)
+                .await?;
+            return Ok(Processed {
+                kind: cgc_core::PlanKind::Delete,
+                reason: "a cancelled series member: its occurrence is cancelled".into(),
+                writes: 1,
+            });
+        }
+        let ctx = self.context(&[&inst], None).await?;
+        obs.shadow = Some(cgc_core::from_graph(self.entity, &inst, &ctx)?);
+        let mut link = self.new_link(crm_id, &inst_id, &inst, None);
+        link.slot = slot_of(&inst);
+        obs.link = Some(link);
+        obs.graph_id = inst_id;
+        obs.graph = Some(inst);
+        obs.matched = true;
+        self.settle(obs).await
+    }
+
+    /// After a CRM master's pass: each member record not linked yet is linked to its occurrence.
+    pub(super) async fn link_crm_members(&self, master_crm: u64) -> Result<usize, SyncError> {
+        if self
+            .state()
+            .link_by_crm(self.tid(), self.entity, self.mailbox, master_crm)
+            .await?
+            .is_none()
+        {
+            return Ok(0);
+        }
+        let mut writes = 0;
+        for r in self.crm_members(master_crm).await? {
+            let linked = self
+                .state()
+                .link_by_crm(self.tid(), self.entity, self.mailbox, r.id)
+                .await?
+                .is_some();
+            if !linked {
+                writes += Box::pin(self.from_crm(r.id)).await?.writes;
+            }
+        }
+        Ok(writes)
+    }
+
+    /// The create body of a CRM master's series: the mapped fields in the tenant's CRM zone and
+    /// the pattern its own and its members' days follow; plus the days of that pattern no
+    /// record stands for (to cancel once the series exists).
+    pub(super) async fn series_body(
+        &self,
+        crm_id: u64,
+        fields: &CrmFields,
+        body: &Value,
+    ) -> Result<(Value, Vec<NaiveDate>), SyncError> {
+        let mut days: Vec<NaiveDate> = self
+            .crm_members(crm_id)
+            .await?
+            .iter()
+            .filter_map(|r| crm_date(&r.fields, "Date"))
+            .chain(crm_date(fields, "Date"))
+            .collect();
+        days.sort();
+        days.dedup();
+        let zone = self.tenant.cfg.crm_time_zone;
+        let name = graph_zone_name(zone);
+        let Some((recurrence, extra)) = series::infer_recurrence(&days, &name) else {
+            return Ok((body.clone(), Vec::new()));
+        };
+        let mut body = body.clone();
+        in_zone(&mut body, zone, &name);
+        body["recurrence"] = recurrence;
+        Ok((body, extra))
+    }
+
+    /// Cancels the occurrences of a just-made series on `days` (an irregular CRM series).
+    pub(super) async fn trim_series(
+        &self,
+        created: &Value,
+        days: &[NaiveDate],
+    ) -> Result<usize, SyncError> {
+        let (Some(id), false) = (created.get("id").and_then(Value::as_str), days.is_empty()) else {
+            return Ok(0);
+        };
+        let (from, to) = self.tenant.window(Utc::now());
+        let mut writes = 0;
+        for inst in self
+            .tenant
+            .graph
+            .instances(self.mailbox, id, from, to)
+            .await?
+        {
+            let day = series::original_day(&inst, created);
+            if day.is_some_and(|d| days.contains(&d)) {
+                if let Some(occ) = inst.get("id").and_then(Value::as_str) {
+                    self.tenant.graph.delete_event(self.mailbox, occ).await?;
+                    writes += 1;
+                }
+            }
+        }
+        Ok(writes)
+    }
+}
+
+/// The fields of a member record marking a cancelled day: the master's own values moved by
+/// `offset` days, `Status` = `Cancelled`, tied to the master.
+fn cancelled_member(master: &CrmFields, master_crm: u64, offset: Duration) -> CrmFields {
+    let mut f: CrmFields = [
+        "Contact",
+        "Time",
+        "EndTime",
+        "Subject",
+        "Text",
+        "Priority",
+        "Private",
+        "ShowAs",
+        "A031Location",
+        "RepID",
+    ]
+    .iter()
+    .filter_map(|k| master.get(*k).map(|v| (k.to_string(), v.clone())))
+    .collect();
+    for key in ["Date", "EndDate"] {
+        if let Some(d) = crm_date(master, key) {
+            f.insert(key.into(), (d + offset).format("%Y-%m-%d").to_string());
+        }
+    }
+    f.extend(series::member_fields(Member::Exception, Some(master_crm)));
+    f.insert("Status".into(), "Cancelled".into());
+    f.insert("F5021".into(), "true".into());
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_has_a_slot_and_a_single_or_master_none() {
+        let exc = json!({"type": "exception", "seriesMasterId": "M",
+            "originalStart": "2030-01-14T08:00:00Z", "originalStartTimeZone": "W. Europe Standard Time"});
+        assert_eq!(
+            slot_of(&exc),
+            Some(SeriesSlot {
+                master: "M".into(),
+                day: "2030-01-14".into()
+            })
+        );
+        assert_eq!(slot_of(&json!({"type": "seriesMaster"})), None);
+        assert_eq!(slot_of(&json!({"type": "singleInstance"})), None);
+        assert_eq!(
+            slot_of(&json!({"type": "occurrence"})),
+            None,
+            "no master id"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_day_is_the_masters_values_moved_and_marked() {
+        let master: CrmFields = [
+            ("Subject", "Jour fixe"),
+            ("Date", "2030-01-07"),
+            ("EndDate", "2030-01-07"),
+            ("Time", "09:00"),
+            ("EndTime", "09:30"),
+            ("RepID", "R1"),
+            ("IsMasterContact", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let f = cancelled_member(&master, (3 << 32) | 9, Duration::days(14));
+        assert_eq!(f["Date"], "2030-01-21");
+        assert_eq!(f["EndDate"], "2030-01-21");
+        assert_eq!(f["Time"], "09:00");
+        assert_eq!(f["Status"], "Cancelled");
+        assert_eq!(f["ContactStatNo"], "3");
+        assert_eq!(f["ContactSeqNo"], "9");
+        assert_eq!(f["IsMasterContact"], "false");
+        assert!(series::is_member_record(&f));
+    }
+
+    #[test]
+    fn a_series_is_made_in_the_crm_zone() {
+        let mut body = json!({"isAllDay": false,
+            "start": {"dateTime": "2030-07-01T07:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2030-07-01T07:30:00.0000000", "timeZone": "UTC"}});
+        let zone = chrono_tz::Europe::Berlin;
+        let name = graph_zone_name(zone);
+        assert_eq!(name, "W. Europe Standard Time");
+        in_zone(&mut body, zone, &name);
+        assert_eq!(body["start"]["dateTime"], "2030-07-01T09:00:00");
+        assert_eq!(body["end"]["timeZone"], "W. Europe Standard Time");
+        let mut all_day = json!({"isAllDay": true, "start": {"dateTime": "2030-07-01T00:00:00", "timeZone": "UTC"}});
+        in_zone(&mut all_day, zone, &name);
+        assert_eq!(all_day["start"]["dateTime"], "2030-07-01T00:00:00");
+        assert_eq!(graph_zone_name(chrono_tz::Europe::Vienna), "Europe/Vienna");
+    }
+}
