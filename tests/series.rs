@@ -64,7 +64,10 @@ fn records_of(h: &Harness, prefix: &str) -> Vec<cgc_crm::Record> {
 
 /// The member records of a CRM master (ContactStatNo/ContactSeqNo name it).
 fn members_of(h: &Harness, master: u64) -> Vec<cgc_crm::Record> {
-    let (stat, seq) = ((master >> 32).to_string(), (master & 0xFFFF_FFFF).to_string());
+    let (stat, seq) = (
+        (master >> 32).to_string(),
+        (master & 0xFFFF_FFFF).to_string(),
+    );
     h.crm
         .records("Contact")
         .into_iter()
@@ -88,9 +91,11 @@ async fn outlook_series(h: &Harness, subject: &str) -> (Value, cgc_crm::Record) 
         .graph
         .user_create_event(MAILBOX, weekly_series(subject, first, 3));
     assert_eq!(master["type"], "seriesMaster");
-    wait_for("the series' CRM record", Duration::from_secs(30), || async {
-        !crm_records_with_subject(h, subject).is_empty()
-    })
+    wait_for(
+        "the series' CRM record",
+        Duration::from_secs(30),
+        || async { !crm_records_with_subject(h, subject).is_empty() },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
@@ -108,8 +113,18 @@ async fn a9_weekly_series_from_outlook_becomes_one_master_record(b: Backend) {
     assert!(is_true(&rec, "IsSerialContact"), "{rec:?}");
     assert_eq!(field(&rec, "Date"), day_in(7).to_string());
     assert_eq!(field(&rec, "Time").get(..5), Some("09:00"), "Berlin time");
-    assert_eq!(h.graph.instances(MAILBOX, master["id"].as_str().unwrap()).len(), 3);
-    w.assert(&h, 2, 1, "record + ExtKey row; the CRM id stamped on the master");
+    assert_eq!(
+        h.graph
+            .instances(MAILBOX, master["id"].as_str().unwrap())
+            .len(),
+        3
+    );
+    w.assert(
+        &h,
+        2,
+        1,
+        "record + ExtKey row; the CRM id stamped on the master",
+    );
     h.stop().await;
 }
 
@@ -126,9 +141,11 @@ async fn a9_edited_occurrence_becomes_one_exception_record_master_unchanged(b: B
                "start": {"dateTime": format!("{second}T11:00:00"), "timeZone": ZONE},
                "end": {"dateTime": format!("{second}T12:00:00"), "timeZone": ZONE}}),
     );
-    wait_for("the exception's CRM record", Duration::from_secs(30), || async {
-        !crm_records_with_subject(&h, "A9 Weekly (Kundenbesuch)").is_empty()
-    })
+    wait_for(
+        "the exception's CRM record",
+        Duration::from_secs(30),
+        || async { !crm_records_with_subject(&h, "A9 Weekly (Kundenbesuch)").is_empty() },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
@@ -137,7 +154,10 @@ async fn a9_edited_occurrence_becomes_one_exception_record_master_unchanged(b: B
     let exc = &exc[0];
     assert!(is_true(exc, "IsSerialContact") && !is_true(exc, "IsMasterContact"));
     assert_eq!(field(exc, "ContactStatNo"), (rec.id >> 32).to_string());
-    assert_eq!(field(exc, "ContactSeqNo"), (rec.id & 0xFFFF_FFFF).to_string());
+    assert_eq!(
+        field(exc, "ContactSeqNo"),
+        (rec.id & 0xFFFF_FFFF).to_string()
+    );
     assert_eq!(field(exc, "Date"), second.to_string());
     assert_eq!(field(exc, "Time").get(..5), Some("11:00"));
     assert_eq!(
@@ -145,10 +165,15 @@ async fn a9_edited_occurrence_becomes_one_exception_record_master_unchanged(b: B
         before,
         "the master's record is unchanged by the exception"
     );
-    assert_eq!(records_of(&h, "A9 Weekly").len(), 2, "master + one exception");
+    assert_eq!(
+        records_of(&h, "A9 Weekly").len(),
+        2,
+        "master + one exception"
+    );
     // the exception's echo and a later round change nothing
     let w = Writes::now(&h);
-    h.graph.user_touch_event(MAILBOX, master["id"].as_str().unwrap());
+    h.graph
+        .user_touch_event(MAILBOX, master["id"].as_str().unwrap());
     h.settle().await.unwrap();
     w.assert(&h, 0, 0, "a touched master writes nothing");
     h.stop().await;
@@ -160,21 +185,38 @@ async fn a9_cancelled_occurrence_is_marked_not_deleted(b: Backend) {
     let occ = h.graph.instances(MAILBOX, master["id"].as_str().unwrap())[2].clone();
     h.graph
         .user_delete_event(MAILBOX, occ["id"].as_str().unwrap());
-    assert_eq!(h.graph.instances(MAILBOX, master["id"].as_str().unwrap()).len(), 2);
+    assert_eq!(
+        h.graph
+            .instances(MAILBOX, master["id"].as_str().unwrap())
+            .len(),
+        2
+    );
     let third = day_in(21).to_string();
-    wait_for("the cancelled day marked", Duration::from_secs(30), || async {
-        members_of(&h, rec.id)
-            .iter()
-            .any(|r| field(r, "Status") == "Cancelled" && field(r, "Date") == third)
-    })
+    wait_for(
+        "the cancelled day marked",
+        Duration::from_secs(30),
+        || async {
+            members_of(&h, rec.id)
+                .iter()
+                .any(|r| field(r, "Status") == "Cancelled" && field(r, "Date") == third)
+        },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
     let members = members_of(&h, rec.id);
-    assert_eq!(members.len(), 1, "one mark for the cancelled day: {members:?}");
+    assert_eq!(
+        members.len(),
+        1,
+        "one mark for the cancelled day: {members:?}"
+    );
     assert_eq!(field(&members[0], "Subject"), "A9 Standup");
     let master_rec = h.crm.record("Contact", rec.id).unwrap();
-    assert_ne!(field(&master_rec, "DelCd"), "1", "the master is not deleted");
+    assert_ne!(
+        field(&master_rec, "DelCd"),
+        "1",
+        "the master is not deleted"
+    );
     assert_ne!(field(&master_rec, "Status"), "Cancelled");
     assert!(
         records_of(&h, "A9 Standup")
@@ -184,7 +226,8 @@ async fn a9_cancelled_occurrence_is_marked_not_deleted(b: Backend) {
     );
     // later passes of the master mark nothing again
     let w = Writes::now(&h);
-    h.graph.user_touch_event(MAILBOX, master["id"].as_str().unwrap());
+    h.graph
+        .user_touch_event(MAILBOX, master["id"].as_str().unwrap());
     h.settle().await.unwrap();
     w.assert(&h, 0, 0, "the day is marked once");
     h.stop().await;
@@ -207,15 +250,26 @@ async fn a9_crm_edit_of_the_master_changes_the_outlook_series(b: Backend) {
     h.settle().await.unwrap();
     let inst = h.graph.instances(MAILBOX, &mid);
     assert_eq!(inst.len(), 3);
-    assert!(inst.iter().all(|i| i["subject"] == "A9 Planning Q3"), "{inst:?}");
+    assert!(
+        inst.iter().all(|i| i["subject"] == "A9 Planning Q3"),
+        "{inst:?}"
+    );
     let ev = h.graph.event(MAILBOX, &mid).unwrap();
-    assert_eq!(ev["recurrence"]["pattern"]["type"], "weekly", "still a series");
+    assert_eq!(
+        ev["recurrence"]["pattern"]["type"], "weekly",
+        "still a series"
+    );
     w.assert(&h, 0, 1, "one PATCH of the master");
     h.stop().await;
 }
 
 /// A series made in CRM: a master record and member records on its days.
-fn crm_series(h: &Harness, subject: &str, days: &[NaiveDate], time: Option<(&str, &str)>) -> (u64, Vec<u64>) {
+fn crm_series(
+    h: &Harness,
+    subject: &str,
+    days: &[NaiveDate],
+    time: Option<(&str, &str)>,
+) -> (u64, Vec<u64>) {
     let (t, et) = time.unwrap_or(("", ""));
     let first = days[0].to_string();
     let master = h.crm.user_insert(
@@ -232,7 +286,10 @@ fn crm_series(h: &Harness, subject: &str, days: &[NaiveDate], time: Option<(&str
             ("IsSerialContact", "true"),
         ],
     );
-    let (stat, seq) = ((master >> 32).to_string(), (master & 0xFFFF_FFFF).to_string());
+    let (stat, seq) = (
+        (master >> 32).to_string(),
+        (master & 0xFFFF_FFFF).to_string(),
+    );
     let members = days[1..]
         .iter()
         .map(|d| {
@@ -286,35 +343,64 @@ async fn a9_crm_created_series_becomes_an_outlook_series(b: Backend) {
         .into_iter()
         .filter(|e| e["subject"] == "A9 Vertriebsrunde" && e["type"] != "seriesMaster")
         .collect();
-    assert!(singles.is_empty(), "members made no single events: {singles:?}");
+    assert!(
+        singles.is_empty(),
+        "members made no single events: {singles:?}"
+    );
     assert_eq!(ev["recurrence"]["pattern"]["type"], "weekly");
-    assert_eq!(ev["recurrence"]["pattern"]["daysOfWeek"], json!([weekday_name(days[0])]));
+    assert_eq!(
+        ev["recurrence"]["pattern"]["daysOfWeek"],
+        json!([weekday_name(days[0])])
+    );
     assert_eq!(ev["recurrence"]["range"]["numberOfOccurrences"], 3);
     let mid = ev["id"].as_str().unwrap().to_string();
     let inst = h.graph.instances(MAILBOX, &mid);
     let starts: Vec<String> = inst
         .iter()
-        .map(|i| cgc_graph::tz::date_time_time_zone_to_utc(&i["start"]).unwrap().with_timezone(&chrono_tz::Europe::Berlin).format("%Y-%m-%d %H:%M").to_string())
+        .map(|i| {
+            cgc_graph::tz::date_time_time_zone_to_utc(&i["start"])
+                .unwrap()
+                .with_timezone(&chrono_tz::Europe::Berlin)
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
         .collect();
     let want: Vec<String> = days.iter().map(|d| format!("{d} 10:00")).collect();
-    assert_eq!(starts, want, "the occurrences fall on the records' days at 10:00 Berlin");
+    assert_eq!(
+        starts, want,
+        "the occurrences fall on the records' days at 10:00 Berlin"
+    );
     // a CRM edit of one member reaches that occurrence only
-    h.crm
-        .user_update("Contact", members[0], &[("Subject", "A9 Vertriebsrunde (Messe)")]);
-    wait_for("the occurrence renamed", Duration::from_secs(30), || async {
-        h.graph
-            .instances(MAILBOX, &mid)
-            .iter()
-            .any(|i| i["subject"] == "A9 Vertriebsrunde (Messe)")
-    })
+    h.crm.user_update(
+        "Contact",
+        members[0],
+        &[("Subject", "A9 Vertriebsrunde (Messe)")],
+    );
+    wait_for(
+        "the occurrence renamed",
+        Duration::from_secs(30),
+        || async {
+            h.graph
+                .instances(MAILBOX, &mid)
+                .iter()
+                .any(|i| i["subject"] == "A9 Vertriebsrunde (Messe)")
+        },
+    )
     .await
     .unwrap();
     h.settle().await.unwrap();
     let inst = h.graph.instances(MAILBOX, &mid);
-    let subjects: Vec<&str> = inst.iter().map(|i| i["subject"].as_str().unwrap_or("")).collect();
+    let subjects: Vec<&str> = inst
+        .iter()
+        .map(|i| i["subject"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(
         subjects,
-        ["A9 Vertriebsrunde", "A9 Vertriebsrunde (Messe)", "A9 Vertriebsrunde"]
+        [
+            "A9 Vertriebsrunde",
+            "A9 Vertriebsrunde (Messe)",
+            "A9 Vertriebsrunde"
+        ]
     );
     assert_eq!(inst[1]["type"], "exception");
     assert_eq!(
@@ -323,7 +409,9 @@ async fn a9_crm_created_series_becomes_an_outlook_series(b: Backend) {
         "the master is unchanged"
     );
     assert_eq!(
-        h.crm.record("Contact", master).map(|r| field(&r, "Subject")),
+        h.crm
+            .record("Contact", master)
+            .map(|r| field(&r, "Subject")),
         Some("A9 Vertriebsrunde".to_string())
     );
     h.stop().await;
@@ -371,7 +459,11 @@ async fn a9_all_day_yearly_series_across_a_dst_change_keeps_its_dates(b: Backend
     let rec = crm_records_with_subject(&h, "A9 Jahrestag");
     assert_eq!(rec.len(), 1);
     assert_eq!(field(&rec[0], "Date"), day.to_string());
-    assert_eq!(field(&rec[0], "EndDate"), day.to_string(), "EndDate inclusive");
+    assert_eq!(
+        field(&rec[0], "EndDate"),
+        day.to_string(),
+        "EndDate inclusive"
+    );
     assert_eq!(field(&rec[0], "Time"), "");
     assert!(is_true(&rec[0], "IsMasterContact"));
     // CRM → Outlook: an all-day yearly series of three years on that day

@@ -18,7 +18,11 @@ pub fn transaction_id(tenant: &str, crm_id: u64) -> String {
 
 impl Pass<'_> {
     /// The store lease `name` for this event's create, or a wait while another worker holds it.
-    pub(super) async fn create_lease(&self, name: &str, busy: &str) -> Result<crate::lease::Held, SyncError> {
+    pub(super) async fn create_lease(
+        &self,
+        name: &str,
+        busy: &str,
+    ) -> Result<crate::lease::Held, SyncError> {
         let holder = format!("{}:{}", self.app.instance, self.event_id);
         crate::lease::acquire(self.app.state.store(), name, &holder)
             .await?

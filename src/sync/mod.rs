@@ -89,7 +89,8 @@ impl Pass<'_> {
             }
             Observed::Pair(obs) => {
                 let fields = obs.crm.clone().unwrap_or_default();
-                let appointment = self.entity == Entity::Appointment && !records::is_deleted(&fields);
+                let appointment =
+                    self.entity == Entity::Appointment && !records::is_deleted(&fields);
                 if appointment && obs.link.is_none() && is_member_record(&fields) {
                     return self.member_from_crm(obs, &fields).await;
                 }

@@ -54,7 +54,10 @@ fn in_zone(body: &mut Value, zone: chrono_tz::Tz, name: &str) {
         return;
     }
     for key in ["start", "end"] {
-        let Some(text) = body.pointer(&format!("/{key}/dateTime")).and_then(Value::as_str) else {
+        let Some(text) = body
+            .pointer(&format!("/{key}/dateTime"))
+            .and_then(Value::as_str)
+        else {
             continue;
         };
         let Some(cgc_core::mapping::time::GraphDateTime::Local(utc)) =
@@ -63,7 +66,8 @@ fn in_zone(body: &mut Value, zone: chrono_tz::Tz, name: &str) {
             continue;
         };
         let local = cgc_core::mapping::time::utc_to_local(utc.and_utc(), zone);
-        body[key] = json!({"dateTime": local.format("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": name});
+        body[key] =
+            json!({"dateTime": local.format("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": name});
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use cgc_backends::Envelope;
 use cgc_core::Entity;
+use cgc_core::series::{self, Member};
 use cgc_graph::{DeltaRound, DeltaStart, GraphError};
 use chrono::Utc;
-use cgc_core::series::{self, Member};
 use serde_json::Value;
 
 use super::{WatchError, graph_reads};

@@ -211,16 +211,22 @@ pub fn infer_recurrence(days: &[NaiveDate], zone: &str) -> Option<(Value, Vec<Na
     let same_month = days.iter().all(|d| d.month() == first.month());
     let mut candidates = Vec::new();
     if same_day && same_month {
-        candidates.push(json!({"type": "absoluteYearly", "interval": (months / 12).max(1),
-            "month": first.month(), "dayOfMonth": first.day()}));
+        candidates.push(
+            json!({"type": "absoluteYearly", "interval": (months / 12).max(1),
+            "month": first.month(), "dayOfMonth": first.day()}),
+        );
     }
     if same_day {
-        candidates.push(json!({"type": "absoluteMonthly", "interval": months, "dayOfMonth": first.day()}));
+        candidates.push(
+            json!({"type": "absoluteMonthly", "interval": months, "dayOfMonth": first.day()}),
+        );
     }
     let on_first_day = json!([weekday_name(first.weekday())]);
     if step % 7 == 0 {
-        candidates.push(json!({"type": "weekly", "interval": step / 7, "daysOfWeek": on_first_day,
-            "firstDayOfWeek": "sunday"}));
+        candidates.push(
+            json!({"type": "weekly", "interval": step / 7, "daysOfWeek": on_first_day,
+            "firstDayOfWeek": "sunday"}),
+        );
     }
     candidates.push(json!({"type": "daily", "interval": step}));
     let mut weekdays: Vec<Weekday> = days.iter().map(|d| d.weekday()).collect();
@@ -395,13 +401,13 @@ mod tests {
             Member::Occurrence
         );
         assert_eq!(Member::of(&json!({"type": "exception"})), Member::Exception);
-        assert_eq!(Member::of(&json!({"type": "singleInstance"})), Member::Single);
+        assert_eq!(
+            Member::of(&json!({"type": "singleInstance"})),
+            Member::Single
+        );
         assert_eq!(Member::of(&json!({})), Member::Single);
         assert!(Member::Exception.is_instance() && !Member::Master.is_instance());
-        assert_eq!(
-            master_id(&json!({"seriesMasterId": "M1"})),
-            Some("M1")
-        );
+        assert_eq!(master_id(&json!({"seriesMasterId": "M1"})), Some("M1"));
         assert_eq!(master_id(&json!({"seriesMasterId": null})), None);
     }
 
@@ -448,7 +454,12 @@ mod tests {
         let second_tuesday_of_june = json!({"pattern": {"type": "relativeYearly", "interval": 1, "month": 6, "daysOfWeek": ["tuesday"], "index": "second"},
                        "range": {"type": "numbered", "startDate": "2030-01-01", "numberOfOccurrences": 2}});
         assert_eq!(
-            occurrence_days(&second_tuesday_of_june, d("2030-01-01"), d("2035-01-01"), 100),
+            occurrence_days(
+                &second_tuesday_of_june,
+                d("2030-01-01"),
+                d("2035-01-01"),
+                100
+            ),
             days(&["2030-06-11", "2031-06-10"])
         );
     }
@@ -487,8 +498,16 @@ mod tests {
             (&["2030-01-07", "2030-01-14", "2030-01-21"], "weekly", 1),
             (&["2030-01-07", "2030-01-21"], "weekly", 2),
             (&["2030-01-01", "2030-01-02", "2030-01-03"], "daily", 1),
-            (&["2030-01-31", "2030-03-31", "2030-05-31"], "absoluteMonthly", 2),
-            (&["2030-03-30", "2031-03-30", "2032-03-30"], "absoluteYearly", 1),
+            (
+                &["2030-01-31", "2030-03-31", "2030-05-31"],
+                "absoluteMonthly",
+                2,
+            ),
+            (
+                &["2030-03-30", "2031-03-30", "2032-03-30"],
+                "absoluteYearly",
+                1,
+            ),
         ];
         for (list, kind, interval) in cases {
             let (r, extra) = infer_recurrence(&days(list), zone).unwrap();
@@ -505,8 +524,8 @@ mod tests {
                 "the inferred pattern gives back exactly the days"
             );
         }
-        let (r, _) = infer_recurrence(&days(&["2030-01-07", "2030-01-09", "2030-01-14"]), zone)
-            .unwrap();
+        let (r, _) =
+            infer_recurrence(&days(&["2030-01-07", "2030-01-09", "2030-01-14"]), zone).unwrap();
         assert_eq!(r["pattern"]["daysOfWeek"], json!(["monday", "wednesday"]));
     }
 
@@ -548,7 +567,11 @@ mod tests {
             "start": {"dateTime": "2030-03-31T00:00:00.0000000", "timeZone": "UTC"},
             "recurrence": {"pattern": {"type": "absoluteYearly", "interval": 1, "month": 3, "dayOfMonth": 31},
                            "range": {"type": "noEnd", "startDate": "2030-03-31", "recurrenceTimeZone": "Pacific Standard Time"}}});
-        assert_eq!(first_day(&yearly), Some(d("2030-03-31")), "floating, not shifted");
+        assert_eq!(
+            first_day(&yearly),
+            Some(d("2030-03-31")),
+            "floating, not shifted"
+        );
         assert_eq!(
             original_day(&json!({"originalStart": "2031-03-31T00:00:00Z"}), &yearly),
             Some(d("2031-03-31"))
