@@ -414,6 +414,96 @@ async fn a9_crm_created_series_becomes_an_outlook_series(b: Backend) {
             .map(|r| field(&r, "Subject")),
         Some("A9 Vertriebsrunde".to_string())
     );
+    assert_event_bodies_match_the_schema(&h);
+    h.stop().await;
+}
+
+/// Every event body the connector sent (the series create with its inferred recurrence, the
+/// occurrence PATCH) uses only properties the Graph v1.0 schema declares, with their types.
+fn assert_event_bodies_match_the_schema(h: &Harness) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/protocols/graph-v1.0-schema.json"
+    );
+    let schema = cgc_graph::schema::Schema::load(path).expect("schema file loads");
+    let mut checked = 0;
+    for req in h.graph.requests() {
+        let (Some(body), true) = (&req.body, req.path.to_ascii_lowercase().contains("/events"))
+        else {
+            continue;
+        };
+        let problems = schema.strict_problems("event", body, &["singleValueExtendedProperties"]);
+        assert!(
+            problems.is_empty(),
+            "{} {}: {problems:?}\n{body:#}",
+            req.method,
+            req.path
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "the series create and the occurrence PATCH were checked"
+    );
+}
+
+async fn a9_series_begun_before_the_window_is_synced_and_its_end_leaving_unlinks_nothing(
+    b: Backend,
+) {
+    let h = start(b).await;
+    // past_days = 7: the series began three weeks ago and goes on every week
+    let first = day_in(-21);
+    let mut body = weekly_series("A9 Dauerbrenner", first, 3);
+    body["recurrence"]["range"] = json!({"type": "noEnd", "startDate": first.to_string()});
+    let master = h.graph.user_create_event(MAILBOX, body);
+    wait_for(
+        "the old series' record",
+        Duration::from_secs(30),
+        || async { !crm_records_with_subject(&h, "A9 Dauerbrenner").is_empty() },
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let rec = crm_records_with_subject(&h, "A9 Dauerbrenner").remove(0);
+    assert_eq!(
+        field(&rec, "Date"),
+        first.to_string(),
+        "the series' first day"
+    );
+    assert!(is_true(&rec, "IsMasterContact"));
+    let mid = master["id"].as_str().unwrap().to_string();
+    let state = &h.app().state;
+    let tenant = crm_graph_connector::demo::TENANT;
+    let entity = cgc_core::Entity::Appointment;
+    assert!(
+        state
+            .link_by_graph(tenant, entity, MAILBOX, &mid)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // the series now ends before the window starts: still linked, nothing written
+    let w = Writes::now(&h);
+    h.graph.user_update_event(
+        MAILBOX,
+        &mid,
+        json!({"recurrence": {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [weekday_name(first)]},
+                              "range": {"type": "endDate", "startDate": first.to_string(),
+                                        "endDate": day_in(-14).to_string()}}}),
+    );
+    h.settle().await.unwrap();
+    assert!(
+        state
+            .link_by_graph(tenant, entity, MAILBOX, &mid)
+            .await
+            .unwrap()
+            .is_some(),
+        "its end moving out of the window unlinks nothing"
+    );
+    w.assert(&h, 0, 0, "nothing written");
+    let rec = h.crm.record("Contact", rec.id).unwrap();
+    assert_ne!(field(&rec, "DelCd"), "1");
+    assert_ne!(field(&rec, "ConnectorDeleted"), "true");
     h.stop().await;
 }
 
@@ -496,4 +586,5 @@ each_backend!(
     a9_crm_edit_of_the_master_changes_the_outlook_series,
     a9_crm_created_series_becomes_an_outlook_series,
     a9_all_day_yearly_series_across_a_dst_change_keeps_its_dates,
+    a9_series_begun_before_the_window_is_synced_and_its_end_leaving_unlinks_nothing,
 );

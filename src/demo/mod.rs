@@ -227,6 +227,11 @@ pub async fn run() -> anyhow::Result<()> {
     );
     report("delete", &b, cw, gw);
 
+    // 6. A recurring series with one edited occurrence.
+    let (b, cw, gw) = (counts(&app), crm_writes(), graph_writes());
+    let series_ok = series_step(&h).await?;
+    report("series", &b, cw, gw);
+
     let m = &app.metrics;
     println!(
         "Summary: {} notifications accepted, {} events processed, {} writes, {} conflicts parked, {} dead letters; {:.1} s.",
@@ -237,10 +242,107 @@ pub async fn run() -> anyhow::Result<()> {
         app.queue.depth().await.map(|d| d.dead).unwrap_or(0),
         started.elapsed().as_secs_f64()
     );
-    let ok = kept;
+    let ok = kept && series_ok;
     h.stop().await;
     if !ok {
         bail!("the demo story did not end as expected");
     }
     Ok(())
+}
+
+/// Step 6: a weekly series of three made in Outlook, then its second meeting moved on its own:
+/// one CRM master record and one exception record tied to it; the master is unchanged.
+async fn series_step(h: &Harness) -> anyhow::Result<bool> {
+    println!(
+        "6. A rep makes a weekly series \"Jour fixe\" (3 meetings) in Outlook, then moves the second one to 11:00."
+    );
+    let first = (chrono::Utc::now() + chrono::Duration::days(3)).date_naive();
+    let weekday = format!("{:?}", chrono::Datelike::weekday(&first));
+    let day_name = match weekday.as_str() {
+        "Mon" => "monday",
+        "Tue" => "tuesday",
+        "Wed" => "wednesday",
+        "Thu" => "thursday",
+        "Fri" => "friday",
+        "Sat" => "saturday",
+        _ => "sunday",
+    };
+    let zone = "W. Europe Standard Time";
+    let master = h.graph.user_create_event(
+        MAILBOX,
+        json!({"subject": "Jour fixe",
+               "start": {"dateTime": format!("{first}T09:00:00"), "timeZone": zone},
+               "end": {"dateTime": format!("{first}T09:30:00"), "timeZone": zone},
+               "recurrence": {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [day_name]},
+                              "range": {"type": "numbered", "startDate": first.to_string(), "numberOfOccurrences": 3}}}),
+    );
+    let master_id = master["id"].as_str().unwrap_or_default().to_string();
+    let subject_is =
+        |r: &cgc_crm::Record, s: &str| r.fields.get("Subject").map(String::as_str) == Some(s);
+    wait_for("the series in CRM", Duration::from_secs(20), || async {
+        h.crm
+            .records("Contact")
+            .iter()
+            .any(|r| subject_is(r, "Jour fixe"))
+    })
+    .await?;
+    h.settle().await?;
+    let second = h
+        .graph
+        .instances(MAILBOX, &master_id)
+        .get(1)
+        .and_then(|o| o["id"].as_str().map(str::to_string))
+        .context("the series has a second meeting")?;
+    let day2 = first + chrono::Duration::days(7);
+    h.graph.user_update_event(
+        MAILBOX,
+        &second,
+        json!({"subject": "Jour fixe (moved)",
+               "start": {"dateTime": format!("{day2}T11:00:00"), "timeZone": zone},
+               "end": {"dateTime": format!("{day2}T11:30:00"), "timeZone": zone}}),
+    );
+    wait_for("the exception in CRM", Duration::from_secs(20), || async {
+        h.crm
+            .records("Contact")
+            .iter()
+            .any(|r| subject_is(r, "Jour fixe (moved)"))
+    })
+    .await?;
+    h.settle().await?;
+    let records = h.crm.records("Contact");
+    let field = |r: &cgc_crm::Record, k: &str| r.fields.get(k).cloned().unwrap_or_default();
+    let masters: Vec<_> = records
+        .iter()
+        .filter(|r| subject_is(r, "Jour fixe"))
+        .collect();
+    let exceptions: Vec<_> = records
+        .iter()
+        .filter(|r| subject_is(r, "Jour fixe (moved)"))
+        .collect();
+    let (Some(m), Some(e)) = (masters.first(), exceptions.first()) else {
+        return Ok(false);
+    };
+    println!(
+        "   CRM master: {} on {} {} (IsMasterContact = {}); exception: {} on {} {} (ContactStatNo/SeqNo = {}/{})",
+        field(m, "Subject"),
+        field(m, "Date"),
+        field(m, "Time"),
+        field(m, "IsMasterContact"),
+        field(e, "Subject"),
+        field(e, "Date"),
+        field(e, "Time"),
+        field(e, "ContactStatNo"),
+        field(e, "ContactSeqNo"),
+    );
+    let tied = field(e, "ContactSeqNo") == (m.id & 0xFFFF_FFFF).to_string()
+        && field(e, "ContactStatNo") == (m.id >> 32).to_string();
+    let ok = masters.len() == 1
+        && exceptions.len() == 1
+        && tied
+        && field(m, "Date") == first.to_string();
+    println!(
+        "   {} one master record and one exception record tied to it; plain occurrences made nothing",
+        if ok { "OK:" } else { "FAILED:" }
+    );
+    Ok(ok)
 }

@@ -42,6 +42,22 @@ pub struct SeriesSlot {
     pub day: String,
 }
 
+impl SeriesSlot {
+    /// The slot of an occurrence or exception (none for a single event or a master).
+    pub fn of(item: &serde_json::Value) -> Option<SeriesSlot> {
+        use cgc_core::series::{self, Member};
+        if !Member::of(item).is_instance() {
+            return None;
+        }
+        Some(SeriesSlot {
+            master: series::master_id(item)?.to_string(),
+            day: series::original_day(item, item)?
+                .format("%Y-%m-%d")
+                .to_string(),
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MailboxRecord {
     pub mailbox: String,

@@ -64,7 +64,8 @@ impl Pass<'_> {
     ) -> Result<Matched, SyncError> {
         let crm = &self.tenant.crm;
         // An occurrence shows its master's CRM id: it is matched by its own ExtKey row and iCalUId.
-        if let Some(id) = crm_id_on_item(item).filter(|_| !super::observe::is_instance(Some(item)))
+        if let Some(id) =
+            crm_id_on_item(item).filter(|_| !cgc_core::series::Member::of(item).is_instance())
         {
             if let Some(f) = self.crm_get(id).await? {
                 // The CRM id on an item is a claim by whoever edits the item: an appointment is

@@ -138,10 +138,10 @@ impl Pass<'_> {
             .state()
             .link_by_graph(self.tid(), self.entity, self.mailbox, graph_id)
             .await?;
-        if self.entity == Entity::Appointment {
-            if let Some(master) = self.master_route(item.as_ref(), link.as_ref()).await? {
-                return Ok(Observed::Master(master));
-            }
+        if self.entity == Entity::Appointment
+            && let Some(master) = self.master_route(item.as_ref(), link.as_ref()).await?
+        {
+            return Ok(Observed::Master(master));
         }
         if let (Entity::Appointment, Some(v)) = (self.entity, &item) {
             self.note_unknown_zones(graph_id, v);

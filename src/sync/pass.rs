@@ -104,7 +104,7 @@ impl<'a> Pass<'a> {
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
             list_id: list_id.map(str::to_string),
-            slot: super::series::slot_of(item),
+            slot: crate::state::SeriesSlot::of(item),
         }
     }
 }

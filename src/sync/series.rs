@@ -19,20 +19,7 @@ use serde_json::{Value, json};
 use super::observe::Observation;
 use super::{Pass, Processed, SyncError, noop};
 use crate::event::Change;
-use crate::state::{Link, SeriesSlot, lease_names};
-
-/// The slot of an occurrence or exception in its series (its master and planned day).
-pub(super) fn slot_of(item: &Value) -> Option<SeriesSlot> {
-    if !Member::of(item).is_instance() {
-        return None;
-    }
-    Some(SeriesSlot {
-        master: series::master_id(item)?.to_string(),
-        day: series::original_day(item, item)?
-            .format("%Y-%m-%d")
-            .to_string(),
-    })
-}
+use crate::state::{Link, lease_names};
 
 fn crm_date(f: &CrmFields, key: &str) -> Option<NaiveDate> {
     cgc_core::mapping::time::parse_crm_date(f.get(key)?)
@@ -354,9 +341,7 @@ impl Pass<'_> {
         }
         let ctx = self.context(&[&inst], None).await?;
         obs.shadow = Some(cgc_core::from_graph(self.entity, &inst, &ctx)?);
-        let mut link = self.new_link(crm_id, &inst_id, &inst, None);
-        link.slot = slot_of(&inst);
-        obs.link = Some(link);
+        obs.link = Some(self.new_link(crm_id, &inst_id, &inst, None));
         obs.graph_id = inst_id;
         obs.graph = Some(inst);
         obs.matched = true;
@@ -434,11 +419,11 @@ impl Pass<'_> {
             .await?
         {
             let day = series::original_day(&inst, created);
-            if day.is_some_and(|d| days.contains(&d)) {
-                if let Some(occ) = inst.get("id").and_then(Value::as_str) {
-                    self.tenant.graph.delete_event(self.mailbox, occ).await?;
-                    writes += 1;
-                }
+            if day.is_some_and(|d| days.contains(&d))
+                && let Some(occ) = inst.get("id").and_then(Value::as_str)
+            {
+                self.tenant.graph.delete_event(self.mailbox, occ).await?;
+                writes += 1;
             }
         }
         Ok(writes)
@@ -477,9 +462,11 @@ fn cancelled_member(master: &CrmFields, master_crm: u64, offset: Duration) -> Cr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::SeriesSlot;
 
     #[test]
     fn an_instance_has_a_slot_and_a_single_or_master_none() {
+        let slot_of = SeriesSlot::of;
         let exc = json!({"type": "exception", "seriesMasterId": "M",
             "originalStart": "2030-01-14T08:00:00Z", "originalStartTimeZone": "W. Europe Standard Time"});
         assert_eq!(

@@ -341,4 +341,34 @@ mod tests {
         catch_up(app, &t, MAILBOX).await.unwrap();
         assert!(ta.drain_queue().await.is_empty());
     }
+
+    #[tokio::test]
+    async fn a_series_reported_by_its_occurrences_is_enqueued_once_by_its_master() {
+        let ta = TestApp::start().await;
+        let (app, t) = (&ta.app, ta.tenant());
+        let day = (Utc::now() + chrono::Duration::days(1)).date_naive();
+        let master = ta.graph.user_create_event(
+            MAILBOX,
+            json!({"subject": "Daily",
+                   "start": {"dateTime": format!("{day}T09:00:00"), "timeZone": "UTC"},
+                   "end": {"dateTime": format!("{day}T09:15:00"), "timeZone": "UTC"},
+                   "recurrence": {"pattern": {"type": "daily", "interval": 1},
+                                  "range": {"type": "numbered", "startDate": day.to_string(), "numberOfOccurrences": 5}}}),
+        );
+        catch_up(app, &t, MAILBOX).await.unwrap();
+        let ids: Vec<String> = ta
+            .drain_queue()
+            .await
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::GraphItem { item_id, .. } => Some(item_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            vec![master["id"].as_str().unwrap().to_string()],
+            "five occurrences, one event for their master"
+        );
+    }
 }
