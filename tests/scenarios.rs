@@ -2540,6 +2540,58 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Issue 9, the non-series parts: contact scope, task links, the invitation guard.
+
+async fn t2_todo_task_gets_its_linked_resource_once_the_crm_task_exists(b: Backend) {
+    let h = start(b).await;
+    let list = h.graph.default_list_id(MAILBOX);
+    let t = h
+        .graph
+        .user_create_task(MAILBOX, &list, json!({"title": "T2 send the offer"}));
+    let tid = t["id"].as_str().unwrap().to_string();
+    let crm_task = || {
+        h.crm
+            .records("Task")
+            .into_iter()
+            .find(|r| r.fields.get("Subject").map(String::as_str) == Some("T2 send the offer"))
+    };
+    wait_for("the CRM task", Duration::from_secs(20), || async {
+        crm_task().is_some()
+    })
+    .await
+    .unwrap();
+    let crm_id = crm_task().unwrap().id;
+    wait_for("the linkedResource", Duration::from_secs(20), || async {
+        h.graph.task(MAILBOX, &tid).is_some_and(|t| {
+            t["linkedResources"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        })
+    })
+    .await
+    .unwrap();
+    // The link was the pass's last write; its echo (To Do reports the task changed) is a no-op.
+    let w = Writes::now(&h);
+    h.settle().await.unwrap();
+    w.assert(&h, 0, 0, "the linked task's echo");
+    let task = h.graph.task(MAILBOX, &tid).unwrap();
+    let links = task["linkedResources"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "exactly one linkedResource: {links:?}");
+    assert_eq!(links[0]["applicationName"], "crm-graph-connector");
+    assert_eq!(links[0]["externalId"], crm_id.to_string());
+    assert_eq!(
+        h.crm
+            .records("Task")
+            .iter()
+            .filter(|r| r.fields.get("Subject").map(String::as_str) == Some("T2 send the offer"))
+            .count(),
+        1,
+        "one CRM task"
+    );
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -2621,6 +2673,7 @@ on_both_backends!(
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,
     x15_patch_carries_only_changed_properties_and_crm_only_fields_never_write_graph,
+    t2_todo_task_gets_its_linked_resource_once_the_crm_task_exists,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -131,6 +131,13 @@ impl Pass<'_> {
             props.push((SYNC_STATE_PROPERTY, fp));
         }
         self.graph_stamp(&obs.graph_id, &props).await?;
+        // A task first created in To Do: its linkedResource, now that the record exists.
+        if self
+            .link_task(&obs.graph_id, obs.list_id.as_deref(), Some(item), crm_id)
+            .await?
+        {
+            p.writes += 1;
+        }
         p.link = Some(l);
         Ok(())
     }
@@ -291,6 +298,9 @@ impl Pass<'_> {
         if item.and_then(crm_id_on_item) != Some(l.crm_id) {
             let cid = l.crm_id.to_string();
             self.graph_stamp(&l.graph_id, &[(CRM_ID_PROPERTY, &cid)])
+                .await?;
+            // Tasks carry the CRM id as a linkedResource instead.
+            self.link_task(&l.graph_id, l.list_id.as_deref(), item, l.crm_id)
                 .await?;
         }
         Ok(())

@@ -989,6 +989,45 @@ impl State {
         Ok((204, Value::Null))
     }
 
+    /// `POST …/tasks/{id}/linkedResources` (graph.md 3.3): adds one linkedResource to a task
+    /// (the server makes its id); the task changes (new change key, reported by delta).
+    pub fn add_task_link(
+        &mut self,
+        mbx: usize,
+        container: &str,
+        id: &str,
+        body: &Value,
+        by_app: bool,
+    ) -> ApiResult {
+        let idx = self.mailboxes[mbx]
+            .find(Kind::Task, id)
+            .filter(|i| self.mailboxes[mbx].items[*i].container == container)
+            .ok_or_else(|| ApiError::not_found(id))?;
+        let mut link = parse_links(&Value::Array(vec![body.clone()]))?;
+        let Some(link) = link.pop() else {
+            return Err(ApiError::bad("The request body must be a linkedResource."));
+        };
+        let seq = self.next_seq();
+        let item = &mut self.mailboxes[mbx].items[idx];
+        item.links.push(link.clone());
+        item.change_key = new_change_key();
+        item.modified = Utc::now();
+        item.seq = seq;
+        self.count_write(mbx, by_app);
+        self.emit(mbx, idx, "updated", None);
+        Ok((201, link))
+    }
+
+    /// `GET …/tasks/{id}/linkedResources`.
+    pub fn task_links(&self, mbx: usize, container: &str, id: &str) -> ApiResult {
+        let mb = &self.mailboxes[mbx];
+        let idx = mb
+            .find(Kind::Task, id)
+            .filter(|i| mb.items[*i].container == container)
+            .ok_or_else(|| ApiError::not_found(id))?;
+        Ok((200, json!({ "value": mb.items[idx].links })))
+    }
+
     /// Moves a message: new default id, same immutable id.
     pub fn move_message(
         &mut self,
