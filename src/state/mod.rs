@@ -8,9 +8,11 @@ use cgc_core::{Canonical, ConflictField, Entity};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+mod invitations;
 pub mod lease_names;
 mod subscriptions;
 
+pub use invitations::{HeldInvitation, HoldReason, InvitationRecord, ReleasedInvitation};
 pub use subscriptions::{SubscriptionCache, SubscriptionRecord};
 
 /// How many audit entries are kept per tenant (oldest dropped first).

@@ -63,6 +63,10 @@ fn fingerprint_to_write(entity: Entity, plan: &Plan, item: Option<&Value>) -> Op
 impl Pass<'_> {
     /// Writes a plan: the operations in order, then link, shadow, conflict and audit.
     pub async fn apply(&self, plan: Plan, obs: Observation) -> Result<Processed, SyncError> {
+        // The invitation guard: a write that would mail attendees may wait (invitations.rs).
+        if let Some(held) = self.held_for_invitations(&plan, &obs).await? {
+            return Ok(held);
+        }
         let mut p = Progress {
             link: obs.link.clone(),
             writes: 0,

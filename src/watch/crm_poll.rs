@@ -45,6 +45,10 @@ pub(crate) async fn poll_crm_mailbox(
     let wm_key = format!("crm:{}", m.mailbox);
     let old_watermark = app.state.watermark(&t.cfg.id, &wm_key).await?;
     let since = old_watermark.map(|w| w - POLL_OVERLAP);
+    // The mailbox's first poll (a rep just switched on, or a lost store): what it finds is the
+    // first sync, whose invitation-sending writes the invitation guard holds.
+    let first_key = format!("crm-first-poll:{}", m.mailbox);
+    let first_sync = app.state.watermark(&t.cfg.id, &first_key).await?.is_none();
     // The newest change time seen, in the CRM's own clock: the next poll starts there, so a CRM
     // clock behind the connector's loses nothing.
     let mut newest: Option<DateTime<Utc>> = None;
@@ -72,11 +76,26 @@ pub(crate) async fn poll_crm_mailbox(
     if crm_writes_to_graph(t.cfg.contacts.direction) {
         events.extend(poll_linked_persons(app, t, &m.mailbox, since).await?);
     }
+    if first_sync {
+        mark_first_sync(&mut events);
+    }
     publish(app, events).await?;
+    if first_sync {
+        app.state.put_watermark(&t.cfg.id, &first_key, started).await?;
+    }
     if let Some(wm) = newest.max(old_watermark) {
         app.state.put_watermark(&t.cfg.id, &wm_key, wm).await?;
     }
     Ok(())
+}
+
+/// Marks the events of a mailbox's first poll.
+fn mark_first_sync(events: &mut [EventV1]) {
+    for e in events {
+        if let EventKind::CrmRecord { first_sync, .. } = &mut e.kind {
+            *first_sync = true;
+        }
+    }
 }
 
 /// Records of an entity's table changed on or after the day of `since` (of one rep, if given).
@@ -150,6 +169,7 @@ fn table_events(
                 entity,
                 crm_id: r.id,
                 stamp,
+                first_sync: false,
             },
             observed_at: changed.unwrap_or(started),
             subscription_id: None,
@@ -195,6 +215,7 @@ async fn poll_linked_persons(
                 entity: Entity::Contact,
                 crm_id: r.id,
                 stamp: stamp(&r.fields),
+                first_sync: false,
             },
             observed_at: Utc::now(),
             subscription_id: None,
