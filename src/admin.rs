@@ -286,7 +286,9 @@ async fn release_invitations(AxState(app): AxState<Arc<App>>, body: axum::body::
     if let Err(e) = app.queue.publish(events).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("released, but the held writes could not be queued ({e}); they go through with the pair's next change"),
+            format!(
+                "released, but the held writes could not be queued ({e}); they go through with the pair's next change"
+            ),
         );
     }
     crate::telemetry::events::InvitationsReleased {

@@ -96,7 +96,12 @@ pub fn event_end(op: &Op, item: Option<&Value>) -> Option<DateTime<Utc>> {
 }
 
 /// Pure decision: lets the write through (and counts it) or holds it (and remembers it).
-pub fn decide(rec: &mut InvitationRecord, w: &Write, now: DateTime<Utc>, max_per_minute: u32) -> Admit {
+pub fn decide(
+    rec: &mut InvitationRecord,
+    w: &Write,
+    now: DateTime<Utc>,
+    max_per_minute: u32,
+) -> Admit {
     rec.sent.retain(|t| *t > now - Duration::minutes(1));
     rec.released.retain(|r| r.until > now);
     let released = rec.released.iter().position(|r| r.crm_id == w.crm_id);
@@ -156,7 +161,10 @@ pub async fn admit(
 }
 
 /// Every held write of a tenant, with its mailbox.
-pub async fn held(state: &State, tenant: &str) -> Result<Vec<(String, HeldInvitation)>, StoreError> {
+pub async fn held(
+    state: &State,
+    tenant: &str,
+) -> Result<Vec<(String, HeldInvitation)>, StoreError> {
     Ok(state
         .all_invitations(tenant)
         .await?
@@ -256,33 +264,51 @@ mod tests {
     #[test]
     fn creates_with_attendees_and_visible_changes_of_an_organizers_meeting_send_mail() {
         let ev = with_attendees();
-        assert!(sends_meeting_mail(&Op::CreateGraph { body: ev.clone() }, None));
+        assert!(sends_meeting_mail(
+            &Op::CreateGraph { body: ev.clone() },
+            None
+        ));
         assert!(!sends_meeting_mail(
-            &Op::CreateGraph { body: json!({"subject": "alone"}) },
+            &Op::CreateGraph {
+                body: json!({"subject": "alone"})
+            },
             None
         ));
         for k in ATTENDEE_VISIBLE {
             let patch = json!({ *k: "x" });
-            assert!(sends_meeting_mail(&Op::UpdateGraph { patch }, Some(&ev)), "{k}");
+            assert!(
+                sends_meeting_mail(&Op::UpdateGraph { patch }, Some(&ev)),
+                "{k}"
+            );
         }
         // Not attendee-visible: no mail.
         let quiet = json!({"showAs": "free", "isReminderOn": false, "importance": "high"});
-        assert!(!sends_meeting_mail(&Op::UpdateGraph { patch: quiet }, Some(&ev)));
+        assert!(!sends_meeting_mail(
+            &Op::UpdateGraph { patch: quiet },
+            Some(&ev)
+        ));
         // No attendees, or an attendee's own copy: no mail.
         let alone = json!({"subject": "s"});
         assert!(!sends_meeting_mail(
-            &Op::UpdateGraph { patch: json!({"subject": "t"}) },
+            &Op::UpdateGraph {
+                patch: json!({"subject": "t"})
+            },
             Some(&alone)
         ));
         let mut copy = ev.clone();
         copy["isOrganizer"] = json!(false);
         assert!(!sends_meeting_mail(
-            &Op::UpdateGraph { patch: json!({"subject": "t"}) },
+            &Op::UpdateGraph {
+                patch: json!({"subject": "t"})
+            },
             Some(&copy)
         ));
         // Adding the first attendee mails them.
         let add = json!({"attendees": ev["attendees"].clone()});
-        assert!(sends_meeting_mail(&Op::UpdateGraph { patch: add }, Some(&alone)));
+        assert!(sends_meeting_mail(
+            &Op::UpdateGraph { patch: add },
+            Some(&alone)
+        ));
         assert!(!sends_meeting_mail(&Op::DeleteGraph, Some(&ev)));
     }
 
@@ -291,12 +317,16 @@ mod tests {
         let item = json!({"end": {"dateTime": "2026-01-01T10:00:00.0000000", "timeZone": "UTC"}});
         let patch = json!({"end": {"dateTime": "2027-01-01T10:00:00", "timeZone": "UTC"}});
         assert_eq!(
-            event_end(&Op::UpdateGraph { patch }, Some(&item)).unwrap().to_rfc3339(),
+            event_end(&Op::UpdateGraph { patch }, Some(&item))
+                .unwrap()
+                .to_rfc3339(),
             "2027-01-01T10:00:00+00:00"
         );
         let patch = json!({"subject": "x"});
         assert_eq!(
-            event_end(&Op::UpdateGraph { patch }, Some(&item)).unwrap().to_rfc3339(),
+            event_end(&Op::UpdateGraph { patch }, Some(&item))
+                .unwrap()
+                .to_rfc3339(),
             "2026-01-01T10:00:00+00:00"
         );
     }
@@ -308,7 +338,10 @@ mod tests {
             ends: Some(at(-1)),
             ..write(1)
         };
-        assert_eq!(decide(&mut r, &past, at(0), 30), Admit::Held(HoldReason::Past));
+        assert_eq!(
+            decide(&mut r, &past, at(0), 30),
+            Admit::Held(HoldReason::Past)
+        );
         let first = Write {
             first_sync: true,
             ..write(2)
@@ -320,7 +353,10 @@ mod tests {
         assert_eq!(r.held.len(), 2);
         assert!(r.sent.is_empty(), "nothing sent");
         // The same pair held again keeps one entry and its first time.
-        assert_eq!(decide(&mut r, &past, at(5), 30), Admit::Held(HoldReason::Past));
+        assert_eq!(
+            decide(&mut r, &past, at(5), 30),
+            Admit::Held(HoldReason::Past)
+        );
         assert_eq!(r.held.len(), 2);
         assert_eq!(r.held.iter().find(|h| h.crm_id == 1).unwrap().since, at(0));
     }
@@ -331,7 +367,10 @@ mod tests {
         for i in 0..3 {
             assert_eq!(decide(&mut r, &write(i), at(i as i64), 3), Admit::Go);
         }
-        assert_eq!(decide(&mut r, &write(9), at(10), 3), Admit::Held(HoldReason::Rate));
+        assert_eq!(
+            decide(&mut r, &write(9), at(10), 3),
+            Admit::Held(HoldReason::Rate)
+        );
         assert_eq!(decide(&mut r, &write(10), at(70), 3), Admit::Go);
         // 0 = no limit.
         let mut r = InvitationRecord::default();
@@ -347,7 +386,10 @@ mod tests {
             ends: Some(at(-1)),
             ..write(1)
         };
-        assert_eq!(decide(&mut r, &past, at(0), 30), Admit::Held(HoldReason::Past));
+        assert_eq!(
+            decide(&mut r, &past, at(0), 30),
+            Admit::Held(HoldReason::Past)
+        );
         r.held.clear();
         r.released.push(ReleasedInvitation {
             crm_id: 1,
@@ -355,13 +397,19 @@ mod tests {
         });
         assert_eq!(decide(&mut r, &past, at(1), 30), Admit::Go);
         assert!(r.released.is_empty());
-        assert_eq!(decide(&mut r, &past, at(2), 30), Admit::Held(HoldReason::Past));
+        assert_eq!(
+            decide(&mut r, &past, at(2), 30),
+            Admit::Held(HoldReason::Past)
+        );
         // An expired release lets nothing through.
         r.released.push(ReleasedInvitation {
             crm_id: 1,
             until: at(600),
         });
-        assert_eq!(decide(&mut r, &past, at(601), 30), Admit::Held(HoldReason::Past));
+        assert_eq!(
+            decide(&mut r, &past, at(601), 30),
+            Admit::Held(HoldReason::Past)
+        );
     }
 
     #[test]
@@ -370,7 +418,10 @@ mod tests {
         for i in 0..2 {
             decide(&mut r, &write(i), at(0), 2);
         }
-        assert_eq!(decide(&mut r, &write(7), at(1), 2), Admit::Held(HoldReason::Rate));
+        assert_eq!(
+            decide(&mut r, &write(7), at(1), 2),
+            Admit::Held(HoldReason::Rate)
+        );
         assert_eq!(decide(&mut r, &write(7), at(90), 2), Admit::Go);
         assert!(r.held.is_empty());
     }

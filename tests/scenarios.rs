@@ -2543,7 +2543,7 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
 // ---------------------------------------------------------------------------------------------
 // Issue 9, the non-series parts: contact scope, task links, the invitation guard.
 
-async fn t2_todo_task_gets_its_linked_resource_once_the_crm_task_exists(b: Backend) {
+async fn x9_todo_task_gets_its_linked_resource_once_the_crm_task_exists(b: Backend) {
     let h = start(b).await;
     let list = h.graph.default_list_id(MAILBOX);
     let t = h
@@ -2588,6 +2588,197 @@ async fn t2_todo_task_gets_its_linked_resource_once_the_crm_task_exists(b: Backe
             .count(),
         1,
         "one CRM task"
+    );
+    h.stop().await;
+}
+
+/// A CRM meeting of rep `rep_id` with one attendee (a known person), `days` from today.
+fn crm_meeting(h: &Harness, rep_id: &str, subject: &str, days: i64) -> u64 {
+    let (date, time) = crm_slot(days, 10);
+    h.crm.user_insert(
+        "Contact",
+        &[
+            ("Contact", "Meeting"),
+            ("Subject", subject),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "11:00"),
+            ("RepID", rep_id),
+            ("Participants", "ana@customer.test"),
+        ],
+    )
+}
+
+/// The writes the invitation guard holds (`GET /admin/invitations`).
+async fn held_invitations(h: &Harness) -> Vec<Value> {
+    admin_get(h, "/admin/invitations").await["invitations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn release_invitations(h: &Harness, mailbox: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/invitations/release", h.admin_url()))
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .json(&json!({"tenant": "contoso", "mailbox": mailbox}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "release answered {}", r.status());
+    r.json().await.unwrap()
+}
+
+fn events_with_subject(h: &Harness, mailbox: &str, subject: &str) -> usize {
+    h.graph
+        .events(mailbox)
+        .iter()
+        .filter(|e| e["subject"] == subject)
+        .count()
+}
+
+async fn x9_past_crm_meeting_with_attendees_sends_no_invitation(b: Backend) {
+    let h = start(b).await;
+    let id = crm_meeting(&h, REP_ID, "X9 yesterday's meeting", -1);
+    wait_for("the held write listed", Duration::from_secs(20), || async {
+        held_invitations(&h)
+            .await
+            .iter()
+            .any(|i| i["crm_id"] == id.to_string())
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let held = held_invitations(&h).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["reason"], "past");
+    assert_eq!(held[0]["mailbox"], MAILBOX);
+    assert_eq!(held[0]["tenant"], "contoso");
+    assert!(
+        held[0]["item"].is_null(),
+        "a held create has no Graph item yet"
+    );
+    assert!(held[0]["since"].is_string());
+    assert_eq!(h.graph.meeting_messages(MAILBOX), 0, "no meeting mail");
+    assert_eq!(
+        events_with_subject(&h, MAILBOX, "X9 yesterday's meeting"),
+        0
+    );
+    assert_eq!(
+        crm_field(&h, id, "Subject"),
+        "X9 yesterday's meeting",
+        "the CRM record keeps its data"
+    );
+    assert_eq!(
+        h.app().metrics.get(
+            "invitations_held_total",
+            &[("tenant", "contoso"), ("reason", "past")]
+        ),
+        1
+    );
+    h.stop().await;
+}
+
+async fn x9_first_sync_of_a_mailbox_sends_no_invitation_until_released(b: Backend) {
+    let h = start(b).await;
+    let app = h.app().clone();
+    let tenant = app.tenant("contoso").unwrap().clone();
+    // A rep with a meeting already in CRM is switched on: the meeting is the first sync.
+    const REP2: &str = "rep2@contoso.com";
+    h.crm.user_insert(
+        "Rep",
+        &[
+            ("RepID", "5"),
+            ("EMail", REP2),
+            ("ConnectorEnabled", "true"),
+            ("SyncAppointments", "true"),
+        ],
+    );
+    let id = crm_meeting(&h, "5", "X9 onboarding meeting", 3);
+    h.graph.add_mailbox(REP2);
+    crm_graph_connector::watch::mailboxes::refresh_mailboxes(&app, &tenant, &app.public_url())
+        .await
+        .unwrap();
+    wait_for("the held write listed", Duration::from_secs(20), || async {
+        held_invitations(&h)
+            .await
+            .iter()
+            .any(|i| i["crm_id"] == id.to_string())
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let held = held_invitations(&h).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["reason"], "first_sync");
+    assert_eq!(held[0]["mailbox"], REP2);
+    assert_eq!(h.graph.meeting_messages(REP2), 0, "no meeting mail");
+    assert_eq!(events_with_subject(&h, REP2, "X9 onboarding meeting"), 0);
+    // Released: the write is sent once.
+    let r = release_invitations(&h, REP2).await;
+    assert_eq!(r["writes_queued"], 1, "{r}");
+    wait_for("the event in Outlook", Duration::from_secs(20), || async {
+        events_with_subject(&h, REP2, "X9 onboarding meeting") == 1
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(events_with_subject(&h, REP2, "X9 onboarding meeting"), 1);
+    assert_eq!(h.graph.meeting_messages(REP2), 1, "one invitation, to Ana");
+    assert!(held_invitations(&h).await.is_empty());
+    h.stop().await;
+}
+
+async fn x9_invitations_beyond_the_limit_per_minute_are_held_until_released(b: Backend) {
+    let mut opts = b.options();
+    opts.appointments_toml = "max_invitations_per_minute = 3".into();
+    let h = start_with(opts).await;
+    let ids: Vec<u64> = (0..4)
+        .map(|i| crm_meeting(&h, REP_ID, &format!("X9 burst {i}"), 2))
+        .collect();
+    wait_for(
+        "three sent and one held",
+        Duration::from_secs(30),
+        || async {
+            h.graph.meeting_messages(MAILBOX) == 3 && held_invitations(&h).await.len() == 1
+        },
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let held = held_invitations(&h).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["reason"], "rate");
+    assert!(ids.iter().any(|id| held[0]["crm_id"] == id.to_string()));
+    let created = (0..4)
+        .filter(|i| events_with_subject(&h, MAILBOX, &format!("X9 burst {i}")) == 1)
+        .count();
+    assert_eq!(created, 3, "N sent");
+    assert_eq!(h.graph.meeting_messages(MAILBOX), 3);
+    assert_eq!(
+        h.app().metrics.gauge(
+            "invitations_held",
+            &[("tenant", "contoso"), ("mailbox", MAILBOX)]
+        ),
+        1
+    );
+    // Released: the held one is sent.
+    release_invitations(&h, MAILBOX).await;
+    wait_for("the fourth event", Duration::from_secs(20), || async {
+        (0..4).all(|i| events_with_subject(&h, MAILBOX, &format!("X9 burst {i}")) == 1)
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.meeting_messages(MAILBOX), 4);
+    assert!(held_invitations(&h).await.is_empty());
+    assert_eq!(
+        h.app().metrics.gauge(
+            "invitations_held",
+            &[("tenant", "contoso"), ("mailbox", MAILBOX)]
+        ),
+        0
     );
     h.stop().await;
 }
@@ -2673,7 +2864,10 @@ on_both_backends!(
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,
     x15_patch_carries_only_changed_properties_and_crm_only_fields_never_write_graph,
-    t2_todo_task_gets_its_linked_resource_once_the_crm_task_exists,
+    x9_todo_task_gets_its_linked_resource_once_the_crm_task_exists,
+    x9_past_crm_meeting_with_attendees_sends_no_invitation,
+    x9_first_sync_of_a_mailbox_sends_no_invitation_until_released,
+    x9_invitations_beyond_the_limit_per_minute_are_held_until_released,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -81,7 +81,9 @@ pub(crate) async fn poll_crm_mailbox(
     }
     publish(app, events).await?;
     if first_sync {
-        app.state.put_watermark(&t.cfg.id, &first_key, started).await?;
+        app.state
+            .put_watermark(&t.cfg.id, &first_key, started)
+            .await?;
     }
     if let Some(wm) = newest.max(old_watermark) {
         app.state.put_watermark(&t.cfg.id, &wm_key, wm).await?;
