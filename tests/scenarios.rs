@@ -2592,6 +2592,151 @@ async fn x9_todo_task_gets_its_linked_resource_once_the_crm_task_exists(b: Backe
     h.stop().await;
 }
 
+async fn x9_new_crm_person_of_a_company_the_rep_meets_reaches_outlook(b: Backend) {
+    let h = start(b).await;
+    // The rep meets company 1/1 (Ana Lopez's, seeded) in the window: its persons are in scope.
+    let (date, time) = crm_slot(2, 9);
+    h.crm.user_insert(
+        "Contact",
+        &[
+            ("Contact", "Visit"),
+            ("Subject", "X9 visit at Customer"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "10:00"),
+            ("RepID", REP_ID),
+            ("CoGrp", "1"),
+            ("CoNo", "1"),
+        ],
+    );
+    h.crm.user_insert(
+        "Person",
+        &[
+            ("FirstName", "Ben"),
+            ("LastName", "Weber"),
+            ("EMail", "ben@customer.test"),
+            ("CoGrp", "1"),
+            ("CoNo", "1"),
+        ],
+    );
+    h.crm.user_insert(
+        "Person",
+        &[
+            ("FirstName", "Cleo"),
+            ("LastName", "Outside"),
+            ("EMail", "cleo@elsewhere.test"),
+            ("CoGrp", "2"),
+            ("CoNo", "5"),
+        ],
+    );
+    let has = |mail: &'static str| {
+        let h = &h;
+        move || async move {
+            h.graph.contacts(MAILBOX).iter().any(|c| {
+                c["emailAddresses"][0]["address"]
+                    .as_str()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(mail))
+            })
+        }
+    };
+    wait_for(
+        "Ben in Outlook",
+        Duration::from_secs(20),
+        has("ben@customer.test"),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "Ana (unchanged, of the same company) in Outlook",
+        Duration::from_secs(20),
+        has("ana@customer.test"),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert!(
+        !has("cleo@elsewhere.test")().await,
+        "a person outside scope stays out"
+    );
+    assert_eq!(
+        h.graph.contacts(MAILBOX).len(),
+        2,
+        "{:?}",
+        h.graph.contacts(MAILBOX)
+    );
+    let ben = h
+        .crm
+        .records("Person")
+        .into_iter()
+        .find(|r| r.fields.get("EMail").map(String::as_str) == Some("ben@customer.test"))
+        .unwrap();
+    let links = h.app().state.links("contoso").await.unwrap();
+    assert!(
+        links
+            .iter()
+            .any(|l| l.entity == cgc_core::Entity::Contact && l.crm_id == ben.id),
+        "Ben's contact is linked"
+    );
+    // A later edit of Ben in CRM reaches Outlook; the pair stays one contact.
+    h.crm
+        .user_update("Person", ben.id, &[("JobTitle", "Buyer")]);
+    wait_for(
+        "Ben's job title in Outlook",
+        Duration::from_secs(20),
+        || async {
+            h.graph
+                .contacts(MAILBOX)
+                .iter()
+                .any(|c| c["jobTitle"] == "Buyer")
+        },
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.contacts(MAILBOX).len(), 2);
+    h.stop().await;
+}
+
+async fn x9_contact_scope_linked_adds_no_person(b: Backend) {
+    let mut opts = b.options();
+    opts.extra_tenant_toml = "\n[tenants.contacts]\nscope = \"linked\"\n".into();
+    let h = start_with(opts).await;
+    let (date, time) = crm_slot(2, 9);
+    h.crm.user_insert(
+        "Contact",
+        &[
+            ("Contact", "Visit"),
+            ("Subject", "X9 linked-only visit"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "10:00"),
+            ("RepID", REP_ID),
+            ("CoGrp", "1"),
+            ("CoNo", "1"),
+        ],
+    );
+    wait_for("the visit in Outlook", Duration::from_secs(20), || async {
+        events_with_subject(&h, MAILBOX, "X9 linked-only visit") == 1
+    })
+    .await
+    .unwrap();
+    h.crm.user_update(
+        "Person",
+        h.crm.records("Person")[0].id,
+        &[("JobTitle", "Buyer")],
+    );
+    // Two polls later nothing was added.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.settle().await.unwrap();
+    assert!(
+        h.graph.contacts(MAILBOX).is_empty(),
+        "only linked persons travel"
+    );
+    h.stop().await;
+}
+
 /// A CRM meeting of rep `rep_id` with one attendee (a known person), `days` from today.
 fn crm_meeting(h: &Harness, rep_id: &str, subject: &str, days: i64) -> u64 {
     let (date, time) = crm_slot(days, 10);
@@ -2868,6 +3013,8 @@ on_both_backends!(
     x9_past_crm_meeting_with_attendees_sends_no_invitation,
     x9_first_sync_of_a_mailbox_sends_no_invitation_until_released,
     x9_invitations_beyond_the_limit_per_minute_are_held_until_released,
+    x9_new_crm_person_of_a_company_the_rep_meets_reaches_outlook,
+    x9_contact_scope_linked_adds_no_person,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 mod invitations;
 pub mod lease_names;
+mod reach;
 mod subscriptions;
 
 pub use invitations::{HeldInvitation, HoldReason, InvitationRecord, ReleasedInvitation};
+pub use reach::ContactReach;
 pub use subscriptions::{SubscriptionCache, SubscriptionRecord};
 
 /// How many audit entries are kept per tenant (oldest dropped first).

@@ -2,7 +2,7 @@
 //! polled from a watermark (with overlap) and every version found becomes an event keyed by the
 //! record's content.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cgc_core::Entity;
@@ -72,9 +72,9 @@ pub(crate) async fn poll_crm_mailbox(
             &mut newest,
         ));
     }
-    // Linked CRM persons (contacts) of this mailbox that changed.
+    // CRM persons (contacts) of this mailbox: linked ones and those in the contact scope.
     if crm_writes_to_graph(t.cfg.contacts.direction) {
-        events.extend(poll_linked_persons(app, t, &m.mailbox, since).await?);
+        events.extend(super::contact_scope::person_events(app, t, m, since).await?);
     }
     if first_sync {
         mark_first_sync(&mut events);
@@ -180,54 +180,9 @@ fn table_events(
     events
 }
 
-/// Changed CRM persons linked to contacts of this mailbox.
-async fn poll_linked_persons(
-    app: &Arc<App>,
-    t: &Arc<Tenant>,
-    mailbox: &str,
-    since: Option<DateTime<Utc>>,
-) -> Result<Vec<EventV1>, WatchError> {
-    let zone = t.cfg.crm_time_zone;
-    let linked: BTreeSet<u64> = app
-        .state
-        .links(&t.cfg.id)
-        .await?
-        .into_iter()
-        .filter(|l| l.entity == Entity::Contact && l.mailbox == mailbox)
-        .map(|l| l.crm_id)
-        .collect();
-    if linked.is_empty() {
-        return Ok(vec![]);
-    }
-    let records = changed_records(t, Entity::Contact, None, since).await?;
-    Ok(records
-        .into_iter()
-        .filter(|r| linked.contains(&r.id))
-        .filter(
-            |r| match (since, cgc_crm::time::changed_at(&r.fields, zone)) {
-                (Some(s), Some(c)) => c >= s,
-                _ => true,
-            },
-        )
-        .map(|r| EventV1 {
-            tenant: t.cfg.id.clone(),
-            mailbox: mailbox.to_string(),
-            source: Source::CrmPoll,
-            kind: EventKind::CrmRecord {
-                entity: Entity::Contact,
-                crm_id: r.id,
-                stamp: stamp(&r.fields),
-                first_sync: false,
-            },
-            observed_at: Utc::now(),
-            subscription_id: None,
-        })
-        .collect())
-}
-
 /// What identifies one version of a CRM record: its content, not `UpdDate`/`UpdTime` (which can
 /// have minute precision, so two edits in one minute share them: expected-behaviour.md 21).
-fn stamp(f: &BTreeMap<String, String>) -> String {
+pub(super) fn stamp(f: &BTreeMap<String, String>) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for (k, v) in f {
@@ -244,7 +199,7 @@ fn stamp(f: &BTreeMap<String, String>) -> String {
 
 /// The condition "changed on or after the watermark's day" (in the CRM's zone); the exact
 /// time is compared after reading, as `UpdTime` may lack seconds.
-fn changed_since(since: Option<DateTime<Utc>>, zone: chrono_tz::Tz) -> Option<Cond> {
+pub(super) fn changed_since(since: Option<DateTime<Utc>>, zone: chrono_tz::Tz) -> Option<Cond> {
     let since = since?;
     let (d, _) = cgc_crm::time::from_utc(since, zone);
     Some(Cond {
