@@ -1,11 +1,8 @@
 //! What the invitation guard keeps per mailbox: the invitation-sending writes sent within the
 //! last minute, the writes it holds, and the ones an operator released.
 
-use cgc_backends::StoreError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use super::{State, ser};
 
 /// Why a write that would mail attendees is held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,42 +58,4 @@ pub struct InvitationRecord {
     pub held: Vec<HeldInvitation>,
     #[serde(default)]
     pub released: Vec<ReleasedInvitation>,
-}
-
-fn ns(tenant: &str) -> String {
-    format!("{tenant}:invitations")
-}
-
-impl State {
-    /// The guard's record of a mailbox (an empty one when there is none yet).
-    pub async fn invitations(
-        &self,
-        tenant: &str,
-        mailbox: &str,
-    ) -> Result<InvitationRecord, StoreError> {
-        let key = mailbox.to_ascii_lowercase();
-        Ok(self
-            .get::<InvitationRecord>(&ns(tenant), &key)
-            .await?
-            .unwrap_or_else(|| InvitationRecord {
-                tenant: tenant.to_string(),
-                mailbox: key,
-                ..InvitationRecord::default()
-            }))
-    }
-
-    pub async fn put_invitations(&self, rec: &InvitationRecord) -> Result<(), StoreError> {
-        self.store
-            .put(
-                &ns(&rec.tenant),
-                &rec.mailbox.to_ascii_lowercase(),
-                &ser(rec),
-            )
-            .await
-    }
-
-    /// Every mailbox record of a tenant.
-    pub async fn all_invitations(&self, tenant: &str) -> Result<Vec<InvitationRecord>, StoreError> {
-        self.list(&ns(tenant)).await
-    }
 }

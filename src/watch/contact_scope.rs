@@ -16,7 +16,7 @@ use cgc_crm::{Cond, CondOp, Query, Record};
 use chrono::{DateTime, Utc};
 
 use super::WatchError;
-use super::crm_poll::{changed_since, stamp};
+use super::crm_records::{changed_since, stamp};
 use crate::config::ContactScope;
 use crate::context::{App, Tenant};
 use crate::event::{EventKind, EventV1, Source};
