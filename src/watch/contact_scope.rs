@@ -122,6 +122,31 @@ async fn appointments_in_window(t: &Tenant, rep_id: &str) -> Result<Vec<Record>,
     query(t, Entity::Appointment.crm_table(), conditions, fields).await
 }
 
+/// What one poll found of a mailbox's persons.
+pub(super) struct PersonEvents {
+    pub events: Vec<EventV1>,
+    /// The reach to remember once the events are on the queue (`None`: unchanged).
+    reach: Option<ContactReach>,
+}
+
+impl PersonEvents {
+    /// Remembers the reach read whole: called after the events were published, so a failed
+    /// publish reads the new companies' persons again next time.
+    pub async fn remember(
+        &self,
+        app: &App,
+        t: &Tenant,
+        m: &MailboxRecord,
+    ) -> Result<(), WatchError> {
+        if let Some(r) = &self.reach {
+            app.state
+                .put_contact_reach(&t.cfg.id, &m.mailbox, r)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// The person events of one mailbox's CRM poll: linked persons changed since `since`, persons
 /// in the scope's reach changed since `since`, and every person of a company or person newly
 /// in reach.
@@ -130,7 +155,7 @@ pub(super) async fn person_events(
     t: &Arc<Tenant>,
     m: &MailboxRecord,
     since: Option<DateTime<Utc>>,
-) -> Result<Vec<EventV1>, WatchError> {
+) -> Result<PersonEvents, WatchError> {
     let scope = t.cfg.contact_scope;
     let zone = t.cfg.crm_time_zone;
     let linked: BTreeSet<u64> = app
@@ -147,17 +172,26 @@ pub(super) async fn person_events(
         ContactReach::default()
     };
     if linked.is_empty() && reach == ContactReach::default() {
-        return Ok(vec![]);
+        return Ok(PersonEvents {
+            events: vec![],
+            reach: None,
+        });
     }
     let table = Entity::Contact.crm_table();
     let mut found: BTreeMap<u64, Record> = BTreeMap::new();
-    let changed = query(
-        t,
-        table,
-        changed_since(since, zone).into_iter().collect(),
-        person_fields(),
-    )
-    .await?;
+    // Without a watermark every person "changed": read the linked ones that way (as before), but
+    // never every person of the CRM for the scope alone; the reach's persons are read below.
+    let changed = if since.is_some() || !linked.is_empty() {
+        query(
+            t,
+            table,
+            changed_since(since, zone).into_iter().collect(),
+            person_fields(),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     for r in changed {
         let recent = match (since, cgc_crm::time::changed_at(&r.fields, zone)) {
             (Some(s), Some(c)) => c >= s,
@@ -204,12 +238,7 @@ pub(super) async fn person_events(
         };
         set.insert((a.clone(), b.clone()));
     }
-    if seen != before {
-        app.state
-            .put_contact_reach(&t.cfg.id, &m.mailbox, &seen)
-            .await?;
-    }
-    Ok(found
+    let events = found
         .into_values()
         .filter(|r| !records::is_deleted(&r.fields) || linked.contains(&r.id))
         .map(|r| EventV1 {
@@ -225,7 +254,11 @@ pub(super) async fn person_events(
             observed_at: Utc::now(),
             subscription_id: None,
         })
-        .collect())
+        .collect();
+    Ok(PersonEvents {
+        events,
+        reach: (seen != before).then_some(seen),
+    })
 }
 
 #[cfg(test)]

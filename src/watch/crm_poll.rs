@@ -73,13 +73,19 @@ pub(crate) async fn poll_crm_mailbox(
         ));
     }
     // CRM persons (contacts) of this mailbox: linked ones and those in the contact scope.
+    let mut persons = None;
     if crm_writes_to_graph(t.cfg.contacts.direction) {
-        events.extend(super::contact_scope::person_events(app, t, m, since).await?);
+        let mut p = super::contact_scope::person_events(app, t, m, since).await?;
+        events.append(&mut p.events);
+        persons = Some(p);
     }
     if first_sync {
         mark_first_sync(&mut events);
     }
     publish(app, events).await?;
+    if let Some(p) = persons {
+        p.remember(app, t, m).await?;
+    }
     if first_sync {
         app.state
             .put_watermark(&t.cfg.id, &first_key, started)
