@@ -30,6 +30,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/queue", get(queue_depth))
         .route("/admin/mailboxes", get(list_mailboxes))
         .route("/admin/mailboxes/release", post(release_mailbox))
+        .route("/admin/invitations", get(list_invitations))
+        .route("/admin/invitations/release", post(release_invitations))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .merge(admin)
@@ -226,6 +228,78 @@ async fn list_mailboxes(AxState(app): AxState<Arc<App>>) -> Response {
     Json(json!({"mailboxes": out})).into_response()
 }
 
+/// Every write the invitation guard holds: `{"invitations": [{tenant, mailbox, item, crm_id,
+/// reason, since}]}` (`item`: the Graph event's id, null for a held create).
+async fn list_invitations(AxState(app): AxState<Arc<App>>) -> Response {
+    let mut out = Vec::new();
+    for t in app.tenants.values() {
+        let tid = &t.cfg.id;
+        match crate::invitations::held(&app.state, tid).await {
+            Ok(held) => out.extend(held.into_iter().map(|(mailbox, h)| {
+                json!({
+                    "tenant": tid,
+                    "mailbox": mailbox,
+                    "item": h.graph_id,
+                    "crm_id": h.crm_id.to_string(),
+                    "reason": h.reason.as_str(),
+                    "since": h.since,
+                })
+            })),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("store unavailable: {e}"),
+                );
+            }
+        }
+    }
+    Json(json!({"invitations": out})).into_response()
+}
+
+/// `{"tenant": "…", "mailbox": "…"}`: sends the writes the invitation guard holds for a
+/// mailbox (queued again; each goes through once).
+async fn release_invitations(AxState(app): AxState<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (Some(tenant), Some(mailbox)) = (
+        body.get("tenant").and_then(Value::as_str),
+        body.get("mailbox").and_then(Value::as_str),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name the mailbox: {\"tenant\": \"…\", \"mailbox\": \"…\"}",
+        );
+    };
+    if app.tenant(tenant).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
+    }
+    let held = match crate::invitations::release(&app.state, tenant, mailbox).await {
+        Ok(h) => h,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store unavailable: {e}"),
+            );
+        }
+    };
+    let events = crate::invitations::release_events(tenant, mailbox, &held);
+    let n = events.len();
+    if let Err(e) = app.queue.publish(events).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "released, but the held writes could not be queued ({e}); they go through with the pair's next change"
+            ),
+        );
+    }
+    crate::telemetry::events::InvitationsReleased {
+        tenant,
+        mailbox: &mailbox.to_ascii_lowercase(),
+        writes: n,
+    }
+    .emit(&app.metrics);
+    Json(json!({"released": mailbox, "writes_queued": n})).into_response()
+}
+
 /// `{"tenant": "…", "mailbox": "…"}`: releases a mailbox the mass-change guard holds.
 async fn release_mailbox(AxState(app): AxState<Arc<App>>, body: axum::body::Bytes) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
@@ -273,6 +347,7 @@ async fn release_mailbox(AxState(app): AxState<Arc<App>>, body: axum::body::Byte
                             entity: p.entity,
                             crm_id: id,
                             stamp: format!("release-{}", now.timestamp_millis()),
+                            first_sync: false,
                         },
                         (_, _, Some(g)) => EventKind::GraphItem {
                             entity: p.entity,

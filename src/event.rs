@@ -62,6 +62,10 @@ pub enum EventKind {
         crm_id: u64,
         /// `UpdDate UpdTime DelCd` as read, part of the idempotency key.
         stamp: String,
+        /// Found by the mailbox's first CRM poll (no watermark yet: a rep just switched on, or a
+        /// lost store): the invitation guard holds writes of it that would mail attendees.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        first_sync: bool,
     },
     /// An operator's resolution of a parked conflict (admin API), carried out on the mailbox's
     /// partition so it never races the worker handling the same pair's echoes.
@@ -130,6 +134,7 @@ impl EventV1 {
                 entity,
                 crm_id,
                 stamp,
+                ..
             } => format!("{}:c:{}:{crm_id}:{stamp}", self.tenant, entity.as_str()),
             EventKind::Lifecycle {
                 subscription_id,

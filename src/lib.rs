@@ -19,6 +19,7 @@ pub mod deploy_check;
 pub mod doctor;
 pub mod event;
 pub mod guard;
+pub mod invitations;
 pub mod lease;
 pub mod receiver;
 pub mod run;

@@ -255,8 +255,14 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             resolution,
             by,
         } => crate::sync::resolution::carry_out(app, conflict_id, resolution, by, event_id).await,
-        EventKind::CrmRecord { entity, crm_id, .. } => {
-            let sync = Pass::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
+        EventKind::CrmRecord {
+            entity,
+            crm_id,
+            first_sync,
+            ..
+        } => {
+            let mut sync = Pass::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
+            sync.first_sync = *first_sync;
             sync.from_crm(*crm_id).await
         }
     }

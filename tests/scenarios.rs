@@ -2540,6 +2540,397 @@ async fn x11_logs_of_a_full_run_hold_no_secret(b: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Issue 9, the non-series parts: contact scope, task links, the invitation guard.
+
+async fn x9_todo_task_gets_its_linked_resource_once_the_crm_task_exists(b: Backend) {
+    let h = start(b).await;
+    let list = h.graph.default_list_id(MAILBOX);
+    let t = h
+        .graph
+        .user_create_task(MAILBOX, &list, json!({"title": "T2 send the offer"}));
+    let tid = t["id"].as_str().unwrap().to_string();
+    let crm_task = || {
+        h.crm
+            .records("Task")
+            .into_iter()
+            .find(|r| r.fields.get("Subject").map(String::as_str) == Some("T2 send the offer"))
+    };
+    wait_for("the CRM task", Duration::from_secs(20), || async {
+        crm_task().is_some()
+    })
+    .await
+    .unwrap();
+    let crm_id = crm_task().unwrap().id;
+    wait_for("the linkedResource", Duration::from_secs(20), || async {
+        h.graph.task(MAILBOX, &tid).is_some_and(|t| {
+            t["linkedResources"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        })
+    })
+    .await
+    .unwrap();
+    // The link was the pass's last write; its echo (To Do reports the task changed) is a no-op.
+    let w = Writes::now(&h);
+    h.settle().await.unwrap();
+    w.assert(&h, 0, 0, "the linked task's echo");
+    let task = h.graph.task(MAILBOX, &tid).unwrap();
+    let links = task["linkedResources"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "exactly one linkedResource: {links:?}");
+    assert_eq!(links[0]["applicationName"], "crm-graph-connector");
+    assert_eq!(links[0]["externalId"], crm_id.to_string());
+    assert_eq!(
+        h.crm
+            .records("Task")
+            .iter()
+            .filter(|r| r.fields.get("Subject").map(String::as_str) == Some("T2 send the offer"))
+            .count(),
+        1,
+        "one CRM task"
+    );
+    h.stop().await;
+}
+
+async fn x9_new_crm_person_of_a_company_the_rep_meets_reaches_outlook(b: Backend) {
+    let h = start(b).await;
+    // The rep meets company 1/1 (Ana Lopez's, seeded) in the window: its persons are in scope.
+    let (date, time) = crm_slot(2, 9);
+    h.crm.user_insert(
+        "Contact",
+        &[
+            ("Contact", "Visit"),
+            ("Subject", "X9 visit at Customer"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "10:00"),
+            ("RepID", REP_ID),
+            ("CoGrp", "1"),
+            ("CoNo", "1"),
+        ],
+    );
+    h.crm.user_insert(
+        "Person",
+        &[
+            ("FirstName", "Ben"),
+            ("LastName", "Weber"),
+            ("EMail", "ben@customer.test"),
+            ("CoGrp", "1"),
+            ("CoNo", "1"),
+        ],
+    );
+    h.crm.user_insert(
+        "Person",
+        &[
+            ("FirstName", "Cleo"),
+            ("LastName", "Outside"),
+            ("EMail", "cleo@elsewhere.test"),
+            ("CoGrp", "2"),
+            ("CoNo", "5"),
+        ],
+    );
+    let has = |mail: &'static str| {
+        let h = &h;
+        move || async move {
+            h.graph.contacts(MAILBOX).iter().any(|c| {
+                c["emailAddresses"][0]["address"]
+                    .as_str()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(mail))
+            })
+        }
+    };
+    wait_for(
+        "Ben in Outlook",
+        Duration::from_secs(20),
+        has("ben@customer.test"),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "Ana (unchanged, of the same company) in Outlook",
+        Duration::from_secs(20),
+        has("ana@customer.test"),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert!(
+        !has("cleo@elsewhere.test")().await,
+        "a person outside scope stays out"
+    );
+    assert_eq!(
+        h.graph.contacts(MAILBOX).len(),
+        2,
+        "{:?}",
+        h.graph.contacts(MAILBOX)
+    );
+    let ben = h
+        .crm
+        .records("Person")
+        .into_iter()
+        .find(|r| r.fields.get("EMail").map(String::as_str) == Some("ben@customer.test"))
+        .unwrap();
+    let links = h.app().state.links("contoso").await.unwrap();
+    assert!(
+        links
+            .iter()
+            .any(|l| l.entity == cgc_core::Entity::Contact && l.crm_id == ben.id),
+        "Ben's contact is linked"
+    );
+    // A later edit of Ben in CRM reaches Outlook; the pair stays one contact.
+    h.crm
+        .user_update("Person", ben.id, &[("JobTitle", "Buyer")]);
+    wait_for(
+        "Ben's job title in Outlook",
+        Duration::from_secs(20),
+        || async {
+            h.graph
+                .contacts(MAILBOX)
+                .iter()
+                .any(|c| c["jobTitle"] == "Buyer")
+        },
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.contacts(MAILBOX).len(), 2);
+    h.stop().await;
+}
+
+async fn x9_contact_scope_linked_adds_no_person(b: Backend) {
+    let mut opts = b.options();
+    opts.extra_tenant_toml = "\n[tenants.contacts]\nscope = \"linked\"\n".into();
+    let h = start_with(opts).await;
+    let (date, time) = crm_slot(2, 9);
+    h.crm.user_insert(
+        "Contact",
+        &[
+            ("Contact", "Visit"),
+            ("Subject", "X9 linked-only visit"),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "10:00"),
+            ("RepID", REP_ID),
+            ("CoGrp", "1"),
+            ("CoNo", "1"),
+        ],
+    );
+    wait_for("the visit in Outlook", Duration::from_secs(20), || async {
+        events_with_subject(&h, MAILBOX, "X9 linked-only visit") == 1
+    })
+    .await
+    .unwrap();
+    h.crm.user_update(
+        "Person",
+        h.crm.records("Person")[0].id,
+        &[("JobTitle", "Buyer")],
+    );
+    // Two polls later nothing was added.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.settle().await.unwrap();
+    assert!(
+        h.graph.contacts(MAILBOX).is_empty(),
+        "only linked persons travel"
+    );
+    h.stop().await;
+}
+
+/// A CRM meeting of rep `rep_id` with one attendee (a known person), `days` from today.
+fn crm_meeting(h: &Harness, rep_id: &str, subject: &str, days: i64) -> u64 {
+    let (date, time) = crm_slot(days, 10);
+    h.crm.user_insert(
+        "Contact",
+        &[
+            ("Contact", "Meeting"),
+            ("Subject", subject),
+            ("Date", &date),
+            ("Time", &time),
+            ("EndDate", &date),
+            ("EndTime", "11:00"),
+            ("RepID", rep_id),
+            ("Participants", "ana@customer.test"),
+        ],
+    )
+}
+
+/// The writes the invitation guard holds (`GET /admin/invitations`).
+async fn held_invitations(h: &Harness) -> Vec<Value> {
+    admin_get(h, "/admin/invitations").await["invitations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn release_invitations(h: &Harness, mailbox: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/invitations/release", h.admin_url()))
+        .bearer_auth(crm_graph_connector::demo::ADMIN_TOKEN)
+        .json(&json!({"tenant": "contoso", "mailbox": mailbox}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "release answered {}", r.status());
+    r.json().await.unwrap()
+}
+
+fn events_with_subject(h: &Harness, mailbox: &str, subject: &str) -> usize {
+    h.graph
+        .events(mailbox)
+        .iter()
+        .filter(|e| e["subject"] == subject)
+        .count()
+}
+
+async fn x9_past_crm_meeting_with_attendees_sends_no_invitation(b: Backend) {
+    let h = start(b).await;
+    let id = crm_meeting(&h, REP_ID, "X9 yesterday's meeting", -1);
+    wait_for("the held write listed", Duration::from_secs(20), || async {
+        held_invitations(&h)
+            .await
+            .iter()
+            .any(|i| i["crm_id"].as_str() == Some(id.to_string().as_str()))
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let held = held_invitations(&h).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["reason"], "past");
+    assert_eq!(held[0]["mailbox"], MAILBOX);
+    assert_eq!(held[0]["tenant"], "contoso");
+    assert!(
+        held[0]["item"].is_null(),
+        "a held create has no Graph item yet"
+    );
+    assert!(held[0]["since"].is_string());
+    assert_eq!(h.graph.meeting_messages(MAILBOX), 0, "no meeting mail");
+    assert_eq!(
+        events_with_subject(&h, MAILBOX, "X9 yesterday's meeting"),
+        0
+    );
+    assert_eq!(
+        crm_field(&h, id, "Subject"),
+        "X9 yesterday's meeting",
+        "the CRM record keeps its data"
+    );
+    assert_eq!(
+        h.app().metrics.get(
+            "invitations_held_total",
+            &[("tenant", "contoso"), ("reason", "past")]
+        ),
+        1
+    );
+    h.stop().await;
+}
+
+async fn x9_first_sync_of_a_mailbox_sends_no_invitation_until_released(b: Backend) {
+    let h = start(b).await;
+    let app = h.app().clone();
+    let tenant = app.tenant("contoso").unwrap().clone();
+    // A rep with a meeting already in CRM is switched on: the meeting is the first sync.
+    const REP2: &str = "rep2@contoso.com";
+    h.crm.user_insert(
+        "Rep",
+        &[
+            ("RepID", "5"),
+            ("EMail", REP2),
+            ("ConnectorEnabled", "true"),
+            ("SyncAppointments", "true"),
+        ],
+    );
+    let id = crm_meeting(&h, "5", "X9 onboarding meeting", 3);
+    h.graph.add_mailbox(REP2);
+    crm_graph_connector::watch::mailboxes::refresh_mailboxes(&app, &tenant, &app.public_url())
+        .await
+        .unwrap();
+    wait_for("the held write listed", Duration::from_secs(20), || async {
+        held_invitations(&h)
+            .await
+            .iter()
+            .any(|i| i["crm_id"].as_str() == Some(id.to_string().as_str()))
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let held = held_invitations(&h).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["reason"], "first_sync");
+    assert_eq!(held[0]["mailbox"], REP2);
+    assert_eq!(h.graph.meeting_messages(REP2), 0, "no meeting mail");
+    assert_eq!(events_with_subject(&h, REP2, "X9 onboarding meeting"), 0);
+    // Released: the write is sent once.
+    let r = release_invitations(&h, REP2).await;
+    assert_eq!(r["writes_queued"], 1, "{r}");
+    wait_for("the event in Outlook", Duration::from_secs(20), || async {
+        events_with_subject(&h, REP2, "X9 onboarding meeting") == 1
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(events_with_subject(&h, REP2, "X9 onboarding meeting"), 1);
+    assert_eq!(h.graph.meeting_messages(REP2), 1, "one invitation, to Ana");
+    assert!(held_invitations(&h).await.is_empty());
+    h.stop().await;
+}
+
+async fn x9_invitations_beyond_the_limit_per_minute_are_held_until_released(b: Backend) {
+    let mut opts = b.options();
+    opts.appointments_toml = "max_invitations_per_minute = 3".into();
+    let h = start_with(opts).await;
+    let ids: Vec<u64> = (0..4)
+        .map(|i| crm_meeting(&h, REP_ID, &format!("X9 burst {i}"), 2))
+        .collect();
+    wait_for(
+        "three sent and one held",
+        Duration::from_secs(30),
+        || async {
+            h.graph.meeting_messages(MAILBOX) == 3 && held_invitations(&h).await.len() == 1
+        },
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let held = held_invitations(&h).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["reason"], "rate");
+    assert!(
+        ids.iter()
+            .any(|id| held[0]["crm_id"].as_str() == Some(id.to_string().as_str()))
+    );
+    let created = (0..4)
+        .filter(|i| events_with_subject(&h, MAILBOX, &format!("X9 burst {i}")) == 1)
+        .count();
+    assert_eq!(created, 3, "N sent");
+    assert_eq!(h.graph.meeting_messages(MAILBOX), 3);
+    assert_eq!(
+        h.app().metrics.gauge(
+            "invitations_held",
+            &[("tenant", "contoso"), ("mailbox", MAILBOX)]
+        ),
+        1
+    );
+    // Released: the held one is sent.
+    release_invitations(&h, MAILBOX).await;
+    wait_for("the fourth event", Duration::from_secs(20), || async {
+        (0..4).all(|i| events_with_subject(&h, MAILBOX, &format!("X9 burst {i}")) == 1)
+    })
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.graph.meeting_messages(MAILBOX), 4);
+    assert!(held_invitations(&h).await.is_empty());
+    assert_eq!(
+        h.app().metrics.gauge(
+            "invitations_held",
+            &[("tenant", "contoso"), ("mailbox", MAILBOX)]
+        ),
+        0
+    );
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the embedded queue and store (one machine).
@@ -2621,6 +3012,12 @@ on_both_backends!(
     x15_moved_out_of_the_window_and_back_keeps_the_users_time,
     x15_leaving_scope_unlinks_and_never_deletes,
     x15_patch_carries_only_changed_properties_and_crm_only_fields_never_write_graph,
+    x9_todo_task_gets_its_linked_resource_once_the_crm_task_exists,
+    x9_past_crm_meeting_with_attendees_sends_no_invitation,
+    x9_first_sync_of_a_mailbox_sends_no_invitation_until_released,
+    x9_invitations_beyond_the_limit_per_minute_are_held_until_released,
+    x9_new_crm_person_of_a_company_the_rep_meets_reaches_outlook,
+    x9_contact_scope_linked_adds_no_person,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ mod validate;
 pub use backends::{
     AdminConfig, QueueBackend, QueueConfig, ReceiverConfig, StoreBackend, StoreConfig,
 };
-pub use tenant::{AppointmentsConfig, EmailsConfig, EntityConfig, TenantConfig};
+pub use tenant::{AppointmentsConfig, ContactScope, EmailsConfig, EntityConfig, TenantConfig};
 
 pub use error::ConfigError;
 use error::err;

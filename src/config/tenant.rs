@@ -33,7 +33,7 @@ pub(super) struct RawTenant {
     mass_change_share: Option<f64>,
     mass_change_window_seconds: Option<u64>,
     appointments: Option<RawAppointments>,
-    contacts: Option<RawEntity>,
+    contacts: Option<RawContacts>,
     tasks: Option<RawEntity>,
     emails: Option<RawEmails>,
 }
@@ -46,6 +46,16 @@ struct RawAppointments {
     future_days: Option<u32>,
     conflict: Option<Conflict>,
     exclude_fields: Option<Vec<String>>,
+    max_invitations_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContacts {
+    direction: Option<Direction>,
+    conflict: Option<Conflict>,
+    exclude_fields: Option<Vec<String>>,
+    scope: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +87,74 @@ pub struct AppointmentsConfig {
     pub entity: EntityConfig,
     pub past_days: u32,
     pub future_days: u32,
+    /// Invitation guard: Graph writes that mail attendees, per mailbox and minute, beyond which
+    /// they are held (0 = no limit).
+    pub max_invitations_per_minute: u32,
+}
+
+/// Which CRM persons belong in a rep's Outlook contacts besides those already linked
+/// (`[tenants.contacts] scope`). The CRM profile names no rep on a Company and no creator on a
+/// Person, so both rules go through the rep's own appointments (`Contact` records with the rep's
+/// `RepID` whose date lies in the window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContactScope {
+    /// `"companies"`: every person of a company (`CoGrp`/`CoNo`) the rep has appointments with.
+    pub companies: bool,
+    /// `"appointments"`: the persons (`PeGrp`/`PeNo`) the rep has appointments with.
+    pub appointments: bool,
+}
+
+impl ContactScope {
+    /// `"linked"`: only persons already linked to an Outlook contact.
+    pub const LINKED: ContactScope = ContactScope {
+        companies: false,
+        appointments: false,
+    };
+
+    /// Whether the scope adds any person beyond the linked ones.
+    pub fn adds_persons(self) -> bool {
+        self.companies || self.appointments
+    }
+}
+
+impl Default for ContactScope {
+    fn default() -> Self {
+        ContactScope {
+            companies: true,
+            appointments: false,
+        }
+    }
+}
+
+const SCOPE_VALUES: &str = "\"linked\", \"companies\", \"appointments\" or a list of them, e.g. [\"companies\", \"appointments\"]";
+
+/// `[tenants.contacts] scope`: one value or a list of values.
+fn contact_scope(key: &str, v: Option<toml::Value>) -> Result<ContactScope, ConfigError> {
+    let Some(v) = v else {
+        return Ok(ContactScope::default());
+    };
+    let names: Vec<toml::Value> = match v {
+        toml::Value::Array(a) => a,
+        other => vec![other],
+    };
+    let mut scope = ContactScope::LINKED;
+    for n in &names {
+        match n.as_str() {
+            Some("linked") => {}
+            Some("companies") => scope.companies = true,
+            Some("appointments") => scope.appointments = true,
+            Some(other @ ("created" | "owned")) => {
+                return Err(err(format!(
+                    "{key} = {other:?}: the CRM profile names no creator or owner of a Person or Company; expected {SCOPE_VALUES}"
+                )));
+            }
+            _ => return Err(err(format!("{key} = {n}; expected {SCOPE_VALUES}"))),
+        }
+    }
+    if names.is_empty() {
+        return Err(err(format!("{key} = []; expected {SCOPE_VALUES}")));
+    }
+    Ok(scope)
 }
 
 #[derive(Clone, Debug)]
@@ -110,6 +188,8 @@ pub struct TenantConfig {
     pub mass_change_window_seconds: u64,
     pub appointments: AppointmentsConfig,
     pub contacts: EntityConfig,
+    /// Which CRM persons reach a rep's Outlook without being linked first.
+    pub contact_scope: ContactScope,
     pub tasks: EntityConfig,
     pub emails: EmailsConfig,
 }
@@ -235,6 +315,7 @@ pub(super) fn tenant(
             future_days: None,
             conflict: None,
             exclude_fields: None,
+            max_invitations_per_minute: None,
         });
         let exclude_fields = a.exclude_fields.unwrap_or_default();
         check_excludes(
@@ -254,6 +335,7 @@ pub(super) fn tenant(
             },
             past_days: days(&k("appointments.past_days"), a.past_days, 7)?,
             future_days: days(&k("appointments.future_days"), a.future_days, 90)?,
+            max_invitations_per_minute: a.max_invitations_per_minute.unwrap_or(30),
         }
     };
     let emails = {
@@ -276,6 +358,24 @@ pub(super) fn tenant(
             success_folder: e.success_folder.unwrap_or_else(|| "Sync_Success".into()),
             failure_folder: e.failure_folder.unwrap_or_else(|| "Sync_Failure".into()),
         }
+    };
+    let (contacts, contact_scope) = match t.contacts {
+        None => (
+            entity(&k("contacts"), None, cgc_core::Entity::Contact)?,
+            ContactScope::default(),
+        ),
+        Some(c) => (
+            entity(
+                &k("contacts"),
+                Some(RawEntity {
+                    direction: c.direction,
+                    conflict: c.conflict,
+                    exclude_fields: c.exclude_fields,
+                }),
+                cgc_core::Entity::Contact,
+            )?,
+            contact_scope(&k("contacts.scope"), c.scope)?,
+        ),
     };
     let tenant = TenantConfig {
         graph_tenant_id,
@@ -316,7 +416,8 @@ pub(super) fn tenant(
             3_600,
         )?,
         appointments,
-        contacts: entity(&k("contacts"), t.contacts, cgc_core::Entity::Contact)?,
+        contact_scope,
+        contacts,
         tasks: entity(&k("tasks"), t.tasks, cgc_core::Entity::Task)?,
         emails,
         id,
@@ -359,6 +460,52 @@ mod tests {
         );
         let e = Config::parse(&text, &no_env).unwrap_err().to_string();
         assert!(e.contains("mass_change_share"), "{e}");
+    }
+
+    #[test]
+    fn contact_scope_defaults_to_companies_and_takes_a_value_or_a_list() {
+        let c = Config::parse(FULL, &no_env).unwrap();
+        assert_eq!(c.tenants[0].contact_scope, ContactScope::default());
+        assert!(c.tenants[0].contact_scope.companies);
+        let with = |scope: &str| {
+            FULL.replacen(
+                "[tenants.contacts]\n",
+                &format!("[tenants.contacts]\nscope = {scope}\n"),
+                1,
+            )
+        };
+        let c = Config::parse(&with("\"linked\""), &no_env).unwrap();
+        assert_eq!(c.tenants[0].contact_scope, ContactScope::LINKED);
+        assert!(!c.tenants[0].contact_scope.adds_persons());
+        let c = Config::parse(&with("[\"companies\", \"appointments\"]"), &no_env).unwrap();
+        assert!(c.tenants[0].contact_scope.companies && c.tenants[0].contact_scope.appointments);
+        for bad in ["\"created\"", "\"everyone\"", "[]", "3"] {
+            let e = Config::parse(&with(bad), &no_env).unwrap_err().to_string();
+            assert!(
+                e.contains("contacts.scope") && e.contains("\"companies\""),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_invitations_per_minute_defaults_to_30() {
+        let c = Config::parse(FULL, &no_env).unwrap();
+        assert_eq!(c.tenants[0].appointments.max_invitations_per_minute, 30);
+        let text = FULL.replacen(
+            "[tenants.appointments]\n",
+            "[tenants.appointments]\nmax_invitations_per_minute = 0\n",
+            1,
+        );
+        let c = Config::parse(&text, &no_env).unwrap();
+        assert_eq!(c.tenants[0].appointments.max_invitations_per_minute, 0);
+        let text = FULL.replacen(
+            "[tenants.appointments]\n",
+            "[tenants.appointments]\nmax_invitations_per_minute = -1\n",
+            1,
+        );
+        let e = Config::parse(&text, &no_env).unwrap_err().to_string();
+        assert!(e.contains("max_invitations_per_minute"), "{e}");
     }
 
     #[test]

@@ -8,9 +8,13 @@ use cgc_core::{Canonical, ConflictField, Entity};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+mod invitations;
 pub mod lease_names;
+mod reach;
 mod subscriptions;
 
+pub use invitations::{HeldInvitation, HoldReason, InvitationRecord, ReleasedInvitation};
+pub use reach::ContactReach;
 pub use subscriptions::{SubscriptionCache, SubscriptionRecord};
 
 /// How many audit entries are kept per tenant (oldest dropped first).
@@ -106,6 +110,14 @@ fn ser<T: Serialize>(v: &T) -> Vec<u8> {
 
 fn de<T: DeserializeOwned>(ns: &str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{ns}/{key}: {e}")))
+}
+
+fn invitations_ns(tenant: &str) -> String {
+    format!("{tenant}:invitations")
+}
+
+fn reach_ns(tenant: &str) -> String {
+    format!("{tenant}:contact_reach")
 }
 
 impl State {
@@ -401,5 +413,67 @@ impl State {
             out.push(de(&ns, "audit", &b)?);
         }
         Ok(out)
+    }
+}
+
+impl State {
+    // ---- the invitation guard's records, the contact scope's reach ----
+
+    /// The guard's record of a mailbox (an empty one when there is none yet).
+    pub async fn invitations(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+    ) -> Result<InvitationRecord, StoreError> {
+        let key = mailbox.to_ascii_lowercase();
+        Ok(self
+            .get::<InvitationRecord>(&invitations_ns(tenant), &key)
+            .await?
+            .unwrap_or_else(|| InvitationRecord {
+                tenant: tenant.to_string(),
+                mailbox: key,
+                ..InvitationRecord::default()
+            }))
+    }
+
+    pub async fn put_invitations(&self, rec: &InvitationRecord) -> Result<(), StoreError> {
+        self.store
+            .put(
+                &invitations_ns(&rec.tenant),
+                &rec.mailbox.to_ascii_lowercase(),
+                &ser(rec),
+            )
+            .await
+    }
+
+    /// Every mailbox record of a tenant.
+    pub async fn all_invitations(&self, tenant: &str) -> Result<Vec<InvitationRecord>, StoreError> {
+        self.list(&invitations_ns(tenant)).await
+    }
+
+    pub async fn contact_reach(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+    ) -> Result<ContactReach, StoreError> {
+        Ok(self
+            .get(&reach_ns(tenant), &mailbox.to_ascii_lowercase())
+            .await?
+            .unwrap_or_default())
+    }
+
+    pub async fn put_contact_reach(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+        reach: &ContactReach,
+    ) -> Result<(), StoreError> {
+        self.store
+            .put(
+                &reach_ns(tenant),
+                &mailbox.to_ascii_lowercase(),
+                &ser(reach),
+            )
+            .await
     }
 }

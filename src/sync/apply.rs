@@ -63,6 +63,10 @@ fn fingerprint_to_write(entity: Entity, plan: &Plan, item: Option<&Value>) -> Op
 impl Pass<'_> {
     /// Writes a plan: the operations in order, then link, shadow, conflict and audit.
     pub async fn apply(&self, plan: Plan, obs: Observation) -> Result<Processed, SyncError> {
+        // The invitation guard: a write that would mail attendees may wait (invitations.rs).
+        if let Some(held) = self.held_for_invitations(&plan, &obs).await? {
+            return Ok(held);
+        }
         let mut p = Progress {
             link: obs.link.clone(),
             writes: 0,
@@ -137,6 +141,13 @@ impl Pass<'_> {
             props.push((SYNC_STATE_PROPERTY, fp));
         }
         self.graph_stamp(&obs.graph_id, &props).await?;
+        // A task first created in To Do: its linkedResource, now that the record exists.
+        if self
+            .link_task(&obs.graph_id, obs.list_id.as_deref(), Some(item), crm_id)
+            .await?
+        {
+            p.writes += 1;
+        }
         p.link = Some(l);
         Ok(())
     }
@@ -303,6 +314,9 @@ impl Pass<'_> {
         if l.slot.is_none() && item.and_then(crm_id_on_item) != Some(l.crm_id) {
             let cid = l.crm_id.to_string();
             self.graph_stamp(&l.graph_id, &[(CRM_ID_PROPERTY, &cid)])
+                .await?;
+            // Tasks carry the CRM id as a linkedResource instead.
+            self.link_task(&l.graph_id, l.list_id.as_deref(), item, l.crm_id)
                 .await?;
         }
         Ok(())

@@ -11,6 +11,7 @@
 //! - `series.rs`: recurring series (master, exceptions, cancelled days, CRM-made series);
 //! - `persons.rs`: the mapping context (attendees that are CRM persons or synced reps);
 //! - `apply.rs`: one small function per plan operation, then link, shadow and audit;
+//! - `invites.rs`: the call into the invitation guard before a plan is carried out;
 //! - `conflicts.rs`: conflicts parked for an operator;
 //! - `archive.rs`: archiving a message into CRM (e-mail is one way);
 //! - `resolution.rs`: carrying out an operator's conflict resolution;
@@ -21,6 +22,7 @@ pub mod archive;
 mod conflicts;
 mod create;
 pub mod error;
+mod invites;
 mod matching;
 mod observe;
 mod pass;

@@ -39,6 +39,9 @@ pub struct Pass<'a> {
     pub graph_observed_at: Option<DateTime<Utc>>,
     /// Who resolved the conflict this pass writes (admin API), for the audit trail.
     pub resolved_by: Option<String>,
+    /// The change was found by the mailbox's first sync (the invitation guard holds what would
+    /// mail attendees).
+    pub first_sync: bool,
     /// The tenant's synced mailboxes, read once per pass (scope, owner and attendee rules all
     /// ask).
     mailboxes: tokio::sync::OnceCell<Vec<MailboxRecord>>,
@@ -62,6 +65,7 @@ impl<'a> Pass<'a> {
             event_id,
             graph_observed_at: None,
             resolved_by: None,
+            first_sync: false,
             mailboxes: tokio::sync::OnceCell::new(),
         }
     }

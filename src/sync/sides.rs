@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use cgc_core::mapping::records;
 use cgc_core::{CrmFields, Entity};
 use cgc_crm::{CrmError, ErrorCode};
+use cgc_graph::crm_id_on_item;
 use serde_json::Value;
 
 use super::{Pass, SyncError};
@@ -114,6 +115,27 @@ impl Pass<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Gives a To Do task the connector's linkedResource for its CRM record (MAPPING.md, Task
+    /// identity: `applicationName` crm-graph-connector, `externalId` = the record id) unless
+    /// `item` carries it already; the one way a task first created in To Do gets its link.
+    pub(super) async fn link_task(
+        &self,
+        task_id: &str,
+        list_id: Option<&str>,
+        item: Option<&Value>,
+        crm_id: u64,
+    ) -> Result<bool, SyncError> {
+        if self.entity != Entity::Task || item.and_then(crm_id_on_item) == Some(crm_id) {
+            return Ok(false);
+        }
+        let list = self.todo_list(list_id).await?;
+        self.tenant
+            .graph
+            .add_task_link(self.mailbox, &list, task_id, &crm_id.to_string())
+            .await?;
+        Ok(true)
     }
 
     /// Updates CRM fields of the linked record; a record another user holds is retried.

@@ -191,6 +191,52 @@ impl MassChangeHeld<'_> {
     }
 }
 
+/// A Graph write the invitation guard held (it would have mailed the attendees).
+pub struct InvitationHeld<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub crm_id: u64,
+    /// `past`, `first_sync` or `rate`.
+    pub reason: &'a str,
+    /// How many writes the mailbox now holds.
+    pub held: usize,
+}
+
+impl InvitationHeld<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.inc(
+            metric::INVITATIONS_HELD,
+            &[("tenant", self.tenant), ("reason", self.reason)],
+        );
+        m.set_gauge(
+            metric::INVITATIONS_WAITING,
+            &[("tenant", self.tenant), ("mailbox", self.mailbox)],
+            self.held as i64,
+        );
+        tracing::warn!(tenant = %self.tenant, mailbox = %self.mailbox, crm_id = self.crm_id,
+            reason = self.reason, "invitation guard: a write that would mail the attendees is held; list it with GET /admin/invitations, send it with POST /admin/invitations/release");
+    }
+}
+
+/// An operator released a mailbox's held invitation-sending writes.
+pub struct InvitationsReleased<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub writes: usize,
+}
+
+impl InvitationsReleased<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.set_gauge(
+            metric::INVITATIONS_WAITING,
+            &[("tenant", self.tenant), ("mailbox", self.mailbox)],
+            0,
+        );
+        tracing::warn!(tenant = %self.tenant, mailbox = %self.mailbox, writes = self.writes,
+            "invitation guard released by an operator: the held writes are queued again");
+    }
+}
+
 /// A message archived into CRM (or found archived already).
 pub struct EmailArchived<'a> {
     pub tenant: &'a str,

@@ -35,6 +35,11 @@ pub const MASS_CHANGE_HELD: &str = "mass_change_held_total";
 pub const MASS_DELETE_REFUSED: &str = "mass_delete_refused_total";
 /// Reps whose CRM e-mail address (so the mailbox read) changed, by tenant.
 pub const REP_ADDRESS_CHANGES: &str = "rep_address_changes_total";
+/// Graph writes the invitation guard held because they would mail attendees, by tenant and
+/// `reason` (`past`, `first_sync`, `rate`).
+pub const INVITATIONS_HELD: &str = "invitations_held_total";
+/// Gauge: writes the invitation guard holds for a mailbox, by tenant and mailbox.
+pub const INVITATIONS_WAITING: &str = "invitations_held";
 /// Gauge: 1 while the mass-change guard holds a mailbox.
 pub const MAILBOX_HELD: &str = "mailbox_held";
 /// Gauge: malformed rows skipped in CRM answers, by tenant.
@@ -70,6 +75,8 @@ pub const ALL: &[&str] = &[
     MASS_DELETE_REFUSED,
     REP_ADDRESS_CHANGES,
     MAILBOX_HELD,
+    INVITATIONS_HELD,
+    INVITATIONS_WAITING,
     CRM_MALFORMED_ROWS,
     GRAPH_MALFORMED_ITEMS,
     SUBSCRIPTION_EXPIRY_SECONDS,

@@ -2,13 +2,13 @@
 //! polled from a watermark (with overlap) and every version found becomes an event keyed by the
 //! record's content.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use cgc_core::Entity;
 use cgc_crm::{Cond, CondOp, Query, Record};
 use chrono::{DateTime, Utc};
 
+use super::crm_records::{changed_since, stamp};
 use super::{WatchError, delta::publish};
 use crate::config::Direction;
 use crate::context::{App, Tenant};
@@ -45,6 +45,10 @@ pub(crate) async fn poll_crm_mailbox(
     let wm_key = format!("crm:{}", m.mailbox);
     let old_watermark = app.state.watermark(&t.cfg.id, &wm_key).await?;
     let since = old_watermark.map(|w| w - POLL_OVERLAP);
+    // The mailbox's first poll (a rep just switched on, or a lost store): what it finds is the
+    // first sync, whose invitation-sending writes the invitation guard holds.
+    let first_key = format!("crm-first-poll:{}", m.mailbox);
+    let first_sync = app.state.watermark(&t.cfg.id, &first_key).await?.is_none();
     // The newest change time seen, in the CRM's own clock: the next poll starts there, so a CRM
     // clock behind the connector's loses nothing.
     let mut newest: Option<DateTime<Utc>> = None;
@@ -68,15 +72,38 @@ pub(crate) async fn poll_crm_mailbox(
             &mut newest,
         ));
     }
-    // Linked CRM persons (contacts) of this mailbox that changed.
+    // CRM persons (contacts) of this mailbox: linked ones and those in the contact scope.
+    let mut persons = None;
     if crm_writes_to_graph(t.cfg.contacts.direction) {
-        events.extend(poll_linked_persons(app, t, &m.mailbox, since).await?);
+        let mut p = super::contact_scope::person_events(app, t, m, since).await?;
+        events.append(&mut p.events);
+        persons = Some(p);
+    }
+    if first_sync {
+        mark_first_sync(&mut events);
     }
     publish(app, events).await?;
+    if let Some(p) = persons {
+        p.remember(app, t, m).await?;
+    }
+    if first_sync {
+        app.state
+            .put_watermark(&t.cfg.id, &first_key, started)
+            .await?;
+    }
     if let Some(wm) = newest.max(old_watermark) {
         app.state.put_watermark(&t.cfg.id, &wm_key, wm).await?;
     }
     Ok(())
+}
+
+/// Marks the events of a mailbox's first poll.
+fn mark_first_sync(events: &mut [EventV1]) {
+    for e in events {
+        if let EventKind::CrmRecord { first_sync, .. } = &mut e.kind {
+            *first_sync = true;
+        }
+    }
 }
 
 /// Records of an entity's table changed on or after the day of `since` (of one rep, if given).
@@ -150,6 +177,7 @@ fn table_events(
                 entity,
                 crm_id: r.id,
                 stamp,
+                first_sync: false,
             },
             observed_at: changed.unwrap_or(started),
             subscription_id: None,
@@ -158,81 +186,10 @@ fn table_events(
     events
 }
 
-/// Changed CRM persons linked to contacts of this mailbox.
-async fn poll_linked_persons(
-    app: &Arc<App>,
-    t: &Arc<Tenant>,
-    mailbox: &str,
-    since: Option<DateTime<Utc>>,
-) -> Result<Vec<EventV1>, WatchError> {
-    let zone = t.cfg.crm_time_zone;
-    let linked: BTreeSet<u64> = app
-        .state
-        .links(&t.cfg.id)
-        .await?
-        .into_iter()
-        .filter(|l| l.entity == Entity::Contact && l.mailbox == mailbox)
-        .map(|l| l.crm_id)
-        .collect();
-    if linked.is_empty() {
-        return Ok(vec![]);
-    }
-    let records = changed_records(t, Entity::Contact, None, since).await?;
-    Ok(records
-        .into_iter()
-        .filter(|r| linked.contains(&r.id))
-        .filter(
-            |r| match (since, cgc_crm::time::changed_at(&r.fields, zone)) {
-                (Some(s), Some(c)) => c >= s,
-                _ => true,
-            },
-        )
-        .map(|r| EventV1 {
-            tenant: t.cfg.id.clone(),
-            mailbox: mailbox.to_string(),
-            source: Source::CrmPoll,
-            kind: EventKind::CrmRecord {
-                entity: Entity::Contact,
-                crm_id: r.id,
-                stamp: stamp(&r.fields),
-            },
-            observed_at: Utc::now(),
-            subscription_id: None,
-        })
-        .collect())
-}
-
-/// What identifies one version of a CRM record: its content, not `UpdDate`/`UpdTime` (which can
-/// have minute precision, so two edits in one minute share them: expected-behaviour.md 21).
-fn stamp(f: &BTreeMap<String, String>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (k, v) in f {
-        if k == "UpdDate" || k == "UpdTime" {
-            continue;
-        }
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(&h.finalize()[..12])
-}
-
-/// The condition "changed on or after the watermark's day" (in the CRM's zone); the exact
-/// time is compared after reading, as `UpdTime` may lack seconds.
-fn changed_since(since: Option<DateTime<Utc>>, zone: chrono_tz::Tz) -> Option<Cond> {
-    let since = since?;
-    let (d, _) = cgc_crm::time::from_utc(since, zone);
-    Some(Cond {
-        field: "UpdDate".into(),
-        op: CondOp::Ge,
-        value: d,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::demo::{MAILBOX, REP_ID};
     use crate::testing::TestApp;

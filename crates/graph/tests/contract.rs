@@ -592,6 +592,45 @@ async fn todo_calls_round_trip() {
 }
 
 #[tokio::test]
+async fn a_task_made_in_todo_gets_a_linked_resource_by_post() {
+    let (sim, client) = setup().await;
+    let list = sim.default_list_id(MBX);
+    let t = sim.user_create_task(MBX, &list, json!({ "title": "made in To Do" }));
+    let id = id_of(&t);
+    let r0 = client
+        .tasks_delta(MBX, &list, DeltaStart::Initial)
+        .await
+        .expect("initial");
+    let link = client
+        .add_task_link(MBX, &list, &id, "4294967400")
+        .await
+        .expect("POST linkedResources");
+    assert_eq!(link["applicationName"], "crm-graph-connector");
+    assert_eq!(link["externalId"], "4294967400");
+    assert!(link["id"].is_string(), "the server makes the id");
+    let read = client
+        .get_task(MBX, &list, &id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(read["linkedResources"].as_array().map(Vec::len), Some(1));
+    assert_eq!(cgc_graph::crm_id_on_item(&read), Some(4_294_967_400));
+    // The task changed: delta reports it.
+    let r1 = client
+        .tasks_delta(MBX, &list, DeltaStart::Link(r0.delta_link))
+        .await
+        .expect("next");
+    assert_eq!(r1.changed.len(), 1);
+    assert!(
+        client
+            .add_task_link(MBX, &list, "no-such-task", "1")
+            .await
+            .is_err(),
+        "an unknown task is 404"
+    );
+}
+
+#[tokio::test]
 async fn tasks_delta_rounds() {
     let (sim, client) = setup().await;
     let list = sim.default_list_id(MBX);

@@ -422,6 +422,39 @@ impl GraphClient {
             .json()
     }
 
+    /// Adds the connector's linkedResource (`applicationName` crm-graph-connector, `externalId`
+    /// = the CRM id) to an existing task: `POST …/tasks/{id}/linkedResources` (graph.md 3.3).
+    /// Used for a task first created in To Do, once its CRM record exists.
+    pub async fn add_task_link(
+        &self,
+        mailbox: &str,
+        list: &str,
+        id: &str,
+        crm_id: &str,
+    ) -> Result<Value, GraphError> {
+        let body = json!({
+            "applicationName": LINKED_RESOURCE_APP,
+            "externalId": crm_id,
+            "displayName": format!("CRM record {crm_id}"),
+        });
+        let url = self.api(
+            &[
+                "users",
+                mailbox,
+                "todo",
+                "lists",
+                list,
+                "tasks",
+                id,
+                "linkedResources",
+            ],
+            &[],
+        );
+        self.execute(Call::new(Method::POST, url).mailbox(mailbox).body(&body))
+            .await?
+            .json()
+    }
+
     pub async fn update_task(
         &self,
         mailbox: &str,

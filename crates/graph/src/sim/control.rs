@@ -1,6 +1,6 @@
 //! `/_sim/...`: a small JSON control API for curl and the demo (no auth; keep it local).
 //!
-//! * `GET  /_sim/stats`
+//! * `GET  /_sim/stats` (request and write counts, `meeting_messages` Graph would have mailed)
 //! * `POST /_sim/mailboxes {"upn": "..."}`
 //! * `GET|POST /_sim/users/{m}/events`, `PATCH|DELETE /_sim/users/{m}/events/{id}`, `POST .../{id}/touch`
 //!   (same for `contacts` and `tasks`; tasks go to the default list unless `?list=` is given)
@@ -79,6 +79,7 @@ pub(crate) async fn handle(
                     "request_count": st.request_count,
                     "token_requests": st.token_requests,
                     "app_writes": st.app_writes,
+                    "meeting_messages": st.meeting_messages,
                     "max_concurrency_seen": st.max_seen,
                     "queued_notifications": st.queue.len(),
                     "subscriptions": st.subs.len(),

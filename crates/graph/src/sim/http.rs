@@ -817,6 +817,14 @@ fn items(
                 _ => Err(not_allowed()),
             }
         }
+        [id, action] if kind == Kind::Task && eq(action, "linkedResources") => match ctx.method {
+            Method::GET => st.task_links(mbx, container, id),
+            Method::POST => {
+                let body = ctx.body()?.clone();
+                st.add_task_link(mbx, container, id, &body, true)
+            }
+            _ => Err(not_allowed()),
+        },
         [id, action]
             if kind == Kind::Message && eq(action, "move") && ctx.method == Method::POST =>
         {

@@ -6,6 +6,7 @@
 mod control;
 mod delivery;
 mod http;
+mod meeting_mail;
 mod series;
 mod shape;
 mod state;
@@ -442,6 +443,16 @@ impl GraphSim {
     // ---------------------------------------------------------------- counters
 
     /// POST/PATCH/DELETE by the app that changed an item (a deduplicated transactionId POST does not count).
+    /// Meeting messages Graph would have mailed to attendees for events `mailbox` organises
+    /// (expected-behaviour.md 39; `meeting_mail.rs`).
+    pub fn meeting_messages(&self, mailbox: &str) -> u64 {
+        self.lock()
+            .meeting_messages
+            .get(&mailbox.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn app_writes(&self, mailbox: &str) -> u64 {
         self.lock()
             .app_writes

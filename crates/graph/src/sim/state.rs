@@ -553,6 +553,8 @@ pub(crate) struct State {
     pub faults: Faults,
     pub request_count: u64,
     pub app_writes: HashMap<String, u64>,
+    /// Meeting messages Graph would have mailed to attendees, per organizer mailbox (lower case).
+    pub meeting_messages: HashMap<String, u64>,
     pub inflight: HashMap<String, u32>,
     pub max_seen: HashMap<String, u32>,
     pub mailbox_limit: u32,
@@ -592,6 +594,7 @@ impl State {
             },
             request_count: 0,
             app_writes: HashMap::new(),
+            meeting_messages: HashMap::new(),
             inflight: HashMap::new(),
             max_seen: HashMap::new(),
             mailbox_limit: 4,
@@ -660,6 +663,21 @@ impl State {
         if by_app {
             let key = self.mailboxes[mbx].upn.to_ascii_lowercase();
             *self.app_writes.entry(key).or_default() += 1;
+        }
+    }
+
+    /// Counts the meeting messages a write of an event sends (`meeting_mail.rs`).
+    pub(crate) fn count_meeting_mail(
+        &mut self,
+        mbx: usize,
+        before: Option<&Map<String, Value>>,
+        after: &Map<String, Value>,
+        copy: bool,
+    ) {
+        let n = super::meeting_mail::messages(before, after, copy);
+        if n > 0 {
+            let key = self.mailboxes[mbx].upn.to_ascii_lowercase();
+            *self.meeting_messages.entry(key).or_default() += n;
         }
     }
 
@@ -777,6 +795,9 @@ impl State {
             overrides: Default::default(),
         };
         let rendered = self.mailboxes[mbx].render(&item, view);
+        if kind == Kind::Event {
+            self.count_meeting_mail(mbx, None, &item.data, item.organizer_ref.is_some());
+        }
         self.mailboxes[mbx].items.push(item);
         let idx = self.mailboxes[mbx].items.len() - 1;
         self.count_write(mbx, by_app);
@@ -897,6 +918,11 @@ impl State {
             }
         }
         let seq = self.next_seq();
+        if kind == Kind::Event {
+            let before = self.mailboxes[mbx].items[idx].data.clone();
+            let copy = self.mailboxes[mbx].items[idx].organizer_ref.is_some();
+            self.count_meeting_mail(mbx, Some(&before), &data, copy);
+        }
         let item = &mut self.mailboxes[mbx].items[idx];
         item.data = data;
         if let Some(t) = new_text {
@@ -987,6 +1013,45 @@ impl State {
         self.emit(mbx, idx, "deleted", None);
         self.sync_copies(mbx, idx);
         Ok((204, Value::Null))
+    }
+
+    /// `POST …/tasks/{id}/linkedResources` (graph.md 3.3): adds one linkedResource to a task
+    /// (the server makes its id); the task changes (new change key, reported by delta).
+    pub fn add_task_link(
+        &mut self,
+        mbx: usize,
+        container: &str,
+        id: &str,
+        body: &Value,
+        by_app: bool,
+    ) -> ApiResult {
+        let idx = self.mailboxes[mbx]
+            .find(Kind::Task, id)
+            .filter(|i| self.mailboxes[mbx].items[*i].container == container)
+            .ok_or_else(|| ApiError::not_found(id))?;
+        let mut link = parse_links(&Value::Array(vec![body.clone()]))?;
+        let Some(link) = link.pop() else {
+            return Err(ApiError::bad("The request body must be a linkedResource."));
+        };
+        let seq = self.next_seq();
+        let item = &mut self.mailboxes[mbx].items[idx];
+        item.links.push(link.clone());
+        item.change_key = new_change_key();
+        item.modified = Utc::now();
+        item.seq = seq;
+        self.count_write(mbx, by_app);
+        self.emit(mbx, idx, "updated", None);
+        Ok((201, link))
+    }
+
+    /// `GET …/tasks/{id}/linkedResources`.
+    pub fn task_links(&self, mbx: usize, container: &str, id: &str) -> ApiResult {
+        let mb = &self.mailboxes[mbx];
+        let idx = mb
+            .find(Kind::Task, id)
+            .filter(|i| mb.items[*i].container == container)
+            .ok_or_else(|| ApiError::not_found(id))?;
+        Ok((200, json!({ "value": mb.items[idx].links })))
     }
 
     /// Moves a message: new default id, same immutable id.
