@@ -84,15 +84,41 @@ pub fn sends_meeting_mail(op: &Op, item: Option<&Value>) -> bool {
 }
 
 /// When the event ends after `op`: the end the write sets, else the item's.
+/// A series ends with its last occurrence (the day after it, to be safe across zones); one
+/// without an end never ends.
 pub fn event_end(op: &Op, item: Option<&Value>) -> Option<DateTime<Utc>> {
     let written = match op {
-        Op::CreateGraph { body } => body.get("end"),
-        Op::UpdateGraph { patch } => patch.get("end"),
+        Op::CreateGraph { body } => Some(body),
+        Op::UpdateGraph { patch } => Some(patch),
         _ => None,
     };
-    written
-        .or_else(|| item.and_then(|v| v.get("end")))
-        .and_then(cgc_graph::tz::date_time_time_zone_to_utc)
+    let pick = |key: &str| {
+        written
+            .and_then(|w| w.get(key))
+            .or_else(|| item.and_then(|v| v.get(key)))
+            .filter(|v| !v.is_null())
+    };
+    if let Some(rec) = pick("recurrence") {
+        let first = pick("start")
+            .and_then(cgc_graph::tz::date_time_time_zone_to_utc)?
+            .date_naive();
+        let last = match rec.pointer("/range/type").and_then(Value::as_str) {
+            Some("endDate" | "numbered") => cgc_core::series::occurrence_days(
+                rec,
+                first,
+                first + chrono::Duration::days(365 * 100),
+                cgc_core::series::MAX_OCCURRENCES,
+            )
+            .last()
+            .copied()
+            .unwrap_or(first),
+            _ => return None,
+        };
+        return (last + chrono::Duration::days(2))
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc());
+    }
+    pick("end").and_then(cgc_graph::tz::date_time_time_zone_to_utc)
 }
 
 /// Pure decision: lets the write through (and counts it) or holds it (and remembers it).
@@ -310,6 +336,37 @@ mod tests {
             Some(&alone)
         ));
         assert!(!sends_meeting_mail(&Op::DeleteGraph, Some(&ev)));
+    }
+
+    #[test]
+    fn a_series_ends_with_its_last_occurrence_or_never() {
+        let start = json!({"dateTime": "2026-01-05T09:00:00", "timeZone": "UTC"});
+        let weekly = |range: Value| {
+            json!({"start": start, "end": start, "recurrence": {
+                "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]}, "range": range}})
+        };
+        let open = weekly(json!({"type": "noEnd", "startDate": "2026-01-05"}));
+        let patch = json!({"subject": "x"});
+        assert_eq!(
+            event_end(
+                &Op::UpdateGraph {
+                    patch: patch.clone()
+                },
+                Some(&open)
+            ),
+            None,
+            "a series without an end is never past"
+        );
+        let numbered = weekly(
+            json!({"type": "numbered", "startDate": "2026-01-05", "numberOfOccurrences": 3}),
+        );
+        assert_eq!(
+            event_end(&Op::UpdateGraph { patch }, Some(&numbered))
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-21T00:00:00+00:00",
+            "the third Monday, 19 January, and a day's margin"
+        );
     }
 
     #[test]
