@@ -36,6 +36,9 @@ pub struct Link {
     /// For an occurrence or exception of a series: its master and the day it was planned for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<SeriesSlot>,
+    /// The Graph item is a series master.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub series: bool,
 }
 
 /// Where an occurrence or exception sits in its series: the master's Graph id and the day (in

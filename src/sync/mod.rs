@@ -65,6 +65,7 @@ impl Pass<'_> {
             Observed::Master(master) => {
                 Box::pin(self.from_graph(&master, Change::Updated, None)).await
             }
+            Observed::Gone => self.look_at_series_masters().await,
             Observed::Pair(obs) => {
                 let master = obs
                     .graph
@@ -89,6 +90,7 @@ impl Pass<'_> {
             Observed::Master(master) => {
                 Box::pin(self.from_graph(&master, Change::Updated, None)).await
             }
+            Observed::Gone => Ok(noop("record gone and never linked: nothing to do")),
             Observed::Pair(obs) => {
                 let fields = obs.crm.clone().unwrap_or_default();
                 let appointment =

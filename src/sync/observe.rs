@@ -5,7 +5,7 @@
 
 use cgc_core::mapping::records;
 use cgc_core::series::Member;
-use cgc_core::{Canonical, CrmFields, CrmItem, Entity, GraphItem, SideState};
+use cgc_core::{Canonical, Cause, CrmFields, CrmItem, Entity, GraphItem, SideState};
 use cgc_crm::time::changed_at;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -49,6 +49,9 @@ pub(super) enum Observed {
     /// The pass belongs to the series master with this Graph id (calendarView delta reports
     /// occurrences, never the master: expected-behaviour.md 11).
     Master(String),
+    /// A notification names an event Graph does not have and no link knows: perhaps a cancelled
+    /// occurrence (whose id no link holds), so the mailbox's series masters are looked at.
+    Gone,
 }
 
 /// The Graph side for the core: present with the time its change was observed (for a CRM-side
@@ -154,6 +157,9 @@ impl Pass<'_> {
         };
         if obs.link.is_none() {
             let Some(v) = &item else {
+                if self.entity == Entity::Appointment && self.cause == Cause::Notification {
+                    return Ok(Observed::Gone);
+                }
                 return Ok(Observed::Nothing(
                     "item gone and never linked: nothing to do",
                 ));
@@ -265,6 +271,7 @@ mod tests {
             organizer,
             list_id: None,
             slot: None,
+            series: false,
         }
     }
 
@@ -340,6 +347,14 @@ mod tests {
         let ev = t.outlook_event("Gone", None);
         t.graph.user_delete_event(MAILBOX, &id_of(&ev));
         let pass = t.pass(Entity::Appointment);
+        assert!(
+            matches!(
+                pass.observe_graph(&id_of(&ev), None).await.unwrap(),
+                Observed::Gone
+            ),
+            "a notified event nobody knows may be a cancelled occurrence: the series are looked at"
+        );
+        let pass = t.pass(Entity::Contact);
         match pass.observe_graph(&id_of(&ev), None).await.unwrap() {
             Observed::Nothing(reason) => assert!(reason.contains("never linked"), "{reason}"),
             other => panic!("{other:?}"),

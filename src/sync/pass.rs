@@ -109,6 +109,7 @@ impl<'a> Pass<'a> {
                 .unwrap_or(true),
             list_id: list_id.map(str::to_string),
             slot: crate::state::SeriesSlot::of(item),
+            series: cgc_core::series::Member::of(item) == cgc_core::series::Member::Master,
         }
     }
 }

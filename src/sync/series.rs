@@ -151,7 +151,10 @@ impl Pass<'_> {
             let Some(id) = inst.get("id").and_then(Value::as_str) else {
                 continue;
             };
-            present.extend(series::original_day(inst, master));
+            // an attendee's copy keeps a cancelled occurrence, marked isCancelled
+            if inst.get("isCancelled").and_then(Value::as_bool) != Some(true) {
+                present.extend(series::original_day(inst, master));
+            }
             let linked = self
                 .state()
                 .link_by_graph(self.tid(), self.entity, self.mailbox, id)
@@ -172,6 +175,32 @@ impl Pass<'_> {
             }
         }
         Ok(writes)
+    }
+
+    /// A notification of an event nobody knows (a cancelled occurrence's id is in no link): each
+    /// linked series master of the mailbox gets a pass, which marks any cancelled day.
+    pub(super) async fn look_at_series_masters(&self) -> Result<Processed, SyncError> {
+        let mailbox = self.mailbox.to_ascii_lowercase();
+        let masters: Vec<String> = self
+            .state()
+            .links(self.tid())
+            .await?
+            .into_iter()
+            .filter(|l| l.series && l.entity == self.entity && l.mailbox == mailbox)
+            .map(|l| l.graph_id)
+            .collect();
+        let mut writes = 0;
+        for m in &masters {
+            writes += Box::pin(self.from_graph(m, Change::Updated, None))
+                .await?
+                .writes;
+        }
+        Ok(Processed {
+            writes,
+            ..noop(
+                "item gone and never linked: the mailbox's series were looked at for a cancelled occurrence",
+            )
+        })
     }
 
     /// The member records of a CRM master (deleted ones left out).
@@ -483,6 +512,53 @@ mod tests {
             None,
             "no master id"
         );
+    }
+
+    #[tokio::test]
+    async fn a_notified_unknown_id_looks_at_the_series_and_marks_a_cancelled_day() {
+        use crate::demo::MAILBOX;
+        use crate::testing::{TestApp, id_of};
+        let t = TestApp::start().await;
+        t.sync_rep().await;
+        let day = (Utc::now() + Duration::days(3)).date_naive();
+        let master = t.graph.user_create_event(
+            MAILBOX,
+            json!({"subject": "Sprint review",
+                   "start": {"dateTime": format!("{day}T09:00:00"), "timeZone": "UTC"},
+                   "end": {"dateTime": format!("{day}T10:00:00"), "timeZone": "UTC"},
+                   "recurrence": {"pattern": {"type": "daily", "interval": 1},
+                                  "range": {"type": "numbered", "startDate": day.to_string(), "numberOfOccurrences": 3}}}),
+        );
+        let pass = t.pass(cgc_core::Entity::Appointment);
+        let done = pass
+            .from_graph(&id_of(&master), Change::Created, None)
+            .await
+            .unwrap();
+        assert_eq!(done.kind, cgc_core::PlanKind::Create, "{}", done.reason);
+        let occ = t.graph.instances(MAILBOX, &id_of(&master))[1].clone();
+        t.graph.user_delete_event(MAILBOX, &id_of(&occ));
+        // the notification names only the gone occurrence, which no link knows
+        let done = pass
+            .from_graph(&id_of(&occ), Change::Deleted, None)
+            .await
+            .unwrap();
+        assert_eq!(done.writes, 1, "{}", done.reason);
+        let marked: Vec<_> = t
+            .crm
+            .records("Contact")
+            .into_iter()
+            .filter(|r| r.fields.get("Status").map(String::as_str) == Some("Cancelled"))
+            .collect();
+        assert_eq!(marked.len(), 1);
+        assert_eq!(
+            marked[0].fields.get("Date").cloned(),
+            Some((day + Duration::days(1)).to_string())
+        );
+        let again = pass
+            .from_graph(&id_of(&occ), Change::Deleted, None)
+            .await
+            .unwrap();
+        assert_eq!(again.writes, 0, "marked once");
     }
 
     #[test]
