@@ -8,7 +8,8 @@
 //! - `sides.rs`: one entity-addressed facade over Graph and CRM (get, update, delete, stamp);
 //! - `create.rs`: creating the other half exactly once, under a lease;
 //! - `scope.rs`: whose an appointment is (scope, the owner of a new record);
-//! - `series.rs`: recurring series (master, exceptions, cancelled days, CRM-made series);
+//! - `series.rs`: recurring series (master, exceptions, cancelled days); `series_crm.rs`: a
+//!   series made in CRM;
 //! - `persons.rs`: the mapping context (attendees that are CRM persons or synced reps);
 //! - `apply.rs`: one small function per plan operation, then link, shadow and audit;
 //! - `invites.rs`: the call into the invitation guard before a plan is carried out;
@@ -30,6 +31,7 @@ mod persons;
 pub mod resolution;
 mod scope;
 mod series;
+mod series_crm;
 mod sides;
 
 use cgc_core::mapping::records;
