@@ -29,5 +29,6 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 pub mod throttle;
+pub mod undo;
 pub mod watch;
 pub mod worker;

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub mod lease_names;
 mod subscriptions;
+pub mod undo;
 
 pub use subscriptions::{SubscriptionCache, SubscriptionRecord};
+pub use undo::{UndoHold, UndoNote, WriteOp};
 
 /// How many audit entries are kept per tenant (oldest dropped first).
 pub const AUDIT_CAP: usize = 100_000;
@@ -55,6 +57,10 @@ pub struct ConflictRecord {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// Stable id (`GET /admin/audit`, `POST /admin/audit/{id}/undo`); records written before ids
+    /// existed get one derived from their content when read.
+    #[serde(default)]
+    pub id: String,
     pub at: DateTime<Utc>,
     pub tenant: String,
     pub mailbox: String,
@@ -65,6 +71,9 @@ pub struct AuditRecord {
     pub entry: cgc_core::AuditEntry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<String>,
+    /// The write this field was part of and what the written side held before it (undo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoNote>,
 }
 
 /// Typed access to the store.
@@ -371,7 +380,11 @@ impl State {
         let ns = format!("{tenant}:audit");
         let mut out = Vec::new();
         for b in self.store.tail(&ns, limit).await? {
-            out.push(de(&ns, "audit", &b)?);
+            let mut rec: AuditRecord = de(&ns, "audit", &b)?;
+            if rec.id.is_empty() {
+                rec.id = undo::derived_audit_id(&b);
+            }
+            out.push(rec);
         }
         Ok(out)
     }

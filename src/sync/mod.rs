@@ -27,6 +27,7 @@ mod persons;
 pub mod resolution;
 mod scope;
 mod sides;
+pub mod undo;
 
 use cgc_core::mapping::records;
 use cgc_core::{Cause, Entity, Input, Op, Plan, PlanKind};
@@ -86,6 +87,9 @@ impl Pass<'_> {
     /// Decides and applies: records the connector does not sync are left alone, a pair that
     /// left the mailbox's scope is unlinked, destructive plans pass the mass-change guard.
     async fn settle(&self, obs: Observation) -> Result<Processed, SyncError> {
+        if let Some(held) = self.undo_held(&obs).await? {
+            return Ok(held);
+        }
         if self.entity == Entity::Appointment {
             if let (None, Some(f)) = (&obs.link, &obs.crm) {
                 if let Some(reason) = records::unlinked_appointment_skipped(f, obs.graph.is_some())
