@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use cgc_core::mapping::records;
 use cgc_core::{AuditEntry, Canonical, CrmFields, Entity, Op, Side};
-use cgc_crm::ExtLink;
 use cgc_graph::SYNC_STATE_PROPERTY;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -515,8 +514,9 @@ impl Pass<'_> {
         Ok(Some(shadow))
     }
 
-    /// Re-creates a deleted Graph item from the item the audit record kept, marks it with the
-    /// CRM id and links it again (our ExtKey row included).
+    /// Re-creates a deleted Graph item from the item the audit record kept, marked with the CRM
+    /// id, and links it again in the store (one write: the CRM side is not written; the item's
+    /// CRM-id mark lets matching find the pair if the store is lost).
     async fn recreate(&self, crm_id: u64, prior: &Value) -> Result<String, UndoError> {
         let ctx = self.context(&[prior], None).await?;
         let canonical = cgc_core::from_graph(self.entity, prior, &ctx).map_err(|e| {
@@ -569,19 +569,6 @@ impl Pass<'_> {
             .unwrap_or_default()
             .to_string();
         let l: Link = self.new_link(crm_id, &gid, &created, list.as_deref());
-        self.tenant
-            .crm
-            .upsert_link(
-                crm_id,
-                &ExtLink {
-                    ext_key: gid.clone(),
-                    ext_uid: l.ical_uid.clone(),
-                    table_short: self.entity.crm_short().into(),
-                },
-                Some(self.mailbox),
-            )
-            .await
-            .map_err(SyncError::from)?;
         self.state().put_link(self.tid(), &l).await?;
         self.state().put_shadow(self.tid(), &l, &canonical).await?;
         Ok(gid)
