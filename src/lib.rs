@@ -20,6 +20,7 @@ pub mod doctor;
 pub mod event;
 pub mod guard;
 pub mod lease;
+pub mod plan;
 pub mod receiver;
 pub mod run;
 pub mod scheduler;

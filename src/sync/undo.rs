@@ -16,6 +16,10 @@ use super::observe::{Observation, carries_sync_state};
 use super::{Pass, Processed, SyncError, noop};
 use crate::state::{AuditRecord, Link, UndoHold, UndoNote, WriteOp, undo as ids};
 
+/// Why a pass of a pair an undo left changes nothing.
+pub(super) const UNDO_HELD: &str =
+    "both sides still show what an operator's undo left; nothing written";
+
 /// What one write of a plan changed on one side, noted before the write.
 pub(super) struct Note {
     side: Side,
@@ -171,12 +175,12 @@ impl Pass<'_> {
         Ok((g, c))
     }
 
-    /// Before a pass decides: a pair an undo left, whose sides both still show what the undo
-    /// left, changes nothing; once either side changed the hold ends and the pass goes on.
-    pub(super) async fn undo_held(
+    /// The undo hold on the observed pair, if any, and whether both sides still show what the
+    /// undo left (reads only).
+    pub(super) async fn undo_hold_of(
         &self,
         obs: &Observation,
-    ) -> Result<Option<Processed>, SyncError> {
+    ) -> Result<Option<(UndoHold, bool)>, SyncError> {
         let crm_id = obs.link.as_ref().map(|l| l.crm_id).or(obs.crm_id);
         let graph_id = obs.link.as_ref().map(|l| l.graph_id.as_str());
         let graph_id = graph_id.or(Some(obs.graph_id.as_str()));
@@ -190,13 +194,24 @@ impl Pass<'_> {
         let now = self
             .side_hashes(obs.graph.as_ref(), obs.crm.as_ref())
             .await?;
-        if now == (hold.graph.clone(), hold.crm.clone()) {
-            return Ok(Some(noop(
-                "both sides still show what an operator's undo left; nothing written",
-            )));
+        let same = now == (hold.graph.clone(), hold.crm.clone());
+        Ok(Some((hold, same)))
+    }
+
+    /// Before a pass decides: a pair an undo left, whose sides both still show what the undo
+    /// left, changes nothing; once either side changed the hold ends and the pass goes on.
+    pub(super) async fn undo_held(
+        &self,
+        obs: &Observation,
+    ) -> Result<Option<Processed>, SyncError> {
+        match self.undo_hold_of(obs).await? {
+            Some((_, true)) => Ok(Some(noop(UNDO_HELD))),
+            Some((hold, false)) => {
+                self.state().remove_undo_hold(self.tid(), &hold).await?;
+                Ok(None)
+            }
+            None => Ok(None),
         }
-        self.state().remove_undo_hold(self.tid(), &hold).await?;
-        Ok(None)
     }
 
     /// The pair as it stands now, read from both sides (no matching, no writes).

@@ -80,7 +80,7 @@ pub(crate) async fn poll_crm_mailbox(
 }
 
 /// Records of an entity's table changed on or after the day of `since` (of one rep, if given).
-async fn changed_records(
+pub(crate) async fn changed_records(
     t: &Tenant,
     entity: Entity,
     rep_id: Option<&str>,
