@@ -85,6 +85,9 @@ pub struct PlanArgs {
     /// The report as one JSON document (README "plan --json").
     #[arg(long)]
     pub json: bool,
+    /// The configuration in force today: also shows what the change to --config does.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -310,7 +313,13 @@ async fn plan(p: &PlanArgs) -> anyhow::Result<()> {
         entity,
         progress: !p.json,
     };
-    let report = crate::plan::plan(config, &opts, &prefix()).await?;
+    let report = match &p.against {
+        Some(old) => {
+            let old = Config::load(old).context("--against")?;
+            crate::plan::plan_against(config, old, &opts, &prefix()).await?
+        }
+        None => crate::plan::plan(config, &opts, &prefix()).await?,
+    };
     if p.json {
         println!("{}", report.to_json());
     } else {

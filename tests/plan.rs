@@ -198,6 +198,85 @@ async fn plan_of_a_fresh_tenant_lists_ten_links_and_eighty_creates_and_writes_no
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+async fn plan_against_a_shorter_window_lists_its_unlinks_and_trips_the_guard(b: Backend) {
+    let mut h = start(b).await;
+    let near = linked_appointments(&h, "Plan near", 3).await;
+    let mut far = Vec::new();
+    for i in 0..6 {
+        far.push(
+            crm_appointment(&h, &format!("Plan far {i}"), 40 + i)
+                .await
+                .0,
+        );
+    }
+    // The service stops (the embedded store is one process's); the pairs stay in the store.
+    h.stop_connector().await;
+    let old_text = h.config_text.clone();
+    let new_text = old_text.replacen("future_days = 90", "future_days = 20", 1);
+    assert_ne!(old_text, new_text);
+    let parse = |t: &str| Config::parse(t, &|_| None).unwrap();
+    let before = writes(&h.graph, &h.crm);
+    let report = crm_graph_connector::plan::plan_against(
+        parse(&new_text),
+        parse(&old_text),
+        &PlanOptions::default(),
+        &h.prefix,
+    )
+    .await
+    .expect("plan runs");
+    assert_eq!(writes(&h.graph, &h.crm), before, "nothing written");
+    let a = report.against.as_ref().expect("the change is compared");
+    assert_eq!(a.unlinks, 6, "{}", report.to_text());
+    assert_eq!(a.changed.len(), 6, "{}", report.to_text());
+    for c in &a.changed {
+        assert!(c.linked, "{c:?}");
+        assert!(far.contains(&c.crm_id.unwrap()), "{c:?}");
+        assert_eq!(c.new_ops, vec!["unlink"], "{c:?}");
+        assert!(c.old_ops.is_empty(), "{c:?}");
+        assert!(c.reason.contains("window"), "{c:?}");
+    }
+    assert!(
+        near.iter()
+            .all(|(id, _)| !a.changed.iter().any(|c| c.crm_id == Some(*id)))
+    );
+    // 6 unlinks of 9 pairs exceed the guard's 5 (a share of 0.25): the sync would hold the
+    // mailbox, and the command says so with a non-zero exit.
+    let m = &report.tenants[0].mailboxes[0];
+    assert_eq!((m.pairs, m.guard_limit), (9, 5));
+    assert!(report.guard_tripped);
+    let dir = std::env::temp_dir().join(format!("cgc-plan-cli-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("new.toml"), &new_text).unwrap();
+    std::fs::write(dir.join("old.toml"), &old_text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-graph-connector"))
+        .args(["plan", "--json", "--config"])
+        .arg(dir.join("new.toml"))
+        .arg("--against")
+        .arg(dir.join("old.toml"))
+        .env("CGC_PREFIX", &h.prefix)
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success(), "guard tripped: non-zero exit");
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["guard_tripped"], true);
+    assert_eq!(json["against"]["unlinks"], 6);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mass-change guard"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        writes(&h.graph, &h.crm),
+        before,
+        "the command wrote nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    h.restart(2, crm_graph_connector::run::Roles::ALL)
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -219,4 +298,7 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(plan_of_a_fresh_tenant_lists_ten_links_and_eighty_creates_and_writes_nothing,);
+on_both_backends!(
+    plan_of_a_fresh_tenant_lists_ten_links_and_eighty_creates_and_writes_nothing,
+    plan_against_a_shorter_window_lists_its_unlinks_and_trips_the_guard,
+);

@@ -6,8 +6,10 @@
 //! (the store is opened read-only; the queue is never opened).
 //!
 //! - `readonly.rs`: the read-only store and the queue that refuses everything;
-//! - `report.rs`: the report (JSON shape, text rendering, summary table).
+//! - `report.rs`: the report (JSON shape, text rendering, summary table);
+//! - `against.rs`: `--against OLD_CONFIG`, what a configuration change does.
 
+mod against;
 mod readonly;
 mod report;
 
@@ -24,6 +26,7 @@ use crate::context::{App, Tenant, Tuning};
 use crate::state::MailboxRecord;
 use crate::sync::{Pass, Preview};
 
+pub use against::{Against, ChangedItem};
 pub use readonly::{NoQueue, ReadOnlyStore};
 pub use report::{ItemPlan, MailboxPlan, Report, Summary, TenantPlan};
 
@@ -66,6 +69,21 @@ pub async fn plan(config: Config, opts: &PlanOptions, prefix: &str) -> anyhow::R
         "internal: the plan tried {refused} store write(s); none was made"
     );
     Ok(report)
+}
+
+/// `plan --against OLD`: the plan of `config` (the new one), with what the change from `old`
+/// does — each item whose plan differs between the two configurations (a window change's
+/// unlinks, a direction change's creates, an exclusion's updates), pairs that exist today first.
+pub async fn plan_against(
+    config: Config,
+    old: Config,
+    opts: &PlanOptions,
+    prefix: &str,
+) -> anyhow::Result<Report> {
+    let before = plan(old, opts, prefix).await?;
+    let mut after = plan(config, opts, prefix).await?;
+    after.against = Some(against::Against::between(&before, &after));
+    Ok(after)
 }
 
 /// The mailboxes a first sync would serve: reps switched on in CRM, in the tenant's domains.

@@ -22,6 +22,9 @@ pub struct Report {
     pub summary: Summary,
     /// Some mailbox's plan would trip the mass-change guard (the command then exits non-zero).
     pub guard_tripped: bool,
+    /// With `--against OLD_CONFIG`: what the change from the old configuration does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against: Option<super::against::Against>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -75,6 +78,8 @@ pub struct ItemPlan {
     pub meeting_messages: usize,
     /// The pair is linked and a delete, deletion mark or unlink is planned (the guard counts it).
     pub destructive: bool,
+    /// The pair is linked today (in the store).
+    pub linked: bool,
     pub reason: String,
 }
 
@@ -220,6 +225,7 @@ impl ItemPlan {
                 .map(|o| messages(o, p.obs.graph.as_ref(), mailbox))
                 .sum(),
             destructive,
+            linked: p.linked_by == Some("store"),
             reason: p.reason.clone(),
         }
     }
@@ -341,6 +347,9 @@ impl Report {
                     );
                 }
             }
+        }
+        if let Some(a) = &self.against {
+            a.render(&mut out);
         }
         render_table(&mut out, self);
         out

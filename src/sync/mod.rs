@@ -13,6 +13,8 @@
 //! - `conflicts.rs`: conflicts parked for an operator;
 //! - `archive.rs`: archiving a message into CRM (e-mail is one way);
 //! - `resolution.rs`: carrying out an operator's conflict resolution;
+//! - `undo.rs`, `restore.rs`: taking back one audited write (admin API) and the hold that
+//!   makes its echo a no-op; `preview.rs`: a pass that only looks (the `plan` command);
 //! - `error.rs`: [`SyncError`] and the one place that decides retry, wait or dead letter.
 
 mod apply;
@@ -26,6 +28,7 @@ mod pass;
 mod persons;
 pub mod preview;
 pub mod resolution;
+mod restore;
 mod scope;
 mod sides;
 pub mod undo;
