@@ -313,19 +313,23 @@ async fn plan(p: &PlanArgs) -> anyhow::Result<()> {
         entity,
         progress: !p.json,
     };
-    let report = match &p.against {
+    let (text, json, tripped) = match &p.against {
         Some(old) => {
             let old = Config::load(old).context("--against")?;
-            crate::plan::plan_against(config, old, &opts, &prefix()).await?
+            let c = crate::plan::plan_against(config, old, &opts, &prefix()).await?;
+            (c.to_text(), c.to_json(), c.report.guard_tripped)
         }
-        None => crate::plan::plan(config, &opts, &prefix()).await?,
+        None => {
+            let r = crate::plan::plan(config, &opts, &prefix()).await?;
+            (r.to_text(), r.to_json(), r.guard_tripped)
+        }
     };
     if p.json {
-        println!("{}", report.to_json());
+        println!("{json}");
     } else {
-        print!("{}", report.to_text());
+        print!("{text}");
     }
-    if report.guard_tripped {
+    if tripped {
         bail!(
             "the plan would trip the mass-change guard (see the mailboxes marked HOLD); nothing was written"
         );

@@ -216,7 +216,7 @@ async fn plan_against_a_shorter_window_lists_its_unlinks_and_trips_the_guard(b: 
     assert_ne!(old_text, new_text);
     let parse = |t: &str| Config::parse(t, &|_| None).unwrap();
     let before = writes(&h.graph, &h.crm);
-    let report = crm_graph_connector::plan::plan_against(
+    let compared = crm_graph_connector::plan::plan_against(
         parse(&new_text),
         parse(&old_text),
         &PlanOptions::default(),
@@ -225,9 +225,9 @@ async fn plan_against_a_shorter_window_lists_its_unlinks_and_trips_the_guard(b: 
     .await
     .expect("plan runs");
     assert_eq!(writes(&h.graph, &h.crm), before, "nothing written");
-    let a = report.against.as_ref().expect("the change is compared");
-    assert_eq!(a.unlinks, 6, "{}", report.to_text());
-    assert_eq!(a.changed.len(), 6, "{}", report.to_text());
+    let (report, a) = (&compared.report, &compared.against);
+    assert_eq!(a.unlinks, 6, "{}", compared.to_text());
+    assert_eq!(a.changed.len(), 6, "{}", compared.to_text());
     for c in &a.changed {
         assert!(c.linked, "{c:?}");
         assert!(far.contains(&c.crm_id.unwrap()), "{c:?}");

@@ -7,7 +7,29 @@ use std::fmt::Write as _;
 use cgc_core::Entity;
 use serde::Serialize;
 
-use super::report::{ItemPlan, Report};
+use super::report::{ItemPlan, Report, render_table};
+
+/// `plan --against`: the new configuration's plan and what the change does. Its JSON is the
+/// plan's document with one more key, `against`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Compared {
+    #[serde(flatten)]
+    pub report: Report,
+    pub against: Against,
+}
+
+impl Compared {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = self.report.items_text();
+        self.against.render(&mut out);
+        render_table(&mut out, &self.report);
+        out
+    }
+}
 
 /// One item whose plan differs between the old and the new configuration.
 #[derive(Clone, Debug, Serialize)]
@@ -104,7 +126,7 @@ impl Against {
 }
 
 impl Against {
-    pub(super) fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut String) {
         let a = self;
         let _ = writeln!(
             out,

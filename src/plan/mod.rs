@@ -24,9 +24,10 @@ use chrono::Utc;
 use crate::config::Config;
 use crate::context::{App, Tenant, Tuning};
 use crate::state::MailboxRecord;
-use crate::sync::{Pass, Preview};
+use crate::sync::Pass;
+use crate::sync::preview::Preview;
 
-pub use against::{Against, ChangedItem};
+pub use against::{Against, ChangedItem, Compared};
 pub use readonly::{NoQueue, ReadOnlyStore};
 pub use report::{ItemPlan, MailboxPlan, Report, Summary, TenantPlan};
 
@@ -79,11 +80,11 @@ pub async fn plan_against(
     old: Config,
     opts: &PlanOptions,
     prefix: &str,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Compared> {
     let before = plan(old, opts, prefix).await?;
-    let mut after = plan(config, opts, prefix).await?;
-    after.against = Some(against::Against::between(&before, &after));
-    Ok(after)
+    let report = plan(config, opts, prefix).await?;
+    let against = Against::between(&before, &report);
+    Ok(Compared { report, against })
 }
 
 /// The mailboxes a first sync would serve: reps switched on in CRM, in the tenant's domains.

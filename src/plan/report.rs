@@ -10,7 +10,7 @@ use cgc_core::{Entity, Op, Side};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::sync::Preview;
+use crate::sync::preview::Preview;
 
 /// The JSON format's version.
 pub const VERSION: u32 = 1;
@@ -22,9 +22,6 @@ pub struct Report {
     pub summary: Summary,
     /// Some mailbox's plan would trip the mass-change guard (the command then exits non-zero).
     pub guard_tripped: bool,
-    /// With `--against OLD_CONFIG`: what the change from the old configuration does.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub against: Option<super::against::Against>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -324,6 +321,13 @@ impl Report {
 
     /// The human rendering: per mailbox one line per item that would change, then the table.
     pub fn to_text(&self) -> String {
+        let mut out = self.items_text();
+        render_table(&mut out, self);
+        out
+    }
+
+    /// The per-mailbox lines, without the summary table.
+    pub fn items_text(&self) -> String {
         let mut out = String::new();
         for t in &self.tenants {
             for m in &t.mailboxes {
@@ -348,10 +352,6 @@ impl Report {
                 }
             }
         }
-        if let Some(a) = &self.against {
-            a.render(&mut out);
-        }
-        render_table(&mut out, self);
         out
     }
 }
@@ -416,7 +416,7 @@ fn render_item(out: &mut String, i: &ItemPlan) {
     }
 }
 
-fn render_table(out: &mut String, r: &Report) {
+pub(super) fn render_table(out: &mut String, r: &Report) {
     let _ = writeln!(
         out,
         "\n{:<12} {:<28} {:>5} {:>13} {:>13} {:>7} {:>13} {:>9} {:>8} {:>5}",

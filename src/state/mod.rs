@@ -389,3 +389,75 @@ impl State {
         Ok(out)
     }
 }
+
+fn undo_hold_ns(tenant: &str) -> String {
+    format!("{tenant}:undo-hold")
+}
+
+fn undo_hold_keys(h: &UndoHold) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Some(c) = h.crm_id {
+        keys.push(State::crm_key(h.entity, &h.mailbox, c));
+    }
+    if let Some(g) = &h.graph_id {
+        keys.push(State::graph_key(h.entity, &h.mailbox, g));
+    }
+    keys
+}
+
+impl State {
+    // ---- undo holds (see `undo.rs`) ----
+
+    /// The undo hold on a pair, found by either side's id.
+    pub async fn undo_hold(
+        &self,
+        tenant: &str,
+        entity: Entity,
+        mailbox: &str,
+        crm_id: Option<u64>,
+        graph_id: Option<&str>,
+    ) -> Result<Option<UndoHold>, StoreError> {
+        let ns = undo_hold_ns(tenant);
+        if let Some(c) = crm_id
+            && let Some(h) = self.get(&ns, &Self::crm_key(entity, mailbox, c)).await?
+        {
+            return Ok(Some(h));
+        }
+        match graph_id.filter(|g| !g.is_empty()) {
+            Some(g) => self.get(&ns, &Self::graph_key(entity, mailbox, g)).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn put_undo_hold(&self, tenant: &str, h: &UndoHold) -> Result<(), StoreError> {
+        let ns = undo_hold_ns(tenant);
+        for k in undo_hold_keys(h) {
+            self.store.put(&ns, &k, &ser(h)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_undo_hold(&self, tenant: &str, h: &UndoHold) -> Result<(), StoreError> {
+        let ns = undo_hold_ns(tenant);
+        for k in undo_hold_keys(h) {
+            self.store.delete(&ns, &k).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the shadow of a pair (its link stays).
+    pub async fn remove_shadow(
+        &self,
+        tenant: &str,
+        entity: Entity,
+        mailbox: &str,
+        crm_id: u64,
+    ) -> Result<(), StoreError> {
+        self.store
+            .delete(
+                &format!("{tenant}:shadow"),
+                &Self::crm_key(entity, mailbox, crm_id),
+            )
+            .await
+    }
+}

@@ -1,14 +1,12 @@
-//! What an undo needs from the store: each audited write's note (what the written side held
-//! before it), audit ids, and the hold an undo leaves on a pair so that its echo changes nothing.
+//! What an undo keeps in the store: each audited write's note (what the written side held before
+//! it), audit ids, and the hold an undo leaves on a pair so that its echo changes nothing (read
+//! and written by `State` in `mod.rs`).
 
-use cgc_backends::StoreError;
 use cgc_core::Entity;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-use super::{State, ser};
 
 /// What kind of write an audited field was part of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +55,7 @@ fn short_hash(text: &[u8]) -> String {
 }
 
 /// The id of an audit record written before records had ids: derived from its stored bytes.
-pub(super) fn derived_audit_id(bytes: &[u8]) -> String {
+pub fn derived_audit_id(bytes: &[u8]) -> String {
     format!("au-{}", short_hash(bytes))
 }
 
@@ -75,76 +73,6 @@ pub fn write_id(event_id: &str, at: DateTime<Utc>, side: &str) -> String {
         "wr-{}",
         short_hash(format!("{event_id}|{}|{side}", at.to_rfc3339()).as_bytes())
     )
-}
-
-fn hold_ns(tenant: &str) -> String {
-    format!("{tenant}:undo-hold")
-}
-
-fn hold_keys(h: &UndoHold) -> Vec<String> {
-    let mut keys = Vec::new();
-    if let Some(c) = h.crm_id {
-        keys.push(State::crm_key(h.entity, &h.mailbox, c));
-    }
-    if let Some(g) = &h.graph_id {
-        keys.push(State::graph_key(h.entity, &h.mailbox, g));
-    }
-    keys
-}
-
-impl State {
-    /// The undo hold on a pair, found by either side's id.
-    pub async fn undo_hold(
-        &self,
-        tenant: &str,
-        entity: Entity,
-        mailbox: &str,
-        crm_id: Option<u64>,
-        graph_id: Option<&str>,
-    ) -> Result<Option<UndoHold>, StoreError> {
-        let ns = hold_ns(tenant);
-        if let Some(c) = crm_id {
-            if let Some(h) = self.get(&ns, &Self::crm_key(entity, mailbox, c)).await? {
-                return Ok(Some(h));
-            }
-        }
-        match graph_id.filter(|g| !g.is_empty()) {
-            Some(g) => self.get(&ns, &Self::graph_key(entity, mailbox, g)).await,
-            None => Ok(None),
-        }
-    }
-
-    pub async fn put_undo_hold(&self, tenant: &str, h: &UndoHold) -> Result<(), StoreError> {
-        let ns = hold_ns(tenant);
-        for k in hold_keys(h) {
-            self.store.put(&ns, &k, &ser(h)).await?;
-        }
-        Ok(())
-    }
-
-    pub async fn remove_undo_hold(&self, tenant: &str, h: &UndoHold) -> Result<(), StoreError> {
-        let ns = hold_ns(tenant);
-        for k in hold_keys(h) {
-            self.store.delete(&ns, &k).await?;
-        }
-        Ok(())
-    }
-
-    /// Removes the shadow of a pair (its link stays).
-    pub async fn remove_shadow(
-        &self,
-        tenant: &str,
-        entity: Entity,
-        mailbox: &str,
-        crm_id: u64,
-    ) -> Result<(), StoreError> {
-        self.store
-            .delete(
-                &format!("{tenant}:shadow"),
-                &Self::crm_key(entity, mailbox, crm_id),
-            )
-            .await
-    }
 }
 
 #[cfg(test)]

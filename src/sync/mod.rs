@@ -46,7 +46,6 @@ pub use error::{Disposition, SyncError};
 pub use observe::Observation;
 pub use pass::{Pass, Processed, noop};
 pub use persons::{MAX_ATTENDEES_LOOKED_UP, PERSON_CACHE_TTL};
-pub use preview::Preview;
 
 use observe::Observed;
 
