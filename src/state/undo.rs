@@ -48,7 +48,14 @@ pub struct UndoHold {
     pub graph: String,
     pub crm: String,
     pub at: DateTime<Utc>,
+    /// Written before the restoring write: passes of the pair wait until the undo has finished
+    /// (or [`PENDING_HOLD`] has passed, when the undo died on the way).
+    #[serde(default)]
+    pub pending: bool,
 }
+
+/// How long a pending hold makes a pair's passes wait at most.
+pub const PENDING_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn short_hash(text: &[u8]) -> String {
     hex::encode(Sha256::digest(text))[..20].to_string()

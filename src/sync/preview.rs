@@ -6,7 +6,7 @@ use cgc_core::{Entity, Plan};
 use cgc_graph::crm_id_on_item;
 
 use super::observe::Observed;
-use super::undo::UNDO_HELD;
+use super::undo::{HoldState, UNDO_HELD};
 use super::{Observation, Pass, Planned, SyncError};
 
 /// What a pass would do with one item.
@@ -69,7 +69,7 @@ impl Pass<'_> {
             linked_by,
             ..nothing("")
         };
-        if let Some((_, true)) = self.undo_hold_of(&obs).await? {
+        if let Some((_, HoldState::Matches)) = self.undo_hold_of(&obs).await? {
             p.reason = UNDO_HELD.into();
             p.obs = obs;
             return Ok(p);

@@ -18,6 +18,17 @@ use crate::state::{AuditRecord, UndoHold, UndoNote, WriteOp, undo as ids};
 pub(super) const UNDO_HELD: &str =
     "both sides still show what an operator's undo left; nothing written";
 
+/// An undo hold as a pass sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum HoldState {
+    /// Both sides still show what the undo left.
+    Matches,
+    /// A side changed since (or a pending hold outlived its undo).
+    Changed,
+    /// The undo is being written.
+    Pending,
+}
+
 /// What one write of a plan changed on one side, noted before the write.
 pub(super) struct Note {
     side: Side,
@@ -178,7 +189,7 @@ impl Pass<'_> {
     pub(super) async fn undo_hold_of(
         &self,
         obs: &Observation,
-    ) -> Result<Option<(UndoHold, bool)>, SyncError> {
+    ) -> Result<Option<(UndoHold, HoldState)>, SyncError> {
         let crm_id = obs.link.as_ref().map(|l| l.crm_id).or(obs.crm_id);
         let graph_id = obs.link.as_ref().map(|l| l.graph_id.as_str());
         let graph_id = graph_id.or(Some(obs.graph_id.as_str()));
@@ -189,22 +200,40 @@ impl Pass<'_> {
         else {
             return Ok(None);
         };
+        if hold.pending {
+            let fresh = (Utc::now() - hold.at).to_std().unwrap_or_default() < ids::PENDING_HOLD;
+            let state = if fresh {
+                HoldState::Pending
+            } else {
+                HoldState::Changed
+            };
+            return Ok(Some((hold, state)));
+        }
         let now = self
             .side_hashes(obs.graph.as_ref(), obs.crm.as_ref())
             .await?;
-        let same = now == (hold.graph.clone(), hold.crm.clone());
-        Ok(Some((hold, same)))
+        let state = if now == (hold.graph.clone(), hold.crm.clone()) {
+            HoldState::Matches
+        } else {
+            HoldState::Changed
+        };
+        Ok(Some((hold, state)))
     }
 
     /// Before a pass decides: a pair an undo left, whose sides both still show what the undo
-    /// left, changes nothing; once either side changed the hold ends and the pass goes on.
+    /// left, changes nothing; once either side changed the hold ends and the pass goes on. While
+    /// an undo of the pair is being written, the pass waits.
     pub(super) async fn undo_held(
         &self,
         obs: &Observation,
     ) -> Result<Option<Processed>, SyncError> {
         match self.undo_hold_of(obs).await? {
-            Some((_, true)) => Ok(Some(noop(UNDO_HELD))),
-            Some((hold, false)) => {
+            Some((_, HoldState::Matches)) => Ok(Some(noop(UNDO_HELD))),
+            Some((_, HoldState::Pending)) => Err(SyncError::busy(
+                std::time::Duration::from_millis(500),
+                "an operator's undo of this pair is being written",
+            )),
+            Some((hold, HoldState::Changed)) => {
                 self.state().remove_undo_hold(self.tid(), &hold).await?;
                 Ok(None)
             }
@@ -264,22 +293,17 @@ impl Pass<'_> {
         side: Side,
         obs: &Observation,
     ) -> Result<Option<String>, UndoError> {
-        let hold = self
-            .state()
-            .undo_hold(
-                self.tid(),
-                self.entity,
-                self.mailbox,
-                obs.crm_id,
-                Some(&obs.graph_id),
-            )
-            .await?;
-        if let Some(h) = hold {
-            let now = self
-                .side_hashes(obs.graph.as_ref(), obs.crm.as_ref())
-                .await?;
-            return Ok((now != (h.graph.clone(), h.crm.clone()))
-                .then(|| "the item changed since the last undo of this pair".to_string()));
+        match self.undo_hold_of(obs).await? {
+            Some((_, HoldState::Matches)) => return Ok(None),
+            Some((_, HoldState::Pending)) => {
+                return Ok(Some("another undo of this pair is being written".into()));
+            }
+            Some((_, HoldState::Changed)) => {
+                return Ok(Some(
+                    "the item changed since the last undo of this pair".into(),
+                ));
+            }
+            None => {}
         }
         if op == WriteOp::Delete {
             if obs.link.is_some() {
@@ -359,30 +383,48 @@ impl Pass<'_> {
         if dry_run {
             return Ok(done);
         }
-        let (crm_id, graph_id) = self.restore(&note, side, &obs, records).await?;
+        let at = Utc::now();
+        let event_id = format!("undo-{}", note.write);
+        let undo_id = ids::audit_id(&event_id, at, side_name(side), "undo");
+        // Passes of the pair wait while the undo writes (its own echo must not race it).
+        let mut hold = UndoHold {
+            audit_id: undo_id.clone(),
+            entity: self.entity,
+            mailbox: self.mailbox.to_ascii_lowercase(),
+            crm_id: obs.crm_id,
+            graph_id: (!obs.graph_id.is_empty()).then(|| obs.graph_id.clone()),
+            graph: String::new(),
+            crm: String::new(),
+            at,
+            pending: true,
+        };
+        self.state().put_undo_hold(self.tid(), &hold).await?;
+        let (crm_id, graph_id) = match self.restore(&note, side, &obs, records).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.state().remove_undo_hold(self.tid(), &hold).await?;
+                return Err(e);
+            }
+        };
         done.writes = 1;
         let after = self.observe_now(crm_id, graph_id.as_deref()).await?;
         let (g, c) = self
             .side_hashes(after.graph.as_ref(), after.crm.as_ref())
             .await?;
-        let at = Utc::now();
-        let event_id = format!("undo-{}", note.write);
-        let undo_id = ids::audit_id(&event_id, at, side_name(side), "undo");
-        self.state()
-            .put_undo_hold(
-                self.tid(),
-                &UndoHold {
-                    audit_id: undo_id.clone(),
-                    entity: self.entity,
-                    mailbox: self.mailbox.to_ascii_lowercase(),
-                    crm_id,
-                    graph_id: graph_id.clone(),
-                    graph: g,
-                    crm: c,
-                    at,
-                },
-            )
-            .await?;
+        let pending_graph_id = hold.graph_id.take();
+        hold.crm_id = crm_id;
+        hold.graph_id = graph_id.clone();
+        (hold.graph, hold.crm, hold.pending) = (g, c, false);
+        self.state().put_undo_hold(self.tid(), &hold).await?;
+        if pending_graph_id != graph_id {
+            // A re-created item has a new id: the pending hold's entry under the old one goes.
+            let old = UndoHold {
+                crm_id: None,
+                graph_id: pending_graph_id,
+                ..hold.clone()
+            };
+            self.state().remove_undo_hold(self.tid(), &old).await?;
+        }
         for (i, r) in records.iter().enumerate() {
             let rec = AuditRecord {
                 id: if i == 0 {
