@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::context::App;
 use crate::telemetry::metric;
 
+mod epilogue;
 mod harness;
 
 pub use harness::{
@@ -226,6 +227,8 @@ pub async fn run() -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     report("delete", &b, cw, gw);
+
+    let kept = kept && epilogue::plan_and_undo(&h, crm_id).await?;
 
     let m = &app.metrics;
     println!(

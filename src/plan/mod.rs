@@ -47,6 +47,23 @@ const ENTITIES: [Entity; 3] = [Entity::Appointment, Entity::Contact, Entity::Tas
 /// Plans `config` without writing anything; `prefix` names Redis keys as for the service.
 pub async fn plan(config: Config, opts: &PlanOptions, prefix: &str) -> anyhow::Result<Report> {
     let store = Arc::new(ReadOnlyStore::open(&config, prefix).await?);
+    plan_with(config, opts, store).await
+}
+
+/// Like [`plan`], reading a store this process already has open (read-only all the same).
+pub async fn plan_over(
+    config: Config,
+    opts: &PlanOptions,
+    store: Arc<dyn cgc_backends::Store>,
+) -> anyhow::Result<Report> {
+    plan_with(config, opts, Arc::new(ReadOnlyStore::over(store))).await
+}
+
+async fn plan_with(
+    config: Config,
+    opts: &PlanOptions,
+    store: Arc<ReadOnlyStore>,
+) -> anyhow::Result<Report> {
     let app = App::assemble(config, Tuning::default(), Arc::new(NoQueue), store.clone())?;
     let mut report = Report::default();
     for t in app.tenants.values() {
@@ -83,6 +100,19 @@ pub async fn plan_against(
 ) -> anyhow::Result<Compared> {
     let before = plan(old, opts, prefix).await?;
     let report = plan(config, opts, prefix).await?;
+    let against = Against::between(&before, &report);
+    Ok(Compared { report, against })
+}
+
+/// Like [`plan_against`], reading a store this process already has open.
+pub async fn plan_against_over(
+    config: Config,
+    old: Config,
+    opts: &PlanOptions,
+    store: Arc<dyn cgc_backends::Store>,
+) -> anyhow::Result<Compared> {
+    let before = plan_over(old, opts, store.clone()).await?;
+    let report = plan_over(config, opts, store).await?;
     let against = Against::between(&before, &report);
     Ok(Compared { report, against })
 }
