@@ -187,3 +187,26 @@ impl Queue for NoQueue {
         Ok(QueueDepth::default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_are_refused_and_counted_and_seeded_records_are_read() {
+        let s = ReadOnlyStore {
+            inner: None,
+            seeded: Mutex::default(),
+            refused: AtomicUsize::new(0),
+        };
+        assert!(s.put("ns", "k", b"v").await.is_err());
+        assert!(s.append("ns", b"v", 10).await.is_err());
+        assert!(s.lease("l", "me", Duration::from_secs(1)).await.is_err());
+        assert_eq!(s.refused.load(Ordering::SeqCst), 3);
+        assert_eq!(s.get("ns", "k").await.unwrap(), None);
+        s.seed("ns", "k", b"v".to_vec());
+        assert_eq!(s.get("ns", "k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(s.list("ns").await.unwrap().len(), 1);
+        assert!(NoQueue.publish(Vec::new()).await.is_err());
+    }
+}

@@ -457,3 +457,84 @@ impl Pass<'_> {
         Ok(done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obs() -> Observation {
+        Observation {
+            graph: Some(json!({"subject": "Old", "location": {"displayName": "Room 1"}})),
+            crm: Some(
+                [("Subject", "Old"), ("A031Location", "Room 1")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Observation::default()
+        }
+    }
+
+    #[test]
+    fn an_update_keeps_only_the_written_values_as_each_side_held_them() {
+        let o = obs();
+        let patch = json!({"subject": "New", "singleValueExtendedProperties": []});
+        let n = note(Entity::Appointment, &Op::UpdateGraph { patch }, &o).unwrap();
+        assert_eq!((n.side, n.op), (Side::Graph, WriteOp::Update));
+        assert_eq!(n.prior, json!({"subject": "Old"}));
+        let fields: CrmFields = [("A031Location".to_string(), "Room 2".to_string())].into();
+        let n = note(Entity::Appointment, &Op::UpdateCrm { fields }, &o).unwrap();
+        assert_eq!((n.side, n.op), (Side::Crm, WriteOp::Update));
+        assert_eq!(n.prior, json!({"A031Location": "Room 1"}));
+    }
+
+    #[test]
+    fn deletes_keep_the_item_or_the_mark_and_creates_nothing() {
+        let o = obs();
+        let n = note(Entity::Appointment, &Op::DeleteGraph, &o).unwrap();
+        assert_eq!(n.prior["subject"], "Old");
+        let n = note(Entity::Appointment, &Op::MarkCrmDeleted, &o).unwrap();
+        assert_eq!(n.prior, json!({"ConnectorDeleted": "false"}));
+        assert!(note(Entity::Contact, &Op::MarkCrmDeleted, &o).is_none());
+        let n = note(
+            Entity::Appointment,
+            &Op::CreateGraph { body: json!({}) },
+            &o,
+        )
+        .unwrap();
+        assert_eq!((n.op, n.prior.clone()), (WriteOp::Create, Value::Null));
+        assert!(note(Entity::Appointment, &Op::Unlink, &o).is_none());
+    }
+
+    #[test]
+    fn every_field_record_of_one_write_shares_its_write_id() {
+        let o = obs();
+        let notes: Vec<Note> = note(
+            Entity::Appointment,
+            &Op::UpdateGraph {
+                patch: json!({"subject": "New", "location": {}}),
+            },
+            &o,
+        )
+        .into_iter()
+        .collect();
+        let at = Utc::now();
+        let entry = |field: &str, side| AuditEntry {
+            entity: Entity::Appointment,
+            side,
+            field: field.into(),
+            before: Value::Null,
+            after: Value::Null,
+            cause: cgc_core::Cause::CrmPoll,
+        };
+        let a = for_entry(&notes, "ev", at, &entry("subject", Side::Graph)).unwrap();
+        let b = for_entry(&notes, "ev", at, &entry("location", Side::Graph)).unwrap();
+        assert_eq!(a.write, b.write);
+        assert_ne!(
+            record_id("ev", at, &entry("subject", Side::Graph)),
+            record_id("ev", at, &entry("location", Side::Graph))
+        );
+        assert!(for_entry(&notes, "ev", at, &entry("subject", Side::Crm)).is_none());
+    }
+}
