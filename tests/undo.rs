@@ -179,6 +179,28 @@ async fn undo_refuses_after_a_newer_user_edit(b: Backend) {
         .user_update("Contact", crm_id, &[("Subject", "U4 from CRM")]);
     h.settle().await.unwrap();
     let rec = audited(&h, "graph", "subject").await;
+    // Bad requests name what is wrong; a dry run writes nothing.
+    let w = Writes::now(&h);
+    let (status, _) = post(&h, "/admin/audit/au-nope/undo", json!({})).await;
+    assert_eq!(status, 404);
+    let (status, body) = post(
+        &h,
+        "/admin/undo",
+        json!({"tenant": "contoso", "mailbox": MAILBOX, "since": "yesterday"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("since"), "{body}");
+    let id = rec["id"].as_str().unwrap();
+    let (status, body) = post(
+        &h,
+        &format!("/admin/audit/{id}/undo"),
+        json!({"dry_run": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["undone"]["writes"], 0, "{body}");
+    w.assert(&h, 0, 0, "a dry run writes nothing");
     // The user edits the event before any worker saw it (no worker runs): the item changed
     // since the audited write, so the undo refuses and writes nothing.
     h.restart(
