@@ -444,20 +444,4 @@ impl State {
         }
         Ok(())
     }
-
-    /// Removes the shadow of a pair (its link stays).
-    pub async fn remove_shadow(
-        &self,
-        tenant: &str,
-        entity: Entity,
-        mailbox: &str,
-        crm_id: u64,
-    ) -> Result<(), StoreError> {
-        self.store
-            .delete(
-                &format!("{tenant}:shadow"),
-                &Self::crm_key(entity, mailbox, crm_id),
-            )
-            .await
-    }
 }
