@@ -39,6 +39,16 @@ async fn undo(h: &Harness, rec: &Value) -> (u16, Value) {
     post(h, &format!("/admin/audit/{id}/undo"), json!({})).await
 }
 
+/// Whether a pass since the undo was held by it (the undo's echo was seen and changed nothing).
+fn echo_held(h: &Harness) -> bool {
+    h.app()
+        .recent
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, reason)| reason.contains("what an operator's undo left"))
+}
+
 fn subject(h: &Harness, ev_id: &str) -> Value {
     h.graph.event(MAILBOX, ev_id).unwrap()["subject"].clone()
 }
@@ -58,6 +68,7 @@ async fn undo_of_an_update_restores_the_written_side_with_one_write(b: Backend) 
     assert_eq!(status, 200, "{body}");
     h.settle().await.unwrap();
     w.assert(&h, 0, 1, "one Graph write; its echo changes nothing");
+    assert!(echo_held(&h), "the echo was seen and held");
     assert_eq!(subject(&h, &ev_id), "U1 review");
     assert_eq!(crm_field(&h, crm_id, "Subject"), "U1 from CRM", "CRM kept");
     // The undo is audited, and the same write is not undone twice.

@@ -65,6 +65,9 @@ async fn plan_with(
     store: Arc<ReadOnlyStore>,
 ) -> anyhow::Result<Report> {
     let app = App::assemble(config, Tuning::default(), Arc::new(NoQueue), store.clone())?;
+    if let Some(t) = opts.tenant.as_ref().filter(|t| app.tenant(t).is_none()) {
+        anyhow::bail!("--tenant: no tenant {t:?} in the configuration");
+    }
     let mut report = Report::default();
     for t in app.tenants.values() {
         if opts.tenant.as_ref().is_some_and(|x| *x != t.cfg.id) {
