@@ -13,7 +13,7 @@ mod subscriptions;
 pub mod undo;
 
 pub use subscriptions::{SubscriptionCache, SubscriptionRecord};
-pub use undo::{UndoHold, UndoNote, WriteOp};
+pub use undo::{UndoNote, UndoSeal, WriteOp};
 
 /// How many audit entries are kept per tenant (oldest dropped first).
 pub const AUDIT_CAP: usize = 100_000;
@@ -390,11 +390,11 @@ impl State {
     }
 }
 
-fn undo_hold_ns(tenant: &str) -> String {
-    format!("{tenant}:undo-hold")
+fn undo_seal_ns(tenant: &str) -> String {
+    format!("{tenant}:undo-seal")
 }
 
-fn undo_hold_keys(h: &UndoHold) -> Vec<String> {
+fn undo_seal_keys(h: &UndoSeal) -> Vec<String> {
     let mut keys = Vec::new();
     if let Some(c) = h.crm_id {
         keys.push(State::crm_key(h.entity, &h.mailbox, c));
@@ -406,18 +406,18 @@ fn undo_hold_keys(h: &UndoHold) -> Vec<String> {
 }
 
 impl State {
-    // ---- undo holds (see `undo.rs`) ----
+    // ---- undo seals (see `undo.rs`) ----
 
-    /// The undo hold on a pair, found by either side's id.
-    pub async fn undo_hold(
+    /// The undo seal on a pair, found by either side's id.
+    pub async fn undo_seal(
         &self,
         tenant: &str,
         entity: Entity,
         mailbox: &str,
         crm_id: Option<u64>,
         graph_id: Option<&str>,
-    ) -> Result<Option<UndoHold>, StoreError> {
-        let ns = undo_hold_ns(tenant);
+    ) -> Result<Option<UndoSeal>, StoreError> {
+        let ns = undo_seal_ns(tenant);
         if let Some(c) = crm_id
             && let Some(h) = self.get(&ns, &Self::crm_key(entity, mailbox, c)).await?
         {
@@ -429,17 +429,17 @@ impl State {
         }
     }
 
-    pub async fn put_undo_hold(&self, tenant: &str, h: &UndoHold) -> Result<(), StoreError> {
-        let ns = undo_hold_ns(tenant);
-        for k in undo_hold_keys(h) {
+    pub async fn put_undo_seal(&self, tenant: &str, h: &UndoSeal) -> Result<(), StoreError> {
+        let ns = undo_seal_ns(tenant);
+        for k in undo_seal_keys(h) {
             self.store.put(&ns, &k, &ser(h)).await?;
         }
         Ok(())
     }
 
-    pub async fn remove_undo_hold(&self, tenant: &str, h: &UndoHold) -> Result<(), StoreError> {
-        let ns = undo_hold_ns(tenant);
-        for k in undo_hold_keys(h) {
+    pub async fn remove_undo_seal(&self, tenant: &str, h: &UndoSeal) -> Result<(), StoreError> {
+        let ns = undo_seal_ns(tenant);
+        for k in undo_seal_keys(h) {
             self.store.delete(&ns, &k).await?;
         }
         Ok(())

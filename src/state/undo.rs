@@ -1,5 +1,5 @@
 //! What an undo keeps in the store: each audited write's note (what the written side held before
-//! it), audit ids, and the hold an undo leaves on a pair so that its echo changes nothing (read
+//! it), audit ids, and the seal an undo leaves on a pair so that its echo changes nothing (read
 //! and written by `State` in `mod.rs`).
 
 use cgc_core::Entity;
@@ -35,9 +35,9 @@ pub struct UndoNote {
 
 /// Left on a pair by an undo: while both sides still show what the undo left, a pass of the pair
 /// changes nothing (the undo's echo, and any later touch); the first real change on either side
-/// ends the hold and the pair syncs as usual again.
+/// ends the seal and the pair syncs as usual again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UndoHold {
+pub struct UndoSeal {
     /// The audit id of the undo's own record.
     pub audit_id: String,
     pub entity: Entity,
@@ -49,13 +49,13 @@ pub struct UndoHold {
     pub crm: String,
     pub at: DateTime<Utc>,
     /// Written before the restoring write: passes of the pair wait until the undo has finished
-    /// (or [`PENDING_HOLD`] has passed, when the undo died on the way).
+    /// (or [`PENDING_SEAL`] has passed, when the undo died on the way).
     #[serde(default)]
     pub pending: bool,
 }
 
-/// How long a pending hold makes a pair's passes wait at most.
-pub const PENDING_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a pending seal makes a pair's passes wait at most.
+pub const PENDING_SEAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn short_hash(text: &[u8]) -> String {
     hex::encode(Sha256::digest(text))[..20].to_string()

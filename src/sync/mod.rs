@@ -13,7 +13,7 @@
 //! - `conflicts.rs`: conflicts parked for an operator;
 //! - `archive.rs`: archiving a message into CRM (e-mail is one way);
 //! - `resolution.rs`: carrying out an operator's conflict resolution;
-//! - `undo.rs`, `restore.rs`: taking back one audited write (admin API) and the hold that
+//! - `undo.rs`, `restore.rs`: taking back one audited write (admin API) and the seal that
 //!   makes its echo a no-op; `preview.rs`: a pass that only looks (the `plan` command);
 //! - `error.rs`: [`SyncError`] and the one place that decides retry, wait or dead letter.
 
@@ -91,7 +91,7 @@ impl Pass<'_> {
     /// Decides and applies: records the connector does not sync are left alone, a pair that
     /// left the mailbox's scope is unlinked, destructive plans pass the mass-change guard.
     async fn settle(&self, obs: Observation) -> Result<Processed, SyncError> {
-        if let Some(held) = self.undo_held(&obs).await? {
+        if let Some(held) = self.undo_sealed(&obs).await? {
             return Ok(held);
         }
         match self.plan_for(&obs).await? {

@@ -6,7 +6,7 @@ use cgc_core::{Entity, Plan};
 use cgc_graph::crm_id_on_item;
 
 use super::observe::Observed;
-use super::undo::{HoldState, UNDO_HELD};
+use super::undo::{SealState, UNDO_SEALED};
 use super::{Observation, Pass, Planned, SyncError};
 
 /// What a pass would do with one item.
@@ -69,8 +69,8 @@ impl Pass<'_> {
             linked_by,
             ..nothing("")
         };
-        if let Some((_, HoldState::Matches)) = self.undo_hold_of(&obs).await? {
-            p.reason = UNDO_HELD.into();
+        if let Some((_, SealState::Matches)) = self.undo_seal_of(&obs).await? {
+            p.reason = UNDO_SEALED.into();
             p.obs = obs;
             return Ok(p);
         }

@@ -1,6 +1,6 @@
 //! Taking back one audited sync write: the note each write keeps (what the written side held
 //! before it), the check that the item has not changed since, the one restoring write, and the
-//! hold that makes the undo's echo (and any later touch) change nothing until a side really
+//! seal that makes the undo's echo (and any later touch) change nothing until a side really
 //! changes. The restoring write itself is in `restore.rs`.
 
 use std::collections::BTreeMap;
@@ -12,18 +12,18 @@ use serde_json::{Value, json};
 
 use super::observe::Observation;
 use super::{Pass, Processed, SyncError, noop};
-use crate::state::{AuditRecord, UndoHold, UndoNote, WriteOp, undo as ids};
+use crate::state::{AuditRecord, UndoNote, UndoSeal, WriteOp, undo as ids};
 
 /// Why a pass of a pair an undo left changes nothing.
-pub(super) const UNDO_HELD: &str =
+pub(super) const UNDO_SEALED: &str =
     "both sides still show what an operator's undo left; nothing written";
 
-/// An undo hold as a pass sees it.
+/// An undo seal as a pass sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum HoldState {
+pub(super) enum SealState {
     /// Both sides still show what the undo left.
     Matches,
-    /// A side changed since (or a pending hold outlived its undo).
+    /// A side changed since (or a pending seal outlived its undo).
     Changed,
     /// The undo is being written.
     Pending,
@@ -184,57 +184,57 @@ impl Pass<'_> {
         Ok((g, c))
     }
 
-    /// The undo hold on the observed pair, if any, and whether both sides still show what the
+    /// The undo seal on the observed pair, if any, and whether both sides still show what the
     /// undo left (reads only).
-    pub(super) async fn undo_hold_of(
+    pub(super) async fn undo_seal_of(
         &self,
         obs: &Observation,
-    ) -> Result<Option<(UndoHold, HoldState)>, SyncError> {
+    ) -> Result<Option<(UndoSeal, SealState)>, SyncError> {
         let crm_id = obs.link.as_ref().map(|l| l.crm_id).or(obs.crm_id);
         let graph_id = obs.link.as_ref().map(|l| l.graph_id.as_str());
         let graph_id = graph_id.or(Some(obs.graph_id.as_str()));
-        let Some(hold) = self
+        let Some(seal) = self
             .state()
-            .undo_hold(self.tid(), self.entity, self.mailbox, crm_id, graph_id)
+            .undo_seal(self.tid(), self.entity, self.mailbox, crm_id, graph_id)
             .await?
         else {
             return Ok(None);
         };
-        if hold.pending {
-            let fresh = (Utc::now() - hold.at).to_std().unwrap_or_default() < ids::PENDING_HOLD;
+        if seal.pending {
+            let fresh = (Utc::now() - seal.at).to_std().unwrap_or_default() < ids::PENDING_SEAL;
             let state = if fresh {
-                HoldState::Pending
+                SealState::Pending
             } else {
-                HoldState::Changed
+                SealState::Changed
             };
-            return Ok(Some((hold, state)));
+            return Ok(Some((seal, state)));
         }
         let now = self
             .side_hashes(obs.graph.as_ref(), obs.crm.as_ref())
             .await?;
-        let state = if now == (hold.graph.clone(), hold.crm.clone()) {
-            HoldState::Matches
+        let state = if now == (seal.graph.clone(), seal.crm.clone()) {
+            SealState::Matches
         } else {
-            HoldState::Changed
+            SealState::Changed
         };
-        Ok(Some((hold, state)))
+        Ok(Some((seal, state)))
     }
 
     /// Before a pass decides: a pair an undo left, whose sides both still show what the undo
-    /// left, changes nothing; once either side changed the hold ends and the pass goes on. While
+    /// left, changes nothing; once either side changed the seal ends and the pass goes on. While
     /// an undo of the pair is being written, the pass waits.
-    pub(super) async fn undo_held(
+    pub(super) async fn undo_sealed(
         &self,
         obs: &Observation,
     ) -> Result<Option<Processed>, SyncError> {
-        match self.undo_hold_of(obs).await? {
-            Some((_, HoldState::Matches)) => Ok(Some(noop(UNDO_HELD))),
-            Some((_, HoldState::Pending)) => Err(SyncError::busy(
+        match self.undo_seal_of(obs).await? {
+            Some((_, SealState::Matches)) => Ok(Some(noop(UNDO_SEALED))),
+            Some((_, SealState::Pending)) => Err(SyncError::busy(
                 std::time::Duration::from_millis(500),
                 "an operator's undo of this pair is being written",
             )),
-            Some((hold, HoldState::Changed)) => {
-                self.state().remove_undo_hold(self.tid(), &hold).await?;
+            Some((seal, SealState::Changed)) => {
+                self.state().remove_undo_seal(self.tid(), &seal).await?;
                 Ok(None)
             }
             None => Ok(None),
@@ -284,7 +284,7 @@ impl Pass<'_> {
         })
     }
 
-    /// Whether the pair is as the audited write left it: an undo's hold still matching, or (a
+    /// Whether the pair is as the audited write left it: an undo's seal still matching, or (a
     /// linked pair) neither side changed since the last agreed state, or (a delete) the item still
     /// gone and not linked again.
     async fn unchanged_since(
@@ -293,12 +293,12 @@ impl Pass<'_> {
         side: Side,
         obs: &Observation,
     ) -> Result<Option<String>, UndoError> {
-        match self.undo_hold_of(obs).await? {
-            Some((_, HoldState::Matches)) => return Ok(None),
-            Some((_, HoldState::Pending)) => {
+        match self.undo_seal_of(obs).await? {
+            Some((_, SealState::Matches)) => return Ok(None),
+            Some((_, SealState::Pending)) => {
                 return Ok(Some("another undo of this pair is being written".into()));
             }
-            Some((_, HoldState::Changed)) => {
+            Some((_, SealState::Changed)) => {
                 return Ok(Some(
                     "the item changed since the last undo of this pair".into(),
                 ));
@@ -387,7 +387,7 @@ impl Pass<'_> {
         let event_id = format!("undo-{}", note.write);
         let undo_id = ids::audit_id(&event_id, at, side_name(side), "undo");
         // Passes of the pair wait while the undo writes (its own echo must not race it).
-        let mut hold = UndoHold {
+        let mut seal = UndoSeal {
             audit_id: undo_id.clone(),
             entity: self.entity,
             mailbox: self.mailbox.to_ascii_lowercase(),
@@ -398,11 +398,11 @@ impl Pass<'_> {
             at,
             pending: true,
         };
-        self.state().put_undo_hold(self.tid(), &hold).await?;
+        self.state().put_undo_seal(self.tid(), &seal).await?;
         let (crm_id, graph_id) = match self.restore(&note, side, &obs, records).await {
             Ok(ids) => ids,
             Err(e) => {
-                self.state().remove_undo_hold(self.tid(), &hold).await?;
+                self.state().remove_undo_seal(self.tid(), &seal).await?;
                 return Err(e);
             }
         };
@@ -411,19 +411,19 @@ impl Pass<'_> {
         let (g, c) = self
             .side_hashes(after.graph.as_ref(), after.crm.as_ref())
             .await?;
-        let pending_graph_id = hold.graph_id.take();
-        hold.crm_id = crm_id;
-        hold.graph_id = graph_id.clone();
-        (hold.graph, hold.crm, hold.pending) = (g, c, false);
-        self.state().put_undo_hold(self.tid(), &hold).await?;
+        let pending_graph_id = seal.graph_id.take();
+        seal.crm_id = crm_id;
+        seal.graph_id = graph_id.clone();
+        (seal.graph, seal.crm, seal.pending) = (g, c, false);
+        self.state().put_undo_seal(self.tid(), &seal).await?;
         if pending_graph_id != graph_id {
-            // A re-created item has a new id: the pending hold's entry under the old one goes.
-            let old = UndoHold {
+            // A re-created item has a new id: the pending seal's entry under the old one goes.
+            let old = UndoSeal {
                 crm_id: None,
                 graph_id: pending_graph_id,
-                ..hold.clone()
+                ..seal.clone()
             };
-            self.state().remove_undo_hold(self.tid(), &old).await?;
+            self.state().remove_undo_seal(self.tid(), &old).await?;
         }
         for (i, r) in records.iter().enumerate() {
             let rec = AuditRecord {
