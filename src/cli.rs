@@ -46,6 +46,9 @@ pub enum Command {
     },
     /// Checks configuration, credentials and reachability of every tenant.
     Doctor(ConfigArg),
+    /// Shows what a sync would do, writing nothing (exits non-zero when the plan would trip the
+    /// mass-change guard).
+    Plan(PlanArgs),
     /// Lists or resolves conflicts through the running service's admin API.
     Conflicts {
         #[command(flatten)]
@@ -66,6 +69,25 @@ pub enum Command {
 pub struct ConfigArg {
     #[arg(long, short)]
     pub config: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// appointment, contact or task
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// The report as one JSON document (README "plan --json").
+    #[arg(long)]
+    pub json: bool,
+    /// The configuration in force today: also shows what the change to --config does.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -200,6 +222,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
             r.map_err(|e| anyhow::anyhow!("simulator: {e}"))
         }
         Command::Doctor(c) => doctor(&c).await,
+        Command::Plan(p) => plan(&p).await,
         Command::Conflicts { config, action } => {
             let config = load(&config)?;
             match action.unwrap_or(ConflictAction::List) {
@@ -269,6 +292,47 @@ async fn admin_call(
     println!("{pretty}");
     if !status.is_success() {
         bail!("admin API answered {status}");
+    }
+    Ok(())
+}
+
+/// `plan`: the report on stdout, progress on stderr; an error when the guard would trip.
+async fn plan(p: &PlanArgs) -> anyhow::Result<()> {
+    crate::telemetry::init("warn");
+    let config = Config::load(&p.config)?;
+    let entity =
+        match &p.entity {
+            Some(e) => Some(e.parse::<cgc_core::Entity>().map_err(|_| {
+                anyhow::anyhow!("--entity: {e:?} is not appointment, contact or task")
+            })?),
+            None => None,
+        };
+    let opts = crate::plan::PlanOptions {
+        tenant: p.tenant.clone(),
+        mailbox: p.mailbox.clone(),
+        entity,
+        progress: !p.json,
+    };
+    let (text, json, tripped) = match &p.against {
+        Some(old) => {
+            let old = Config::load(old).context("--against")?;
+            let c = crate::plan::plan_against(config, old, &opts, &prefix()).await?;
+            (c.to_text(), c.to_json(), c.report.guard_tripped)
+        }
+        None => {
+            let r = crate::plan::plan(config, &opts, &prefix()).await?;
+            (r.to_text(), r.to_json(), r.guard_tripped)
+        }
+    };
+    if p.json {
+        println!("{json}");
+    } else {
+        print!("{text}");
+    }
+    if tripped {
+        bail!(
+            "the plan would trip the mass-change guard (see the mailboxes marked HOLD); nothing was written"
+        );
     }
     Ok(())
 }

@@ -181,6 +181,17 @@ impl App {
                     .context("connecting to Redis (store.url)")?,
             ),
         };
+        Self::assemble(config, tuning, queue, store)
+    }
+
+    /// Builds the clients over back ends already open (`build`, and the read-only back ends of
+    /// the `plan` command).
+    pub fn assemble(
+        config: Config,
+        tuning: Tuning,
+        queue: Arc<dyn Queue>,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Arc<App>> {
         let mut tenants = BTreeMap::new();
         for t in &config.tenants {
             let graph = GraphClient::new(GraphConfig {

@@ -21,6 +21,7 @@ pub mod event;
 pub mod guard;
 pub mod invitations;
 pub mod lease;
+pub mod plan;
 pub mod receiver;
 pub mod run;
 pub mod scheduler;
@@ -30,5 +31,6 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 pub mod throttle;
+pub mod undo;
 pub mod watch;
 pub mod worker;

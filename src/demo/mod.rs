@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::context::App;
 use crate::telemetry::metric;
 
+mod epilogue;
 mod harness;
 
 pub use harness::{
@@ -231,6 +232,8 @@ pub async fn run() -> anyhow::Result<()> {
     let (b, cw, gw) = (counts(&app), crm_writes(), graph_writes());
     let series_ok = series_step(&h).await?;
     report("series", &b, cw, gw);
+
+    let kept = kept && epilogue::plan_and_undo(&h, crm_id).await?;
 
     let m = &app.metrics;
     println!(

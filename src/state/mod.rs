@@ -12,10 +12,12 @@ mod invitations;
 pub mod lease_names;
 mod reach;
 mod subscriptions;
+pub mod undo;
 
 pub use invitations::{HeldInvitation, HoldReason, InvitationRecord, ReleasedInvitation};
 pub use reach::ContactReach;
 pub use subscriptions::{SubscriptionCache, SubscriptionRecord};
+pub use undo::{UndoNote, UndoSeal, WriteOp};
 
 /// How many audit entries are kept per tenant (oldest dropped first).
 pub const AUDIT_CAP: usize = 100_000;
@@ -89,6 +91,10 @@ pub struct ConflictRecord {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// Stable id (`GET /admin/audit`, `POST /admin/audit/{id}/undo`); records written before ids
+    /// existed get one derived from their content when read.
+    #[serde(default)]
+    pub id: String,
     pub at: DateTime<Utc>,
     pub tenant: String,
     pub mailbox: String,
@@ -99,6 +105,9 @@ pub struct AuditRecord {
     pub entry: cgc_core::AuditEntry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<String>,
+    /// The write this field was part of and what the written side held before it (undo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoNote>,
 }
 
 /// Typed access to the store.
@@ -413,7 +422,11 @@ impl State {
         let ns = format!("{tenant}:audit");
         let mut out = Vec::new();
         for b in self.store.tail(&ns, limit).await? {
-            out.push(de(&ns, "audit", &b)?);
+            let mut rec: AuditRecord = de(&ns, "audit", &b)?;
+            if rec.id.is_empty() {
+                rec.id = undo::derived_audit_id(&b);
+            }
+            out.push(rec);
         }
         Ok(out)
     }
@@ -478,5 +491,61 @@ impl State {
                 &ser(reach),
             )
             .await
+    }
+}
+
+fn undo_seal_ns(tenant: &str) -> String {
+    format!("{tenant}:undo-seal")
+}
+
+fn undo_seal_keys(h: &UndoSeal) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Some(c) = h.crm_id {
+        keys.push(State::crm_key(h.entity, &h.mailbox, c));
+    }
+    if let Some(g) = &h.graph_id {
+        keys.push(State::graph_key(h.entity, &h.mailbox, g));
+    }
+    keys
+}
+
+impl State {
+    // ---- undo seals (see `undo.rs`) ----
+
+    /// The undo seal on a pair, found by either side's id.
+    pub async fn undo_seal(
+        &self,
+        tenant: &str,
+        entity: Entity,
+        mailbox: &str,
+        crm_id: Option<u64>,
+        graph_id: Option<&str>,
+    ) -> Result<Option<UndoSeal>, StoreError> {
+        let ns = undo_seal_ns(tenant);
+        if let Some(c) = crm_id
+            && let Some(h) = self.get(&ns, &Self::crm_key(entity, mailbox, c)).await?
+        {
+            return Ok(Some(h));
+        }
+        match graph_id.filter(|g| !g.is_empty()) {
+            Some(g) => self.get(&ns, &Self::graph_key(entity, mailbox, g)).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn put_undo_seal(&self, tenant: &str, h: &UndoSeal) -> Result<(), StoreError> {
+        let ns = undo_seal_ns(tenant);
+        for k in undo_seal_keys(h) {
+            self.store.put(&ns, &k, &ser(h)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_undo_seal(&self, tenant: &str, h: &UndoSeal) -> Result<(), StoreError> {
+        let ns = undo_seal_ns(tenant);
+        for k in undo_seal_keys(h) {
+            self.store.delete(&ns, &k).await?;
+        }
+        Ok(())
     }
 }

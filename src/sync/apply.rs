@@ -78,7 +78,9 @@ impl Pass<'_> {
                 .and_then(|v| v.get("@odata.etag").and_then(Value::as_str))
                 .map(str::to_string),
         };
+        let mut notes = Vec::new();
         for op in &plan.ops {
+            let note = super::undo::note(self.entity, op, &obs);
             match op {
                 Op::CreateCrm { fields } => self.create_crm(fields, &obs, &mut p).await?,
                 Op::CreateGraph { body } => self.create_graph(body, &obs, &mut p).await?,
@@ -89,9 +91,10 @@ impl Pass<'_> {
                 Op::Unlink => p.unlinked = true,
                 Op::RaiseConflict { fields } => self.park_conflict(fields, &p).await?,
             }
+            notes.extend(note);
         }
         self.settle_link(&plan, &obs, &mut p).await?;
-        self.write_audit(&plan, p.link.as_ref()).await?;
+        self.write_audit(&plan, p.link.as_ref(), &notes).await?;
         Ok(Processed {
             kind: plan.kind.clone(),
             reason: plan.reason.clone(),
@@ -322,13 +325,21 @@ impl Pass<'_> {
         Ok(())
     }
 
-    async fn write_audit(&self, plan: &Plan, link: Option<&Link>) -> Result<(), SyncError> {
+    async fn write_audit(
+        &self,
+        plan: &Plan,
+        link: Option<&Link>,
+        notes: &[super::undo::Note],
+    ) -> Result<(), SyncError> {
+        let at = Utc::now();
         for entry in &plan.audit {
             self.state()
                 .audit(
                     self.tid(),
                     &AuditRecord {
-                        at: Utc::now(),
+                        id: super::undo::record_id(self.event_id, at, entry),
+                        undo: super::undo::for_entry(notes, self.event_id, at, entry),
+                        at,
                         tenant: self.tid().to_string(),
                         mailbox: self.mailbox.to_string(),
                         crm_id: link.map(|l| l.crm_id),

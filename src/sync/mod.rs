@@ -16,6 +16,8 @@
 //! - `conflicts.rs`: conflicts parked for an operator;
 //! - `archive.rs`: archiving a message into CRM (e-mail is one way);
 //! - `resolution.rs`: carrying out an operator's conflict resolution;
+//! - `undo.rs`, `restore.rs`: taking back one audited write (admin API) and the seal that
+//!   makes its echo a no-op; `preview.rs`: a pass that only looks (the `plan` command);
 //! - `error.rs`: [`SyncError`] and the one place that decides retry, wait or dead letter.
 
 mod apply;
@@ -28,11 +30,14 @@ mod matching;
 mod observe;
 mod pass;
 mod persons;
+pub mod preview;
 pub mod resolution;
+mod restore;
 mod scope;
 mod series;
 mod series_crm;
 mod sides;
+pub mod undo;
 
 use cgc_core::mapping::records;
 use cgc_core::series::{Member, is_master_record, is_member_record};
@@ -124,11 +129,32 @@ impl Pass<'_> {
     /// Decides and applies: records the connector does not sync are left alone, a pair that
     /// left the mailbox's scope is unlinked, destructive plans pass the mass-change guard.
     pub(super) async fn settle(&self, obs: Observation) -> Result<Processed, SyncError> {
+        if let Some(held) = self.undo_sealed(&obs).await? {
+            return Ok(held);
+        }
+        match self.plan_for(&obs).await? {
+            Planned::Skip(reason) => Ok(noop(reason)),
+            Planned::LeftScope(plan) => self.apply(plan, obs).await,
+            Planned::Decided(plan) => {
+                if self.held_by_guard(&plan, &obs).await? {
+                    // Nothing is written and the change is remembered: on release it is
+                    // processed again (the items are untouched on both sides meanwhile).
+                    return Ok(noop(
+                        "held by the mass-change guard; nothing changed, kept for release",
+                    ));
+                }
+                self.apply(plan, obs).await
+            }
+        }
+    }
+
+    /// What a pass would do with the observed pair, before the mass-change guard; reads only.
+    pub(super) async fn plan_for(&self, obs: &Observation) -> Result<Planned, SyncError> {
         if self.entity == Entity::Appointment {
             if let (None, Some(f)) = (&obs.link, &obs.crm) {
                 if let Some(reason) = records::unlinked_appointment_skipped(f, obs.graph.is_some())
                 {
-                    return Ok(noop(reason));
+                    return Ok(Planned::Skip(reason));
                 }
             }
             // Leaving scope is unlinking (expected-behaviour.md 36): the record's rep is no longer
@@ -137,20 +163,12 @@ impl Pass<'_> {
             if let (Some(_), Some(f)) = (&obs.link, &obs.crm) {
                 if !records::is_deleted(f) {
                     if let Some(why) = self.out_of_scope(f).await? {
-                        return self.apply(unlink_plan(self.entity, why), obs).await;
+                        return Ok(Planned::LeftScope(unlink_plan(self.entity, why)));
                     }
                 }
             }
         }
-        let plan = self.decide(&obs).await?;
-        if self.held_by_guard(&plan, &obs).await? {
-            // Nothing is written and the change is remembered: on release it is processed
-            // again (the items are untouched on both sides meanwhile).
-            return Ok(noop(
-                "held by the mass-change guard; nothing changed, kept for release",
-            ));
-        }
-        self.apply(plan, obs).await
+        Ok(Planned::Decided(self.decide(obs).await?))
     }
 
     /// The core's plan for the observed pair.
@@ -237,6 +255,16 @@ impl Pass<'_> {
         .emit(&self.app.metrics);
         Ok(true)
     }
+}
+
+/// What a pass would do with an observed pair.
+pub(super) enum Planned {
+    /// Not a record the connector syncs: nothing to do, and why.
+    Skip(&'static str),
+    /// The pair left the mailbox's scope: unlinked, never guarded.
+    LeftScope(Plan),
+    /// The core's plan (destructive ones pass the mass-change guard).
+    Decided(Plan),
 }
 
 /// The plan of a pair that left the mailbox's scope: unlink, nothing deleted or written.

@@ -107,7 +107,7 @@ fn mark_first_sync(events: &mut [EventV1]) {
 }
 
 /// Records of an entity's table changed on or after the day of `since` (of one rep, if given).
-async fn changed_records(
+pub(crate) async fn changed_records(
     t: &Tenant,
     entity: Entity,
     rep_id: Option<&str>,

@@ -12,6 +12,8 @@ pub enum Cause {
     Delta,
     CrmPoll,
     ConflictResolution,
+    /// An operator undid an audited sync write (admin API).
+    Undo,
 }
 
 /// One of the two systems.
