@@ -277,28 +277,7 @@ async fn plan_against_a_shorter_window_lists_its_unlinks_and_trips_the_guard(b: 
     h.stop().await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Embedded).await
-                }
-            )*
-        }
-        mod rabbitmq_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::RabbitRedis).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+each_backend!(
     plan_of_a_fresh_tenant_lists_ten_links_and_eighty_creates_and_writes_nothing,
     plan_against_a_shorter_window_lists_its_unlinks_and_trips_the_guard,
 );

@@ -2931,30 +2931,7 @@ async fn x9_invitations_beyond_the_limit_per_minute_are_held_until_released(b: B
     h.stop().await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        /// The scenarios on the embedded queue and store (one machine).
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Embedded).await
-                }
-            )*
-        }
-        /// The same scenarios on real RabbitMQ and Redis (scale-out).
-        mod rabbitmq_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::RabbitRedis).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+each_backend!(
     a1_crm_appointment_appears_in_calendar_linked,
     a2_outlook_event_appears_in_crm_with_resolved_attendees,
     a3_opened_not_edited_keeps_crm_edit,

@@ -289,28 +289,7 @@ async fn mailbox_undo_reverts_a_burst_of_twenty_writes_newest_first(b: Backend) 
     h.stop().await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Embedded).await
-                }
-            )*
-        }
-        mod rabbitmq_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::RabbitRedis).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+each_backend!(
     undo_of_an_update_restores_the_written_side_with_one_write,
     undo_of_a_create_removes_what_it_made_with_one_write,
     undo_of_a_delete_restores_the_item_with_one_write,
