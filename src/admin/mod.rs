@@ -20,7 +20,9 @@ use crate::context::App;
 use crate::event::{EventKind, EventV1, Source};
 use crate::telemetry::metric;
 
+mod reply;
 mod undo;
+use reply::error;
 use undo::{undo_mailbox, undo_one};
 
 pub fn router(app: Arc<App>) -> Router {
@@ -44,10 +46,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(app)
-}
-
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({"error": msg.into()}))).into_response()
 }
 
 async fn auth(AxState(app): AxState<Arc<App>>, req: Request, next: Next) -> Response {

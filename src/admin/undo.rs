@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::error;
+use super::reply::error;
 use crate::context::App;
 
 fn undo_refused(r: crate::undo::Refusal) -> Response {
