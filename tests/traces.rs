@@ -167,8 +167,14 @@ async fn one_trace_from_receiver_and_scheduler_to_worker(b: Backend) {
     let all = spans(c);
     let trace = hex::decode(&trace_hex).unwrap();
     assert_eq!(trace.len(), 16);
-    let ours: Vec<Seen> = all.iter().filter(|s| s.trace_id == trace).cloned().collect();
-    let batch = one(&ours, "notification_batch", |s| s.name == "notification_batch");
+    let ours: Vec<Seen> = all
+        .iter()
+        .filter(|s| s.trace_id == trace)
+        .cloned()
+        .collect();
+    let batch = one(&ours, "notification_batch", |s| {
+        s.name == "notification_batch"
+    });
     assert_eq!(
         batch.parent,
         hex::decode(parent_hex).unwrap(),
@@ -177,20 +183,38 @@ async fn one_trace_from_receiver_and_scheduler_to_worker(b: Backend) {
     let note = one(&ours, "notification", |s| s.name == "notification");
     assert_eq!(note.parent, batch.span_id, "notification inside the batch");
     for (k, v) in [("tenant", TENANT), ("mailbox", MAILBOX), ("item", &item)] {
-        assert_eq!(note.attrs.get(k).map(String::as_str), Some(v), "{k}: {note:?}");
+        assert_eq!(
+            note.attrs.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {note:?}"
+        );
     }
     assert_eq!(
         note.attrs.get("entity").map(String::as_str),
         Some("appointment")
     );
     let events: Vec<&Seen> = ours.iter().filter(|s| s.name == "event").collect();
-    assert!(!events.is_empty(), "the worker's event span is in the trace: {ours:#?}");
+    assert!(
+        !events.is_empty(),
+        "the worker's event span is in the trace: {ours:#?}"
+    );
     for ev in &events {
-        assert_eq!(ev.parent, note.span_id, "worker span is the notification's child across the queue");
-        for (k, v) in [("tenant", TENANT), ("mailbox", MAILBOX), ("item", &item), ("entity", "appointment")] {
+        assert_eq!(
+            ev.parent, note.span_id,
+            "worker span is the notification's child across the queue"
+        );
+        for (k, v) in [
+            ("tenant", TENANT),
+            ("mailbox", MAILBOX),
+            ("item", &item),
+            ("entity", "appointment"),
+        ] {
             assert_eq!(ev.attrs.get(k).map(String::as_str), Some(v), "{k}: {ev:?}");
         }
-        assert!(ev.attrs.contains_key("decision"), "decision recorded: {ev:?}");
+        assert!(
+            ev.attrs.contains_key("decision"),
+            "decision recorded: {ev:?}"
+        );
     }
 
     // Scheduler → queue → worker: the CRM record's event span is a child of a crm_poll job span.
@@ -199,7 +223,10 @@ async fn one_trace_from_receiver_and_scheduler_to_worker(b: Backend) {
         .iter()
         .filter(|s| s.name == "event" && s.attrs.get("item") == Some(&crm_item))
         .collect();
-    assert!(!crm_events.is_empty(), "the CRM record's event span was exported");
+    assert!(
+        !crm_events.is_empty(),
+        "the CRM record's event span was exported"
+    );
     for ev in crm_events {
         let job = all
             .iter()

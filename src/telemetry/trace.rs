@@ -134,13 +134,6 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
-/// The trace id in a `traceparent` header value (`00-<trace id>-<span id>-<flags>`).
-pub fn trace_id_of_traceparent(tp: &str) -> Option<&str> {
-    let mut parts = tp.split('-');
-    let (_, id) = (parts.next()?, parts.next()?);
-    (id.len() == 32).then_some(id)
-}
-
 /// Records the entity and item an event is about in `span` (fields `entity`, `item`).
 pub fn record_subject(span: &tracing::Span, ev: &crate::event::EventV1) {
     use crate::event::EventKind;
@@ -161,5 +154,91 @@ pub fn record_subject(span: &tracing::Span, ev: &crate::event::EventV1) {
     }
     if let Some(i) = item {
         span.record("item", i.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::prelude::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// JSON logs and traced spans, as `init` installs them, for the closure only.
+    fn traced<R>(logs: &Buf, f: impl FnOnce() -> R) -> R {
+        let w = logs.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(move || w.clone()),
+            )
+            .with(layer(provider(None).unwrap()));
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_span_continues_the_trace_in_headers_and_passes_it_on() {
+        let logs = Buf::default();
+        traced(&logs, || {
+            let incoming = BTreeMap::from([("traceparent".to_string(), SENT.to_string())]);
+            let span = tracing::info_span!("event", trace_id = tracing::field::Empty);
+            continue_from(&span, &incoming);
+            assert_eq!(
+                trace_id(&span).as_deref(),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736")
+            );
+            let out = headers_of(&span);
+            let tp = out.get("traceparent").expect("traceparent passed on");
+            assert!(
+                tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{tp}"
+            );
+            assert!(!tp.contains("00f067aa0ba902b7"), "a new span id: {tp}");
+            span.in_scope(|| tracing::info!("inside"));
+        });
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(r#""trace_id":"4bf92f3577b34da6a3ce929d0e0e4736""#),
+            "the log line carries the trace id: {text}"
+        );
+    }
+
+    #[test]
+    fn a_bad_traceparent_starts_a_new_trace() {
+        traced(&Buf::default(), || {
+            for bad in [
+                "garbage",
+                "00-zz-yy-01",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ] {
+                let incoming = BTreeMap::from([("traceparent".to_string(), bad.to_string())]);
+                let span = tracing::info_span!("event", trace_id = tracing::field::Empty);
+                continue_from(&span, &incoming);
+                let id = trace_id(&span).expect("a fresh trace");
+                assert_ne!(id, "00000000000000000000000000000000");
+            }
+        });
+    }
+
+    #[test]
+    fn without_tracing_no_header_is_made() {
+        let span = tracing::Span::none();
+        assert!(headers_of(&span).is_empty());
+        assert_eq!(trace_id(&span), None);
     }
 }
