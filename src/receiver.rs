@@ -175,7 +175,7 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
             Ok(Some(ev)) => {
                 span.record("tenant", ev.tenant.as_str());
                 span.record("mailbox", ev.mailbox.as_str());
-                trace::record_subject(&span, &ev);
+                crate::telemetry::record_subject(&span, &ev);
                 let mut context = trace::headers_of(&span);
                 if context.is_empty() {
                     // Tracing not installed: the sender's context is passed on as it came.

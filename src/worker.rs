@@ -78,7 +78,7 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
         event = %d.envelope.id, attempt = d.envelope.attempt,
         entity = tracing::field::Empty, item = tracing::field::Empty,
         decision = tracing::field::Empty, trace_id = tracing::field::Empty);
-    trace::record_subject(&span, &ev);
+    crate::telemetry::record_subject(&span, &ev);
     trace::continue_from(&span, &d.envelope.headers);
     handle_event(app, d, ev, started).instrument(span).await
 }

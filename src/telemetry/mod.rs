@@ -198,6 +198,29 @@ pub fn loggable_id(id: &str) -> String {
     out
 }
 
+/// Records the entity and item an event is about in `span` (fields `entity`, `item`).
+pub fn record_subject(span: &tracing::Span, ev: &crate::event::EventV1) {
+    use crate::event::EventKind;
+    let (entity, item) = match &ev.kind {
+        EventKind::GraphItem {
+            entity, item_id, ..
+        } => (Some(entity.as_str()), Some(loggable_id(item_id))),
+        EventKind::CrmRecord { entity, crm_id, .. } => {
+            (Some(entity.as_str()), Some(crm_id.to_string()))
+        }
+        EventKind::Resolve { conflict_id, .. } => (None, Some(loggable_id(conflict_id))),
+        EventKind::Lifecycle {
+            subscription_id, ..
+        } => (None, Some(loggable_id(subscription_id))),
+    };
+    if let Some(e) = entity {
+        span.record("entity", e);
+    }
+    if let Some(i) = item {
+        span.record("item", i.as_str());
+    }
+}
+
 /// Dropped notifications are logged as a summary at most once a second, not a line each.
 #[derive(Default)]
 pub struct DropLog {

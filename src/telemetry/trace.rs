@@ -134,29 +134,6 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
-/// Records the entity and item an event is about in `span` (fields `entity`, `item`).
-pub fn record_subject(span: &tracing::Span, ev: &crate::event::EventV1) {
-    use crate::event::EventKind;
-    let (entity, item) = match &ev.kind {
-        EventKind::GraphItem {
-            entity, item_id, ..
-        } => (Some(entity.as_str()), Some(super::loggable_id(item_id))),
-        EventKind::CrmRecord { entity, crm_id, .. } => {
-            (Some(entity.as_str()), Some(crm_id.to_string()))
-        }
-        EventKind::Resolve { conflict_id, .. } => (None, Some(super::loggable_id(conflict_id))),
-        EventKind::Lifecycle {
-            subscription_id, ..
-        } => (None, Some(super::loggable_id(subscription_id))),
-    };
-    if let Some(e) = entity {
-        span.record("entity", e);
-    }
-    if let Some(i) = item {
-        span.record("item", i.as_str());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
