@@ -2,7 +2,8 @@
 //! small collector in this test, on both back ends. One notification (sent with a W3C
 //! `traceparent`) must come out as one trace: the receiver's batch span continues the sender's
 //! trace, its notification span is the parent of the worker's event span across the queue. A
-//! CRM-side change is one trace from the scheduler's job span to the worker's event span.
+//! CRM-side change is one trace from the scheduler's job span to the worker's event span. The
+//! worker's Graph and CRM requests are spans under its event span.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -119,6 +120,21 @@ fn one<'a>(all: &'a [Seen], what: &str, f: impl Fn(&Seen) -> bool) -> &'a Seen {
     found[0]
 }
 
+/// Whether one of `ancestors` is `s`'s parent, or its parent's, and so on (within `all`).
+fn has_ancestor(all: &[Seen], s: &Seen, ancestors: &[&Vec<u8>]) -> bool {
+    let mut at = s;
+    for _ in 0..all.len() {
+        if ancestors.contains(&&at.parent) {
+            return true;
+        }
+        match all.iter().find(|p| p.span_id == at.parent) {
+            Some(p) => at = p,
+            None => return false,
+        }
+    }
+    false
+}
+
 async fn one_trace_from_receiver_and_scheduler_to_worker(b: Backend) {
     let c = collector();
     let h = start(b).await;
@@ -214,6 +230,16 @@ async fn one_trace_from_receiver_and_scheduler_to_worker(b: Backend) {
         assert!(
             ev.attrs.contains_key("decision"),
             "decision recorded: {ev:?}"
+        );
+    }
+
+    // Worker → Graph → CRM: the event's Graph reads and CRM writes are spans under it.
+    let event_ids: Vec<&Vec<u8>> = events.iter().map(|e| &e.span_id).collect();
+    for name in ["graph_request", "crm_request"] {
+        assert!(
+            ours.iter()
+                .any(|s| s.name == name && has_ancestor(&ours, s, &event_ids)),
+            "a {name} span under the worker's event span: {ours:#?}"
         );
     }
 
