@@ -152,8 +152,8 @@ fn load(c: &ConfigArg) -> anyhow::Result<Config> {
 }
 
 async fn serve(c: &ConfigArg, roles: Roles) -> anyhow::Result<()> {
-    crate::telemetry::init("info");
     let config = load(c)?;
+    crate::telemetry::init_with("info", config.telemetry.otlp_endpoint.as_deref())?;
     if config.tenants.is_empty() {
         tracing::warn!("no [[tenants]] configured: nothing will be synced");
     }

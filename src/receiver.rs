@@ -16,10 +16,11 @@ use axum::routing::{get, post};
 use cgc_core::Entity;
 use cgc_graph::{ChangeNotification, NotificationCollection, parse_resource};
 use chrono::Utc;
+use tracing::Instrument;
 
 use crate::context::App;
 use crate::event::{Change, EventKind, EventV1, Source};
-use crate::telemetry::metric;
+use crate::telemetry::{metric, trace};
 
 /// Largest notification body accepted (Graph batches are far smaller).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -151,16 +152,40 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
         )
             .into_response();
     }
-    let mut trace = BTreeMap::new();
-    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-        trace.insert("traceparent".to_string(), tp.to_string());
-    }
+    // The batch continues the sender's trace (a W3C `traceparent`, when sent); each event carries
+    // its notification span's context in its headers, so the worker continues the same trace.
+    let incoming: BTreeMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_string(), headers.get(k)?.to_str().ok()?.to_string())))
+        .collect();
+    let batch_span = tracing::info_span!(
+        "notification_batch",
+        notifications = batch.value.len(),
+        trace_id = tracing::field::Empty
+    );
+    trace::continue_from(&batch_span, &incoming);
     let mut envelopes = Vec::new();
     for n in &batch.value {
-        match to_event(app, n).await {
-            Ok(Some(ev)) => envelopes.push(ev.into_envelope(trace.clone())),
+        let span = tracing::info_span!(parent: &batch_span, "notification",
+            tenant = tracing::field::Empty, mailbox = tracing::field::Empty,
+            entity = tracing::field::Empty, item = tracing::field::Empty,
+            trace_id = tracing::field::Empty);
+        trace::note_trace_id(&span);
+        match to_event(app, n).instrument(span.clone()).await {
+            Ok(Some(ev)) => {
+                span.record("tenant", ev.tenant.as_str());
+                span.record("mailbox", ev.mailbox.as_str());
+                crate::telemetry::record_subject(&span, &ev);
+                let mut context = trace::headers_of(&span);
+                if context.is_empty() {
+                    // Tracing not installed: the sender's context is passed on as it came.
+                    context = incoming.clone();
+                }
+                envelopes.push(ev.into_envelope(context));
+            }
             Ok(None) => {}
             Err(Reject::Store(e)) => {
+                let _in_batch = batch_span.enter();
                 tracing::error!(error = %e, "store unavailable while checking a notification");
                 app.metrics
                     .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "unavailable")]);
@@ -174,7 +199,13 @@ async fn accept(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Response {
     }
     let n = envelopes.len() as u64;
     if !envelopes.is_empty() {
-        if let Err(e) = app.queue.publish(envelopes).await {
+        let published = app
+            .queue
+            .publish(envelopes)
+            .instrument(batch_span.clone())
+            .await;
+        if let Err(e) = published {
+            let _in_batch = batch_span.enter();
             tracing::error!(error = %e, "queue did not accept the notifications; answering 503 so Graph retries");
             app.metrics
                 .inc(metric::NOTIFICATION_BATCHES, &[("outcome", "unavailable")]);

@@ -48,7 +48,7 @@ pub struct Running {
 
 impl Running {
     /// Stops intake first (HTTP servers, scheduler), lets workers finish in-flight events within
-    /// the drain deadline, then returns.
+    /// the drain deadline, sends the spans not exported yet, then returns.
     pub async fn stop(self) {
         self.app.shutdown.cancel();
         self.tracker.close();
@@ -60,6 +60,7 @@ impl Running {
                 "shutdown: drain deadline passed with work still in flight; it will be redelivered"
             );
         }
+        crate::telemetry::trace::flush().await;
     }
 }
 

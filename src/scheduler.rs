@@ -10,8 +10,9 @@ use crate::config::{Direction, TenantConfig};
 use crate::context::{App, Tenant};
 use crate::lease::Leadership;
 use crate::state::MailboxRecord;
-use crate::telemetry::metric;
+use crate::telemetry::{metric, trace};
 use crate::watch::{self, WatchError};
+use tracing::Instrument;
 
 /// The active scheduler renews its lease every tick; a scheduler that died is replaced after this.
 const LEADER_LEASE: Duration = Duration::from_secs(15);
@@ -134,6 +135,20 @@ impl Due {
     }
 }
 
+/// The span of one job run: the events it publishes carry its trace context, so their
+/// processing in the worker joins the job's trace (scheduler → queue → worker).
+fn job_span(job: &'static str, tenant: &str, mailbox: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        job,
+        tenant,
+        mailbox,
+        trace_id = tracing::field::Empty
+    );
+    trace::note_trace_id(&span);
+    span
+}
+
 fn is_due(last: Option<Instant>, every_secs: u64) -> bool {
     last.is_none_or(|t| t.elapsed() >= Duration::from_secs(every_secs))
 }
@@ -195,7 +210,8 @@ async fn tick(
                 if d.blocked(job, &m.mailbox) {
                     continue;
                 }
-                let r = job.run(app, t, m, public_url).await;
+                let span = job_span(job.as_str(), tid, &m.mailbox);
+                let r = job.run(app, t, m, public_url).instrument(span).await;
                 created |= matches!(r, Ok(true));
                 d.record(app, tid, job, &m.mailbox, r.map(|_| ()));
             }
@@ -225,7 +241,10 @@ async fn refresh_if_due(
     if lost {
         tracing::warn!(tenant = %tid, "store lost its mailbox list: re-reading reps, re-subscribing, catching up");
     }
-    match watch::mailboxes::refresh_mailboxes(app, t, public_url).await {
+    let refreshed = watch::mailboxes::refresh_mailboxes(app, t, public_url)
+        .instrument(job_span("mailboxes", tid, ""))
+        .await;
+    match refreshed {
         Ok(()) => {
             d.mailboxes = Some(Instant::now());
             // A fresh mailbox list starts with a catch-up.

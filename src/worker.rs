@@ -20,6 +20,7 @@ use crate::telemetry::events::{
     EventDeadLettered, EventDone, EventDuplicate, EventRetried, EventUnreadable, EventWaiting,
     MailboxRefused,
 };
+use crate::telemetry::trace;
 
 /// How long an idempotency claim is held while an event is processed.
 const CLAIM_LEASE: Duration = Duration::from_secs(120);
@@ -72,6 +73,18 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
             return;
         }
     };
+    // One span per event, a child of the span that put it on the queue (its `traceparent`).
+    let span = tracing::info_span!("event", tenant = %ev.tenant, mailbox = %ev.mailbox,
+        event = %d.envelope.id, attempt = d.envelope.attempt,
+        entity = tracing::field::Empty, item = tracing::field::Empty,
+        decision = tracing::field::Empty, trace_id = tracing::field::Empty);
+    crate::telemetry::record_subject(&span, &ev);
+    trace::continue_from(&span, &d.envelope.headers);
+    handle_event(app, d, ev, started).instrument(span).await
+}
+
+/// Claims, processes and settles one decoded event (inside its span).
+async fn handle_event(app: &Arc<App>, d: Delivery, ev: EventV1, started: Instant) {
     let attempt = d.envelope.attempt;
     let event_id = d.envelope.id.clone();
     let key = ev.idempotency_key();
@@ -97,11 +110,10 @@ async fn handle_delivery(app: &Arc<App>, d: Delivery) {
             }
         }
     }
-    let span =
-        tracing::info_span!("event", tenant = %ev.tenant, mailbox = %ev.mailbox, event = %event_id);
-    let result = process(app, &ev, &event_id).instrument(span).await;
+    let result = process(app, &ev, &event_id).await;
     match result {
         Ok(p) => {
+            tracing::Span::current().record("decision", outcome_label(&p.kind));
             if dedup {
                 if let Err(e) = app.state.store().complete(&key, DONE_RETENTION).await {
                     tracing::warn!(error = %e, "could not record the done mark; a duplicate will be a content no-op");

@@ -16,12 +16,14 @@ use serde::Deserialize;
 mod backends;
 mod error;
 mod secrets;
+mod telemetry;
 mod tenant;
 mod validate;
 
 pub use backends::{
     AdminConfig, QueueBackend, QueueConfig, ReceiverConfig, StoreBackend, StoreConfig,
 };
+pub use telemetry::TelemetryConfig;
 pub use tenant::{AppointmentsConfig, ContactScope, EmailsConfig, EntityConfig, TenantConfig};
 
 pub use error::ConfigError;
@@ -39,6 +41,7 @@ struct RawFile {
     admin: Option<backends::RawAdmin>,
     queue: Option<backends::RawQueue>,
     store: Option<backends::RawStore>,
+    telemetry: Option<telemetry::RawTelemetry>,
     #[serde(default)]
     tenants: Vec<tenant::RawTenant>,
 }
@@ -51,6 +54,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub queue: QueueConfig,
     pub store: StoreConfig,
+    /// `[telemetry]` (optional): trace export.
+    pub telemetry: TelemetryConfig,
     pub tenants: Vec<TenantConfig>,
 }
 
@@ -80,6 +85,7 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
     let admin = backends::admin(raw.admin, env)?;
     let queue = backends::queue(raw.queue, env)?;
     let store = backends::store(raw.store, env)?;
+    let telemetry = telemetry::telemetry(raw.telemetry)?;
     let mut tenants = Vec::new();
     for (i, t) in raw.tenants.into_iter().enumerate() {
         let tenant = tenant::tenant(i, t, &tenants, admin.is_some(), env)?;
@@ -90,6 +96,7 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
         admin,
         queue,
         store,
+        telemetry,
         tenants,
     })
 }

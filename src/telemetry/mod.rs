@@ -6,26 +6,64 @@
 
 pub mod events;
 pub mod metric;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Installs the tracing subscriber once (`RUST_LOG` filter, default `info`; `CGC_LOG_JSON=1` for JSON).
+/// Installs the tracing subscriber once (`RUST_LOG` filter, default `info`; `CGC_LOG_JSON=1` for
+/// JSON), with spans traced but not exported.
 pub fn init(default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let json = std::env::var("CGC_LOG_JSON").is_ok_and(|v| v == "1");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = init_with(default_filter, None);
+}
+
+/// [`init`] with trace export to an OTLP/HTTP endpoint (`[telemetry] otlp_endpoint`) when given.
+/// Log lines inside a traced span carry its `trace_id`. A second call changes nothing.
+pub fn init_with(
+    default_filter: &str,
+    otlp_endpoint: Option<&str>,
+) -> Result<(), trace::ExporterError> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Registry};
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    INSTALLED.call_once(|| {
+        let provider = match trace::provider(otlp_endpoint) {
+            Ok(p) => p,
+            Err(e) => {
+                result = Err(e);
+                return;
+            }
+        };
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+        let json = std::env::var("CGC_LOG_JSON").is_ok_and(|v| v == "1");
+        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let logs: Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync> = if json {
+            logs.json().boxed()
+        } else {
+            logs.boxed()
+        };
+        // Spans are traced at info whatever the log filter says; other crates' spans only at warn.
+        let traced = Targets::new().with_default(LevelFilter::WARN).with_targets(
+            [
+                "crm_graph_connector",
+                "cgc_core",
+                "cgc_crm",
+                "cgc_graph",
+                "cgc_backends",
+            ]
+            .map(|t| (t, LevelFilter::INFO)),
+        );
+        let _ = tracing_subscriber::registry()
+            .with(logs.with_filter(filter))
+            .with(trace::layer(provider).with_filter(traced))
+            .try_init();
+    });
+    result
 }
 
 /// Prometheus label text, values with `"`, `\` and line breaks replaced (never a forged line).
@@ -158,6 +196,29 @@ pub fn loggable_id(id: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// Records the entity and item an event is about in `span` (fields `entity`, `item`).
+pub fn record_subject(span: &tracing::Span, ev: &crate::event::EventV1) {
+    use crate::event::EventKind;
+    let (entity, item) = match &ev.kind {
+        EventKind::GraphItem {
+            entity, item_id, ..
+        } => (Some(entity.as_str()), Some(loggable_id(item_id))),
+        EventKind::CrmRecord { entity, crm_id, .. } => {
+            (Some(entity.as_str()), Some(crm_id.to_string()))
+        }
+        EventKind::Resolve { conflict_id, .. } => (None, Some(loggable_id(conflict_id))),
+        EventKind::Lifecycle {
+            subscription_id, ..
+        } => (None, Some(loggable_id(subscription_id))),
+    };
+    if let Some(e) = entity {
+        span.record("entity", e);
+    }
+    if let Some(i) = item {
+        span.record("item", i.as_str());
+    }
 }
 
 /// Dropped notifications are logged as a summary at most once a second, not a line each.

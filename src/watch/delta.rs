@@ -1,7 +1,6 @@
 //! Graph → CRM change detection by delta query: the safety catch-up for events and contacts, the
 //! To Do poll, and the events each round puts on the queue.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cgc_backends::Envelope;
@@ -232,9 +231,11 @@ pub(crate) async fn publish(app: &App, events: Vec<EventV1>) -> Result<(), Watch
     if events.is_empty() {
         return Ok(());
     }
+    // The job's trace context goes with each event (scheduler → queue → worker).
+    let context = crate::telemetry::trace::headers_of(&tracing::Span::current());
     let envs: Vec<Envelope> = events
         .into_iter()
-        .map(|e| e.into_envelope(BTreeMap::new()))
+        .map(|e| e.into_envelope(context.clone()))
         .collect();
     Ok(app.queue.publish(envs).await?)
 }

@@ -113,7 +113,8 @@ impl CrmClient {
             &corr,
             impersonate,
         );
-        let answer = self.post(body).await?;
+        let span = tracing::info_span!("crm_request", commands = commands.len());
+        let answer = tracing::Instrument::instrument(self.post(body), span).await?;
         let parsed = parse_response(&answer, commands)?;
         if parsed.malformed > 0 {
             self.count_malformed(parsed.malformed);

@@ -359,9 +359,17 @@ impl GraphClient {
         }
     }
 
-    /// Runs one call with token handling, the per-mailbox limit and the retry policy.
-    /// `Ok` only for 2xx answers.
+    /// Runs one call with token handling, the per-mailbox limit and the retry policy, in a
+    /// `graph_request` span (method, path). `Ok` only for 2xx answers.
     pub(crate) async fn execute(&self, call: Call<'_>) -> Result<Reply, GraphError> {
+        use tracing::Instrument;
+        let path = reqwest::Url::parse(&call.url).map(|u| u.path().to_string());
+        let span = tracing::info_span!("graph_request", method = %call.method,
+            path = path.as_deref().unwrap_or(""));
+        self.execute_in_span(call).instrument(span).await
+    }
+
+    async fn execute_in_span(&self, call: Call<'_>) -> Result<Reply, GraphError> {
         let policy = &self.inner.policy;
         let mut throttle_tries = 0u32;
         let mut retries = 0u32;
