@@ -157,7 +157,10 @@ impl EventV1 {
     pub fn dedupable(&self) -> bool {
         match &self.kind {
             EventKind::GraphItem { etag, .. } => etag.is_some(),
-            EventKind::CrmRecord { .. } => true,
+            // A CRM record can come back to an earlier content (A → B → A): a key made of its
+            // content would take the revert for a duplicate. The poll queues each version once
+            // (`state::PublishedVersions`); a repeat is a no-op by content.
+            EventKind::CrmRecord { .. } => false,
             EventKind::Lifecycle { .. } | EventKind::Resolve { .. } => false,
         }
     }

@@ -1622,6 +1622,37 @@ async fn x8_two_crm_edits_in_one_minute_both_reach_outlook(b: Backend) {
     h.stop().await;
 }
 
+async fn x8_crm_edit_undone_by_the_user_reaches_outlook(b: Backend) {
+    // A CRM user changes a subject and changes it back (A → B → A): the third version has the
+    // content of the first, and is still a change to carry to Outlook, not a duplicate of it.
+    let h = start(b).await;
+    let (crm_id, ev_id) = crm_appointment(&h, "X8 revert", 2).await;
+    for subject in ["X8 revert (typo)", "X8 revert"] {
+        h.crm
+            .user_update("Contact", crm_id, &[("Subject", subject)]);
+        h.settle().await.unwrap();
+        assert_eq!(
+            h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+            subject,
+            "every version of the CRM record reaches Outlook"
+        );
+    }
+    // The same minute and a clock that stands still: A → B → A carries one UpdDate/UpdTime.
+    h.crm.set_upd_time_minutes(true);
+    h.crm.set_clock(Some(chrono::Utc::now()));
+    for subject in ["X8 revert (again)", "X8 revert"] {
+        h.crm
+            .user_update("Contact", crm_id, &[("Subject", subject)]);
+        h.settle().await.unwrap();
+        assert_eq!(
+            h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+            subject,
+            "a revert within one minute reaches Outlook too"
+        );
+    }
+    h.stop().await;
+}
+
 async fn x8_task_from_crm_is_created_once_when_the_create_answer_is_lost(b: Backend) {
     let h = start(b).await;
     // The To Do create is applied, but its answer never arrives.
@@ -2972,6 +3003,7 @@ each_backend!(
     x8_retry_after_holds_every_request_to_the_mailbox,
     x8_slow_event_runs_once_however_long_it_takes,
     x8_two_crm_edits_in_one_minute_both_reach_outlook,
+    x8_crm_edit_undone_by_the_user_reaches_outlook,
     x8_task_from_crm_is_created_once_when_the_create_answer_is_lost,
     x8_success_folder_found_anywhere_and_every_message_linked,
     x15_empty_answers_delete_cancel_and_unlink_nothing,

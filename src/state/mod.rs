@@ -13,11 +13,13 @@ pub mod lease_names;
 mod reach;
 mod subscriptions;
 pub mod undo;
+mod versions;
 
 pub use invitations::{HeldInvitation, HoldReason, InvitationRecord, ReleasedInvitation};
 pub use reach::ContactReach;
 pub use subscriptions::{SubscriptionCache, SubscriptionRecord};
 pub use undo::{UndoNote, UndoSeal, WriteOp};
+pub use versions::PublishedVersions;
 
 /// How many audit entries are kept per tenant (oldest dropped first).
 pub const AUDIT_CAP: usize = 100_000;
@@ -114,6 +116,8 @@ pub struct AuditRecord {
 #[derive(Clone)]
 pub struct State {
     store: Arc<dyn Store>,
+    /// CRM record versions this process queued lately (not in the store).
+    versions: Arc<PublishedVersions>,
 }
 
 fn ser<T: Serialize>(v: &T) -> Vec<u8> {
@@ -134,7 +138,15 @@ fn reach_ns(tenant: &str) -> String {
 
 impl State {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        State { store }
+        State {
+            store,
+            versions: Default::default(),
+        }
+    }
+
+    /// The CRM record versions this process queued lately.
+    pub fn published_versions(&self) -> &PublishedVersions {
+        &self.versions
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

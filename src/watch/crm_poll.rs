@@ -82,7 +82,15 @@ pub(crate) async fn poll_crm_mailbox(
     if first_sync {
         mark_first_sync(&mut events);
     }
+    // The overlap of the windows shows a version again: queue each version of a record once.
+    let versions = app.state.published_versions();
+    events.retain(|e| version_of(e).is_none_or(|(r, s)| versions.is_new(&r, s)));
+    let queued: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| version_of(e).map(|(r, s)| (r, s.to_string())))
+        .collect();
     publish(app, events).await?;
+    versions.remember(queued.iter().map(|(r, s)| (r.clone(), s.as_str())));
     if let Some(p) = persons {
         p.remember(app, t, m).await?;
     }
@@ -95,6 +103,22 @@ pub(crate) async fn poll_crm_mailbox(
         app.state.put_watermark(&t.cfg.id, &wm_key, wm).await?;
     }
     Ok(())
+}
+
+/// The record (tenant, mailbox, entity, id) and version a CRM record event stands for.
+fn version_of(e: &EventV1) -> Option<(String, &str)> {
+    match &e.kind {
+        EventKind::CrmRecord {
+            entity,
+            crm_id,
+            stamp,
+            ..
+        } => Some((
+            format!("{}|{}|{}|{crm_id}", e.tenant, e.mailbox, entity.as_str()),
+            stamp.as_str(),
+        )),
+        _ => None,
+    }
 }
 
 /// Marks the events of a mailbox's first poll.
