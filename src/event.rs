@@ -159,7 +159,7 @@ impl EventV1 {
             EventKind::GraphItem { etag, .. } => etag.is_some(),
             // A CRM record can come back to an earlier content (A → B → A): a key made of its
             // content would take the revert for a duplicate. The poll queues each version once
-            // (`state::PublishedVersions`); a repeat is a no-op by content.
+            // (`state::LastVersions`); a repeat is a no-op by content.
             EventKind::CrmRecord { .. } => false,
             EventKind::Lifecycle { .. } | EventKind::Resolve { .. } => false,
         }

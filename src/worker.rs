@@ -256,8 +256,17 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             item_id,
             change,
             list_id,
-            ..
+            etag,
         } => {
+            if *change != Change::Deleted
+                && etag.as_deref().is_some_and(|e| {
+                    crate::sync::is_own_write(&ev.tenant, &ev.mailbox, item_id, e, app)
+                })
+            {
+                return Ok(noop(
+                    "the change key of our own write: the item holds what we wrote",
+                ));
+            }
             let mut sync = Pass::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
             sync.graph_observed_at = Some(ev.observed_at);
             sync.from_graph(item_id, *change, list_id.as_deref()).await

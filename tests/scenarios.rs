@@ -1653,6 +1653,39 @@ async fn x8_crm_edit_undone_by_the_user_reaches_outlook(b: Backend) {
     h.stop().await;
 }
 
+async fn x13_the_echo_of_our_own_graph_write_is_not_read_again(b: Backend) {
+    // An Outlook edit goes to CRM, and the agreed state's fingerprint goes onto the event (one
+    // PATCH). Graph then notifies that PATCH with the change key its answer gave us: the event
+    // holds what we wrote, so nothing is read for it. The CRM poll's sight of our CRM write reads
+    // the event once (to compare both sides).
+    let h = start(b).await;
+    let (crm_id, ev_id) = crm_appointment(&h, "X13 echo", 2).await;
+    let gets_of_event = |h: &Harness| {
+        h.graph
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/events/{ev_id}")))
+            .count()
+    };
+    let (w, gets) = (Writes::now(&h), gets_of_event(&h));
+    let notified = h.graph.deliveries().len();
+    h.graph
+        .user_update_event(MAILBOX, &ev_id, json!({"subject": "X13 echo (Outlook)"}));
+    h.settle().await.unwrap();
+    assert_eq!(crm_field(&h, crm_id, "Subject"), "X13 echo (Outlook)");
+    w.assert(&h, 1, 1, "the CRM update and the fingerprint PATCH");
+    assert!(
+        h.graph.deliveries().len() >= notified + 2,
+        "the user's edit and our PATCH were both notified"
+    );
+    assert_eq!(
+        gets_of_event(&h) - gets,
+        2,
+        "one GET for the user's edit, one for the CRM poll's sight of our CRM write, none for the echo of our PATCH"
+    );
+    h.stop().await;
+}
+
 async fn x8_task_from_crm_is_created_once_when_the_create_answer_is_lost(b: Backend) {
     let h = start(b).await;
     // The To Do create is applied, but its answer never arrives.
@@ -3004,6 +3037,7 @@ each_backend!(
     x8_slow_event_runs_once_however_long_it_takes,
     x8_two_crm_edits_in_one_minute_both_reach_outlook,
     x8_crm_edit_undone_by_the_user_reaches_outlook,
+    x13_the_echo_of_our_own_graph_write_is_not_read_again,
     x8_task_from_crm_is_created_once_when_the_create_answer_is_lost,
     x8_success_folder_found_anywhere_and_every_message_linked,
     x15_empty_answers_delete_cancel_and_unlink_nothing,

@@ -19,7 +19,7 @@ pub use invitations::{HeldInvitation, HoldReason, InvitationRecord, ReleasedInvi
 pub use reach::ContactReach;
 pub use subscriptions::{SubscriptionCache, SubscriptionRecord};
 pub use undo::{UndoNote, UndoSeal, WriteOp};
-pub use versions::PublishedVersions;
+pub use versions::LastVersions;
 
 /// How many audit entries are kept per tenant (oldest dropped first).
 pub const AUDIT_CAP: usize = 100_000;
@@ -117,7 +117,9 @@ pub struct AuditRecord {
 pub struct State {
     store: Arc<dyn Store>,
     /// CRM record versions this process queued lately (not in the store).
-    versions: Arc<PublishedVersions>,
+    queued: Arc<LastVersions>,
+    /// Graph change keys this process's writes produced lately (not in the store).
+    written: Arc<LastVersions>,
 }
 
 fn ser<T: Serialize>(v: &T) -> Vec<u8> {
@@ -140,13 +142,19 @@ impl State {
     pub fn new(store: Arc<dyn Store>) -> Self {
         State {
             store,
-            versions: Default::default(),
+            queued: Default::default(),
+            written: Default::default(),
         }
     }
 
     /// The CRM record versions this process queued lately.
-    pub fn published_versions(&self) -> &PublishedVersions {
-        &self.versions
+    pub fn queued_versions(&self) -> &LastVersions {
+        &self.queued
+    }
+
+    /// The Graph change keys this process's own writes produced lately.
+    pub fn written_versions(&self) -> &LastVersions {
+        &self.written
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -53,6 +53,7 @@ pub use error::{Disposition, SyncError};
 pub use observe::Observation;
 pub use pass::{Pass, Processed, noop};
 pub use persons::{MAX_ATTENDEES_LOOKED_UP, PERSON_CACHE_TTL};
+pub use sides::is_own_write;
 
 use observe::Observed;
 

@@ -11,6 +11,7 @@ use cgc_graph::crm_id_on_item;
 use serde_json::Value;
 
 use super::{Pass, SyncError};
+use crate::context::App;
 use crate::state::Link;
 
 impl Pass<'_> {
@@ -63,12 +64,16 @@ impl Pass<'_> {
         let g = &self.tenant.graph;
         match self.entity {
             Entity::Appointment => {
-                g.update_event(self.mailbox, &l.graph_id, patch, etag)
+                let answer = g
+                    .update_event(self.mailbox, &l.graph_id, patch, etag)
                     .await?;
+                self.remember_written(&l.graph_id, &answer);
             }
             Entity::Contact => {
-                g.update_contact(self.mailbox, &l.graph_id, patch, etag)
+                let answer = g
+                    .update_contact(self.mailbox, &l.graph_id, patch, etag)
                     .await?;
+                self.remember_written(&l.graph_id, &answer);
             }
             Entity::Task => {
                 let list = self.todo_list(l.list_id.as_deref()).await?;
@@ -105,16 +110,32 @@ impl Pass<'_> {
         let g = &self.tenant.graph;
         match self.entity {
             Entity::Appointment => {
-                g.set_event_properties(self.mailbox, graph_id, props)
-                    .await?
+                let answer = g
+                    .set_event_properties(self.mailbox, graph_id, props)
+                    .await?;
+                self.remember_written(graph_id, &answer);
             }
             Entity::Contact => {
-                g.set_contact_properties(self.mailbox, graph_id, props)
-                    .await?
+                let answer = g
+                    .set_contact_properties(self.mailbox, graph_id, props)
+                    .await?;
+                self.remember_written(graph_id, &answer);
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Remembers the change key our write produced: its notification is then done without a GET.
+    /// An undo's echo is left to its seal (which holds it in every process alike).
+    fn remember_written(&self, graph_id: &str, answer: &Value) {
+        if self.cause == cgc_core::Cause::Undo {
+            return;
+        }
+        if let Some(ck) = change_key(answer) {
+            let key = written_key(&self.tenant.cfg.id, self.mailbox, graph_id);
+            self.app.state.written_versions().remember([(key, ck)]);
+        }
     }
 
     /// Gives a To Do task the connector's linkedResource for its CRM record (MAPPING.md, Task
@@ -158,5 +179,55 @@ impl Pass<'_> {
             }) => Err(SyncError::Locked { id, message }),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The key of a Graph item among the change keys our writes produced.
+fn written_key(tenant: &str, mailbox: &str, graph_id: &str) -> String {
+    format!("{tenant}|{}|{graph_id}", mailbox.to_ascii_lowercase())
+}
+
+/// An item's change key: `changeKey`, else its `@odata.etag` (`W/"…"`) without the wrapping.
+fn change_key(item: &Value) -> Option<&str> {
+    item.get("changeKey")
+        .and_then(Value::as_str)
+        .or_else(|| item.get("@odata.etag").and_then(Value::as_str).map(bare))
+        .filter(|k| !k.is_empty())
+}
+
+/// A change key from an etag: `W/"abc"` → `abc`.
+fn bare(etag: &str) -> &str {
+    let e = etag.trim();
+    let e = e.strip_prefix("W/").unwrap_or(e);
+    e.trim_matches('"')
+}
+
+/// Whether a notification (or delta report) names the change key one of this process's own
+/// writes produced: the item then holds exactly what we wrote, and there is nothing to read.
+pub fn is_own_write(tenant: &str, mailbox: &str, graph_id: &str, etag: &str, app: &App) -> bool {
+    let ck = bare(etag);
+    !ck.is_empty()
+        && !app
+            .state
+            .written_versions()
+            .is_new(&written_key(tenant, mailbox, graph_id), ck)
+}
+
+#[cfg(test)]
+mod own_write_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn change_keys_are_read_from_the_answer_and_from_etags_alike() {
+        assert_eq!(change_key(&json!({"changeKey": "ck1"})), Some("ck1"));
+        assert_eq!(
+            change_key(&json!({"@odata.etag": "W/\"ck2\""})),
+            Some("ck2")
+        );
+        assert_eq!(change_key(&json!({"changeKey": ""})), None);
+        assert_eq!(change_key(&Value::Null), None);
+        assert_eq!(bare(" W/\"ck3\" "), "ck3");
+        assert_eq!(written_key("t", "Rep1@X.com", "id"), "t|rep1@x.com|id");
     }
 }

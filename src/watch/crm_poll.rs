@@ -83,7 +83,7 @@ pub(crate) async fn poll_crm_mailbox(
         mark_first_sync(&mut events);
     }
     // The overlap of the windows shows a version again: queue each version of a record once.
-    let versions = app.state.published_versions();
+    let versions = app.state.queued_versions();
     events.retain(|e| version_of(e).is_none_or(|(r, s)| versions.is_new(&r, s)));
     let queued: Vec<(String, String)> = events
         .iter()

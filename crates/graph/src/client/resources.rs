@@ -193,6 +193,7 @@ impl GraphClient {
     ) -> Result<(), GraphError> {
         self.set_event_properties(mailbox, id, &[(CRM_ID_PROPERTY, crm_id)])
             .await
+            .map(|_| ())
     }
 
     /// Sets single-value extended properties (`(id, value)` pairs, e.g. [`CRM_ID_PROPERTY`] and
@@ -202,12 +203,14 @@ impl GraphClient {
         mailbox: &str,
         id: &str,
         props: &[(&str, &str)],
-    ) -> Result<(), GraphError> {
+    ) -> Result<Value, GraphError> {
         let body = properties_patch(props);
         let url = self.api(&["users", mailbox, "events", id], &[]);
-        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
-            .await
-            .map(|_| ())
+        // The answer (the item, with its new change key) when the server sends one.
+        let reply = self
+            .execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
+            .await?;
+        Ok(reply.json().unwrap_or(Value::Null))
     }
 
     pub async fn find_event_by_crm_id(
@@ -317,6 +320,7 @@ impl GraphClient {
     ) -> Result<(), GraphError> {
         self.set_contact_properties(mailbox, id, &[(CRM_ID_PROPERTY, crm_id)])
             .await
+            .map(|_| ())
     }
 
     /// Like [`GraphClient::set_event_properties`] for a contact.
@@ -325,12 +329,14 @@ impl GraphClient {
         mailbox: &str,
         id: &str,
         props: &[(&str, &str)],
-    ) -> Result<(), GraphError> {
+    ) -> Result<Value, GraphError> {
         let body = properties_patch(props);
         let url = self.api(&["users", mailbox, "contacts", id], &[]);
-        self.execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
-            .await
-            .map(|_| ())
+        // The answer (the item, with its new change key) when the server sends one.
+        let reply = self
+            .execute(Call::new(Method::PATCH, url).outlook(mailbox).body(&body))
+            .await?;
+        Ok(reply.json().unwrap_or(Value::Null))
     }
 
     pub async fn find_contact_by_crm_id(
