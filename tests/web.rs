@@ -306,6 +306,10 @@ async fn mailbox_health_and_dead_letters_replayed_from_the_page(b: Backend) {
         .unwrap_or_else(|| panic!("a row for {MAILBOX}: {html}"));
     assert!(row.contains("events: "), "subscription expiry: {row}");
     assert!(row.contains(" ago)"), "a last sync: {row}");
+    assert!(
+        row.contains("last write: "),
+        "the last audited write: {row}"
+    );
     assert!(row.contains("locked"), "the last error: {row}");
     // The dead letter, replayed with its button once the lock is gone.
     let (status, html) = page(&h, &cookie, "/ui/dead-letters").await;

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use cgc_core::{Cause, Side};
 
-use super::Web;
 use super::html::{esc, page_response, query_value, time, value};
+use super::session::Web;
 use crate::state::AuditRecord;
 
 /// Audit records read per tenant (the admin API's largest `limit`).
@@ -90,14 +90,14 @@ fn row(r: &AuditRecord) -> String {
     )
 }
 
-pub(in crate::admin) async fn audit(
+pub(super) async fn audit(
     AxState(web): AxState<Web>,
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let s = match web.session(&headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let item = q.get("item").map(|i| i.trim()).filter(|i| !i.is_empty());
     let mut all = Vec::new();
@@ -117,7 +117,7 @@ pub(in crate::admin) async fn audit(
             }
         }
     }
-    all.sort_by(|a, b| b.at.cmp(&a.at));
+    all.sort_by_key(|r| std::cmp::Reverse(r.at));
     let (heading, shown) = match item {
         Some(i) => (format!("Why did {} change?", esc(i)), of_item(&all, i)),
         None => (

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
-use super::Web;
 use super::html::{csrf_field, esc, page_response, query_value, time};
+use super::session::Web;
 use crate::telemetry::metric;
 
 fn unavailable(csrf: &str, title: &str, what: &str, e: impl std::fmt::Display) -> Response {
@@ -43,13 +43,10 @@ fn dead_by_mailbox(
     out
 }
 
-pub(in crate::admin) async fn mailboxes(
-    AxState(web): AxState<Web>,
-    headers: HeaderMap,
-) -> Response {
+pub(super) async fn mailboxes(AxState(web): AxState<Web>, headers: HeaderMap) -> Response {
     let s = match web.session(&headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let app = web.app();
     let subs = match app.state.subscriptions().await {
@@ -69,6 +66,14 @@ pub(in crate::admin) async fn mailboxes(
             (Ok(m), Ok(g)) => (m, g),
             (Err(e), _) | (_, Err(e)) => return unavailable(&s.csrf, "Mailboxes", "Store", e),
         };
+        // The newest audited write per mailbox: kept in the store, so seen from any process.
+        let mut written: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        for r in app.state.audit_tail(tid, 10_000).await.unwrap_or_default() {
+            let at = written
+                .entry(r.mailbox.to_ascii_lowercase())
+                .or_insert(r.at);
+            *at = (*at).max(r.at);
+        }
         let mut names: BTreeSet<String> = synced.iter().map(|m| m.mailbox.clone()).collect();
         names.extend(guards.iter().map(|g| g.mailbox.clone()));
         names.extend(
@@ -79,14 +84,17 @@ pub(in crate::admin) async fn mailboxes(
         for name in names {
             let labels = [("tenant", tid), ("mailbox", name.as_str())];
             let rep = synced.iter().find(|m| m.mailbox == name);
-            let last_sync = match app.metrics.gauge(metric::MAILBOX_LAST_SYNC, &labels) {
-                0 => "<span class=\"muted\">none since this process started</span>".to_string(),
+            let mut last_sync = match app.metrics.gauge(metric::MAILBOX_LAST_SYNC, &labels) {
+                0 => "<span class=\"muted\">no event since this process started</span>".into(),
                 at => Utc
                     .timestamp_opt(at, 0)
                     .single()
                     .map(time)
                     .unwrap_or_default(),
             };
+            if let Some(at) = written.get(&name.to_ascii_lowercase()) {
+                last_sync.push_str(&format!("<br>last write: {}", time(*at)));
+            }
             let mut expiry = String::new();
             for x in subs.iter().filter(|x| x.tenant == tid && x.mailbox == name) {
                 let resource = x.resource.rsplit('/').next().unwrap_or("");
@@ -138,22 +146,23 @@ pub(in crate::admin) async fn mailboxes(
         }
     }
     let body = format!(
-        "<h1>Mailbox health</h1><p class=\"muted\">Last sync and last error as seen by this \
-         process; subscriptions and dead letters as stored.</p><table id=\"mailboxes\"><tr>\
+        "<h1>Mailbox health</h1><p class=\"muted\">Last sync (the last event a worker of \
+         this process carried out) and last error as seen by this process; the last write \
+         (audit trail), subscriptions and dead letters as stored, whichever process made them.</p><table id=\"mailboxes\"><tr>\
          <th>Tenant</th><th>Mailbox</th><th>Rep</th><th>Last sync</th><th>Subscription expiry</th>\
          <th>Last error</th></tr>{rows}</table>"
     );
     page_response(StatusCode::OK, "Mailboxes", Some(&s.csrf), &body)
 }
 
-pub(in crate::admin) async fn dead_letters(
+pub(super) async fn dead_letters(
     AxState(web): AxState<Web>,
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let s = match web.session(&headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let list = match web.app().queue.dead_letters().await {
         Ok(l) => l,
@@ -207,20 +216,20 @@ pub(in crate::admin) async fn dead_letters(
 }
 
 #[derive(serde::Deserialize)]
-pub(in crate::admin) struct ReplayForm {
+pub(super) struct ReplayForm {
     #[serde(default)]
     csrf: String,
     id: Option<String>,
 }
 
-pub(in crate::admin) async fn replay(
+pub(super) async fn replay(
     AxState(web): AxState<Web>,
     headers: HeaderMap,
     Form(f): Form<ReplayForm>,
 ) -> Response {
     let s = match web.form_session(&headers, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = f.id.as_deref().filter(|i| !i.is_empty());
     match web.app().queue.replay(id).await {

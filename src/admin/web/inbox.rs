@@ -9,21 +9,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::Value;
 
-use super::Web;
 use super::html::{csrf_field, esc, page_response, query_value, time, value};
+use super::session::Web;
 use crate::state::ConflictRecord;
 
 /// Form fields that carry a typed value: `value.<field>`.
 const TYPED: &str = "value.";
 
-pub(in crate::admin) async fn conflicts(
+pub(super) async fn conflicts(
     AxState(web): AxState<Web>,
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let s = match web.session(&headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let notice = q.get("queued").map(|id| {
         format!(
@@ -168,7 +168,7 @@ fn typed_value(c: Option<&ConflictRecord>, field: &str, typed: &str) -> Result<V
     })
 }
 
-pub(in crate::admin) async fn resolve(
+pub(super) async fn resolve(
     AxState(web): AxState<Web>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -181,13 +181,13 @@ pub(in crate::admin) async fn resolve(
         .unwrap_or("");
     let s = match web.form_session(&headers, csrf) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let conflict = web.app().state.conflict(&id).await.ok().flatten();
     let outcome = match body_of(conflict.as_ref(), &form) {
-        Ok(body) => super::super::resolve::queue_resolution(web.app(), &id, body, "admin-page")
-            .await
-            .map_err(|(status, m)| (status, m)),
+        Ok(body) => {
+            super::super::resolve::queue_resolution(web.app(), &id, body, "admin-page").await
+        }
         Err(m) => Err((StatusCode::BAD_REQUEST, m)),
     };
     match outcome {
