@@ -321,4 +321,27 @@ mod tests {
             0
         );
     }
+
+    #[test]
+    fn the_last_error_of_each_mailbox_is_kept() {
+        let m = Metrics::default();
+        let a = [("tenant", "t"), ("mailbox", "a@x")];
+        assert_eq!(m.last_error(&a), None);
+        events::EventRetried {
+            tenant: "t",
+            mailbox: "a@x",
+            attempt: 1,
+            delay: Duration::from_secs(1),
+            reason: "CRM record locked",
+        }
+        .emit(&m);
+        assert_eq!(m.last_error(&a).unwrap().1, "CRM record locked");
+        m.note_error(&a, &"x".repeat(2000));
+        assert_eq!(
+            m.last_error(&a).unwrap().1.len(),
+            500,
+            "a long reason is cut"
+        );
+        assert_eq!(m.last_error(&[("tenant", "t"), ("mailbox", "b@x")]), None);
+    }
 }

@@ -169,6 +169,7 @@ impl Web {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn csrf_tokens_belong_to_one_session() {
