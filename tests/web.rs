@@ -157,6 +157,20 @@ async fn login_is_refused_without_the_token_and_values_are_escaped(b: Backend) {
         .as_str()
         .unwrap()
         .to_string();
+    // The JSON resolution the page shares keeps its answers (unknown id 404, bad body 400).
+    for (path, body, want) in [
+        ("nope", json!({"take": "crm"}), 404),
+        (id.as_str(), json!({"take": "both"}), 400),
+    ] {
+        let r = c
+            .post(format!("{admin}/admin/conflicts/{path}/resolve"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{body}");
+    }
     let resolve = format!("{admin}/ui/conflicts/{id}/resolve");
     for csrf in ["", "0123abcd"] {
         let r = c
