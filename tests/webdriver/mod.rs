@@ -1,7 +1,9 @@
 //! A headless Chromium driven through ChromeDriver's W3C WebDriver HTTP API (plain JSON over
 //! reqwest): start, navigate, type, click, read text, cookies and a screenshot.
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,7 +22,14 @@ pub struct Browser {
 }
 
 impl Drop for Browser {
+    /// Also after a failed assertion: the session is closed (ChromeDriver ends its Chromium),
+    /// then ChromeDriver's process group (itself and any browser left) is killed.
     fn drop(&mut self) {
+        self.close_session_blocking();
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -43,6 +52,7 @@ impl Browser {
             .port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -195,7 +205,31 @@ impl Browser {
             .expect("a base64 PNG")
     }
 
-    pub async fn quit(self) {
+    pub async fn quit(mut self) {
         self.cmd("DELETE", "", None).await;
+        self.session.clear();
+    }
+
+    /// `DELETE /session/<id>` without the async client (from `drop`).
+    fn close_session_blocking(&self) {
+        let Some(rest) = self.session.strip_prefix("http://") else {
+            return;
+        };
+        let Some((host, path)) = rest.split_once('/') else {
+            return;
+        };
+        let Ok(addr) = host.parse() else {
+            return;
+        };
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+            return;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+        let req = format!(
+            "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        if s.write_all(req.as_bytes()).is_ok() {
+            let _ = s.read_to_end(&mut Vec::new());
+        }
     }
 }
