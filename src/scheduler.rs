@@ -127,6 +127,10 @@ impl Due {
                     metric::SCHEDULER_ERRORS,
                     &[("tenant", tenant), ("job", job.as_str())],
                 );
+                app.metrics.note_error(
+                    &[("tenant", tenant), ("mailbox", mailbox)],
+                    &format!("{} job: {e}", job.as_str()),
+                );
                 tracing::warn!(tenant, mailbox, job = job.as_str(), failures = n, ?pause, error = ?e,
                     "scheduler job failed for this mailbox; other mailboxes go on, this one is tried again later");
                 false

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State as AxState};
+use axum::extract::{Query, Request, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +21,11 @@ use crate::event::{EventKind, EventV1, Source};
 use crate::telemetry::metric;
 
 mod reply;
+mod resolve;
 mod undo;
+mod web;
 use reply::error;
+use resolve::resolve;
 use undo::{undo_mailbox, undo_one};
 
 pub fn router(app: Arc<App>) -> Router {
@@ -45,7 +48,9 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(admin)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(app)
+        .with_state(app.clone())
+        // The admin page (its own login and session cookie, outside `/admin/*`).
+        .merge(web::router(app))
 }
 
 async fn auth(AxState(app): AxState<Arc<App>>, req: Request, next: Next) -> Response {
@@ -117,76 +122,6 @@ async fn list_conflicts(AxState(app): AxState<Arc<App>>) -> Response {
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unavailable: {e}"),
-        ),
-    }
-}
-
-/// Validates an operator's resolution and queues it on the mailbox's partition (202): there it
-/// runs after the pair's pending events and before its echoes, so it writes each side once.
-async fn resolve(
-    AxState(app): AxState<Arc<App>>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "body must be {{\"take\": \"crm\"|\"graph\"}}, {{\"values\": {{...}}}} or {{\"link\": \"<crm id>\"}}: {e}"
-                ),
-            );
-        }
-    };
-    let conflict = match app.state.conflict(&id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no open conflict with id {id}"),
-            );
-        }
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store unavailable: {e}"),
-            );
-        }
-    };
-    if let Err(m) = crate::sync::resolution::parse(&conflict, &body) {
-        return error(StatusCode::BAD_REQUEST, m);
-    }
-    let by = body
-        .get("by")
-        .and_then(Value::as_str)
-        .unwrap_or("admin-api")
-        .to_string();
-    let ev = EventV1 {
-        tenant: conflict.tenant.clone(),
-        mailbox: conflict.mailbox.clone(),
-        source: Source::Admin,
-        kind: EventKind::Resolve {
-            conflict_id: conflict.id.clone(),
-            resolution: body,
-            by,
-        },
-        observed_at: chrono::Utc::now(),
-        subscription_id: None,
-    };
-    match app
-        .queue
-        .publish(vec![ev.into_envelope(BTreeMap::new())])
-        .await
-    {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"resolved": id, "queued": true})),
-        )
-            .into_response(),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("queue unavailable, nothing changed; try again: {e}"),
         ),
     }
 }

@@ -51,6 +51,10 @@ pub struct EventRetried<'a> {
 impl EventRetried<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.inc(metric::EVENTS, &[("outcome", "retry")]);
+        m.note_error(
+            &[("tenant", self.tenant), ("mailbox", self.mailbox)],
+            self.reason,
+        );
         tracing::warn!(tenant = %self.tenant, mailbox = %self.mailbox, attempt = self.attempt,
             delay = ?self.delay, reason = %self.reason, "event will be retried");
     }
@@ -82,6 +86,10 @@ pub struct EventDeadLettered<'a> {
 impl EventDeadLettered<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.inc(metric::EVENTS, &[("outcome", "dead")]);
+        m.note_error(
+            &[("tenant", self.tenant), ("mailbox", self.mailbox)],
+            self.reason,
+        );
         tracing::error!(tenant = %self.tenant, mailbox = %self.mailbox, reason = %self.reason,
             "event parked in dead letters");
     }

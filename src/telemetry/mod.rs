@@ -80,6 +80,8 @@ fn label_text(labels: &[(&str, &str)]) -> String {
 pub struct Metrics {
     counters: Mutex<BTreeMap<(String, String), u64>>,
     gauges: Mutex<BTreeMap<(String, String), i64>>,
+    /// The last error seen per label set (tenant and mailbox): Unix time and reason.
+    errors: Mutex<BTreeMap<String, (i64, String)>>,
     latency_ms_sum: AtomicU64,
     latency_count: AtomicU64,
 }
@@ -112,6 +114,20 @@ impl Metrics {
             .ok()
             .and_then(|m| m.get(&(name.to_string(), labels)).copied())
             .unwrap_or(0)
+    }
+
+    /// Notes the last error of a mailbox (`[("tenant", …), ("mailbox", …)]`) for the admin page.
+    pub fn note_error(&self, labels: &[(&str, &str)], reason: &str) {
+        if let Ok(mut m) = self.errors.lock() {
+            let reason: String = reason.chars().take(500).collect();
+            m.insert(label_text(labels), (chrono::Utc::now().timestamp(), reason));
+        }
+    }
+
+    /// The last error noted for a label set: (Unix time, reason).
+    pub fn last_error(&self, labels: &[(&str, &str)]) -> Option<(i64, String)> {
+        let labels = label_text(labels);
+        self.errors.lock().ok()?.get(&labels).cloned()
     }
 
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -304,5 +320,28 @@ mod tests {
             m.gauge("mailbox_held", &[("tenant", "t"), ("mailbox", "a@x")]),
             0
         );
+    }
+
+    #[test]
+    fn the_last_error_of_each_mailbox_is_kept() {
+        let m = Metrics::default();
+        let a = [("tenant", "t"), ("mailbox", "a@x")];
+        assert_eq!(m.last_error(&a), None);
+        events::EventRetried {
+            tenant: "t",
+            mailbox: "a@x",
+            attempt: 1,
+            delay: Duration::from_secs(1),
+            reason: "CRM record locked",
+        }
+        .emit(&m);
+        assert_eq!(m.last_error(&a).unwrap().1, "CRM record locked");
+        m.note_error(&a, &"x".repeat(2000));
+        assert_eq!(
+            m.last_error(&a).unwrap().1.len(),
+            500,
+            "a long reason is cut"
+        );
+        assert_eq!(m.last_error(&[("tenant", "t"), ("mailbox", "b@x")]), None);
     }
 }

@@ -52,6 +52,10 @@ pub async fn refresh_mailboxes(
                 metric::SCHEDULER_ERRORS,
                 &[("tenant", &t.cfg.id), ("job", "subscriptions")],
             );
+            app.metrics.note_error(
+                &[("tenant", &t.cfg.id), ("mailbox", m)],
+                &format!("subscriptions: {e}"),
+            );
             tracing::warn!(tenant = %t.cfg.id, mailbox = %m, error = ?e, "mailbox could not be subscribed; other mailboxes go on");
         }
     }
