@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure RabbitMQ (127.0.0.1:5672, guest/guest) and Redis (127.0.0.1:6379) are up, installing
-# them from Debian's packages on a machine that lacks them. Used by .ci/run and by developers.
+# them from Debian's packages on a machine that lacks them, and that the admin page's browser test
+# (tests/web.rs) finds Debian's Chromium and ChromeDriver. Used by .ci/run and by developers.
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -8,6 +9,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 need_install=()
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
 command -v rabbitmq-server >/dev/null 2>&1 || need_install+=(rabbitmq-server)
+command -v chromium >/dev/null 2>&1 || need_install+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_install+=(chromium-driver)
 if [ ${#need_install[@]} -gt 0 ]; then
   echo "services: installing ${need_install[*]} from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive

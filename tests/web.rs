@@ -242,10 +242,12 @@ async fn headless_chromium_resolves_a_conflict_taking_outlook(b: Backend) {
     let browser = Browser::start().await;
     // Not logged in: the login form; the token typed into it opens the inbox.
     browser.go(&format!("{admin}/ui/conflicts")).await;
-    assert!(browser.url().await.ends_with("/ui/login"));
+    let url = browser.url_ending("/ui/login").await;
+    assert!(url.ends_with("/ui/login"), "sent to the login form: {url}");
     browser.type_into("#token", ADMIN_TOKEN).await;
     browser.click("#login").await;
-    assert!(browser.url().await.ends_with("/ui/conflicts"), "logged in");
+    let url = browser.url_ending("/ui/conflicts").await;
+    assert!(url.ends_with("/ui/conflicts"), "logged in: {url}");
     let cookies = browser.cookies().await;
     let session = cookies
         .iter()

@@ -144,6 +144,20 @@ impl Browser {
             .to_string()
     }
 
+    /// The current URL once it ends with `suffix`, waiting up to 10 s (a form's answer loading);
+    /// the URL it is left at otherwise.
+    pub async fn url_ending(&self, suffix: &str) -> String {
+        let mut url = self.url().await;
+        for _ in 0..100 {
+            if url.ends_with(suffix) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            url = self.url().await;
+        }
+        url
+    }
+
     /// The first element a CSS selector finds, waiting up to 10 s for it (a page loading).
     async fn find(&self, css: &str) -> String {
         let url = format!("{}/element", self.session);
