@@ -89,6 +89,22 @@ async fn handle_event(app: &Arc<App>, d: Delivery, ev: EventV1, started: Instant
     let event_id = d.envelope.id.clone();
     let key = ev.idempotency_key();
     let dedup = ev.dedupable();
+    // The echo of our own write costs no store round trip (the claim included).
+    if echoes_own_write(app, &ev) {
+        EventDone {
+            tenant: &ev.tenant,
+            mailbox: None,
+            outcome: outcome_label(&PlanKind::NoOp),
+            writes: 0,
+            latency: started.elapsed(),
+        }
+        .emit(&app.metrics);
+        app.note_outcome(outcome_label(&PlanKind::NoOp), OWN_WRITE);
+        if let Err(e) = app.queue.ack(d).await {
+            tracing::warn!(error = %e, "ack failed; the event will be redelivered and be a no-op");
+        }
+        return;
+    }
     if dedup {
         match app.state.store().claim(&key, CLAIM_LEASE).await {
             Ok(Claim::Claimed) => {}
@@ -196,6 +212,24 @@ fn outcome_label(k: &PlanKind) -> &'static str {
     }
 }
 
+const OWN_WRITE: &str = "the change key of our own write: the item holds what we wrote";
+
+/// A Graph change naming the change key one of this process's own writes produced (not a
+/// delete): the item holds what we wrote, so there is nothing to read, claim or decide.
+fn echoes_own_write(app: &App, ev: &EventV1) -> bool {
+    match &ev.kind {
+        EventKind::GraphItem {
+            item_id,
+            change,
+            etag: Some(etag),
+            ..
+        } if *change != Change::Deleted => {
+            crate::sync::is_own_write(&ev.tenant, &ev.mailbox, item_id, etag, app)
+        }
+        _ => false,
+    }
+}
+
 /// Processes one event; public so the demo and tests can drive it step by step.
 pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Processed, SyncError> {
     let Some(tenant) = app.tenant(&ev.tenant) else {
@@ -256,16 +290,10 @@ pub async fn process(app: &Arc<App>, ev: &EventV1, event_id: &str) -> Result<Pro
             item_id,
             change,
             list_id,
-            etag,
+            ..
         } => {
-            if *change != Change::Deleted
-                && etag.as_deref().is_some_and(|e| {
-                    crate::sync::is_own_write(&ev.tenant, &ev.mailbox, item_id, e, app)
-                })
-            {
-                return Ok(noop(
-                    "the change key of our own write: the item holds what we wrote",
-                ));
+            if echoes_own_write(app, ev) {
+                return Ok(noop(OWN_WRITE));
             }
             let mut sync = Pass::new(app, tenant, &ev.mailbox, *entity, cause, event_id);
             sync.graph_observed_at = Some(ev.observed_at);

@@ -285,8 +285,15 @@ impl Pass<'_> {
                     self.graph_stamp(&l.graph_id, &[(SYNC_STATE_PROPERTY, &fp)])
                         .await?;
                 }
-                self.state().put_link(self.tid(), l).await?;
-                self.state().put_shadow(self.tid(), l, s).await?;
+                // What the store holds already is not written again (a no-op pass writes
+                // nothing). A link found by matching is written whole, both of its keys.
+                let stored = !obs.matched && obs.link.as_ref() == Some(l);
+                if !stored {
+                    self.state().put_link(self.tid(), l).await?;
+                }
+                if !stored || obs.shadow.as_ref() != Some(s) {
+                    self.state().put_shadow(self.tid(), l, s).await?;
+                }
             }
             _ => self.state().remove_link(self.tid(), l).await?,
         }
