@@ -128,6 +128,8 @@ async fn handle_event(app: &Arc<App>, d: Delivery, ev: EventV1, started: Instant
                 outcome: outcome_label(&p.kind),
                 writes: p.writes,
                 latency: started.elapsed(),
+                source: source_label(&ev.source),
+                observed_at: ev.observed_at,
             }
             .emit(&app.metrics);
             app.note_outcome(outcome_label(&p.kind), &p.reason);
@@ -180,6 +182,16 @@ async fn handle_event(app: &Arc<App>, d: Delivery, ev: EventV1, started: Instant
                 }
             }
         }
+    }
+}
+
+fn source_label(s: &event::Source) -> &'static str {
+    match s {
+        event::Source::Notification => "notification",
+        event::Source::Delta => "delta",
+        event::Source::CrmPoll => "crm_poll",
+        event::Source::Lifecycle => "lifecycle",
+        event::Source::Admin => "admin",
     }
 }
 
