@@ -166,7 +166,7 @@ where
             ("resource", res.as_str()),
         ];
         metrics.set_gauge(metric::BACKFILL_ITEMS, &labels, p.items as i64);
-        if p.pages % BACKFILL_LOG_PAGES == 0 {
+        if p.pages.is_multiple_of(BACKFILL_LOG_PAGES) {
             tracing::info!(tenant = %tenant, mailbox = %mbx, resource = %res, pages = p.pages,
                 items = p.items, "backfill: in progress");
         }

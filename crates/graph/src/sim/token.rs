@@ -116,8 +116,8 @@ mod tests {
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>()
         );
+        assert!(check(&t, &Method::GET, &segs("users/a@x")).is_ok());
         for p in [
-            "users/a@x",
             "users/a@x/events",
             "users/a@x/contacts/1",
             "users/a@x/todo/lists",
@@ -125,6 +125,13 @@ mod tests {
         ] {
             assert!(check(&t, &Method::PATCH, &segs(p)).is_ok(), "{p}");
         }
+        // User.Read.All reads users; it writes none (nor does the connector).
+        assert_eq!(
+            check(&t, &Method::PATCH, &segs("users/a@x"))
+                .unwrap_err()
+                .status,
+            403
+        );
     }
 
     #[test]
