@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Conflict, EntityConfig, QueueBackend, StoreBackend, TenantConfig};
 use crate::state::State;
 use crate::telemetry::Metrics;
+use crate::telemetry::requests::{CrmRequests, GraphRequests};
 
 /// One tenant: its configuration and its two protocol clients.
 pub struct Tenant {
@@ -192,6 +193,7 @@ impl App {
         queue: Arc<dyn Queue>,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Arc<App>> {
+        let metrics = Arc::new(Metrics::default());
         let mut tenants = BTreeMap::new();
         for t in &config.tenants {
             let graph = GraphClient::new(GraphConfig {
@@ -203,14 +205,22 @@ impl App {
                 timeout: Duration::from_secs(30),
             })
             .with_context(|| format!("tenant {}: Graph client", t.id))?
-            .with_throttle_share(Arc::new(crate::throttle::StoreThrottle::new(store.clone())));
+            .with_throttle_share(Arc::new(crate::throttle::StoreThrottle::new(store.clone())))
+            .with_observer(Arc::new(GraphRequests {
+                metrics: metrics.clone(),
+                tenant: t.id.clone(),
+            }));
             let crm = CrmClient::new(CrmConfig {
                 url: t.crm_url.clone(),
                 user: t.crm_user.clone(),
                 password: t.crm_password.clone(),
                 timeout: Duration::from_secs(30),
             })
-            .with_context(|| format!("tenant {}: CRM.interface client", t.id))?;
+            .with_context(|| format!("tenant {}: CRM.interface client", t.id))?
+            .with_observer(Arc::new(CrmRequests {
+                metrics: metrics.clone(),
+                tenant: t.id.clone(),
+            }));
             tenants.insert(
                 t.id.clone(),
                 Arc::new(Tenant {
@@ -228,7 +238,7 @@ impl App {
             tenants,
             queue,
             state: State::new(store),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             instance: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
             shutdown: CancellationToken::new(),
             tuning,

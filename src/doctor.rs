@@ -42,6 +42,7 @@ pub async fn checks(app: &App) -> Vec<Check> {
                 false
             }
         };
+        out.extend(permission_checks(t).await);
         match crate::watch::mailboxes::switched_on_reps(t).await {
             Ok(reps) => out.extend(rep_checks(t, &reps, graph_ok).await),
             Err(e) => out.push(failed(format!(
@@ -75,6 +76,60 @@ async fn rep_checks(t: &Tenant, reps: &[(String, String)], graph_ok: bool) -> Ve
     if graph_ok {
         for (_, mail) in inside {
             out.push(mailbox_check(t, mail).await);
+        }
+    }
+    out
+}
+
+/// The application permissions this tenant's configuration needs (graph.md §5): users always,
+/// and each synced kind's.
+pub fn needed_permissions(t: &crate::config::TenantConfig) -> Vec<&'static str> {
+    use cgc_core::Direction::Off;
+    use cgc_graph::permissions as p;
+    let mut out = Vec::new();
+    for (direction, permission) in [
+        (t.appointments.entity.direction, p::CALENDARS),
+        (t.contacts.direction, p::CONTACTS),
+        (t.tasks.direction, p::TASKS),
+        (t.emails.direction, p::MAIL),
+    ] {
+        if direction != Off {
+            out.push(permission);
+        }
+    }
+    out.push(p::USERS);
+    out
+}
+
+/// One line per needed application permission: in the access token's `roles` claim, or the fix.
+/// The token's payload is only decoded (its signature is not checked: Graph does that).
+async fn permission_checks(t: &Tenant) -> Vec<Check> {
+    let id = &t.cfg.id;
+    let roles = match t.graph.token_roles().await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return vec![ok(format!(
+                "tenant {id}: application permissions: not checked (the access token is not a JWT)"
+            ))];
+        }
+        // The Graph line above names the token failure and its fix.
+        Err(_) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    if roles.is_empty() {
+        out.push(failed(format!(
+            "tenant {id}: access token: FAILED: it has no roles claim: no application permission is admin-consented; in Entra ID open the app's API permissions and click 'Grant admin consent'"
+        )));
+    }
+    for permission in needed_permissions(&t.cfg) {
+        if roles.iter().any(|r| r == permission) {
+            out.push(ok(format!(
+                "tenant {id}: application permission {permission}: ok"
+            )));
+        } else {
+            out.push(failed(format!(
+                "tenant {id}: application permission {permission}: FAILED: not in the token's roles; in Entra ID add the application permission {permission} (Microsoft Graph, Application) to the app, then 'Grant admin consent'"
+            )));
         }
     }
     out
@@ -163,6 +218,103 @@ mod tests {
                 .any(|l| l.contains("Graph: FAILED") && l.contains("client_secret")),
             "{f:#?}"
         );
+    }
+
+    async fn failed_lines(t: &TestApp) -> Vec<String> {
+        failures(&checks(&t.app).await)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_expired_secret_and_an_unknown_app_are_reported_with_their_advice() {
+        let t = TestApp::start().await;
+        t.graph.fail_token(Some("AADSTS7000222"));
+        let f = failed_lines(&t).await;
+        assert!(
+            f.iter().any(|l| l.contains("Graph: FAILED")
+                && l.contains("AADSTS7000222")
+                && l.contains("expired")
+                && l.contains("create a new one")),
+            "{f:#?}"
+        );
+        let t = TestApp::start().await;
+        t.graph.fail_token(Some("AADSTS700016"));
+        let f = failed_lines(&t).await;
+        assert!(
+            f.iter().any(|l| l.contains("AADSTS700016")
+                && l.contains("client_id")
+                && l.contains("consented")),
+            "{f:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_needed_permission_is_checked_in_the_tokens_roles() {
+        let t = TestApp::start().await;
+        let c = checks(&t.app).await;
+        for p in needed_permissions(&t.app.tenants.values().next().unwrap().cfg) {
+            assert!(
+                c.iter()
+                    .any(|c| c.ok && c.line.contains(&format!("application permission {p}: ok"))),
+                "{p}: {c:#?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_missing_a_role_names_that_permission_and_the_fix() {
+        use cgc_graph::permissions as p;
+        let t = TestApp::start().await;
+        t.graph
+            .set_token_roles(Some(&[p::CALENDARS, p::USERS, p::MAIL, p::TASKS]));
+        let c = checks(&t.app).await;
+        let f = failures(&c);
+        assert_eq!(
+            f.iter()
+                .filter(|l| l.contains("application permission"))
+                .count(),
+            1,
+            "only Contacts.ReadWrite is missing: {f:#?}"
+        );
+        assert!(
+            f.iter().any(
+                |l| l.contains("application permission Contacts.ReadWrite: FAILED")
+                    && l.contains("Grant admin consent")
+            ),
+            "{f:#?}"
+        );
+        assert!(
+            c.iter().any(|c| c.ok
+                && c.line
+                    .contains("application permission Calendars.ReadWrite: ok")),
+            "{c:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_without_admin_consent_has_no_roles_and_every_permission_fails() {
+        let t = TestApp::start().await;
+        t.graph.set_token_roles(Some(&[]));
+        let f = failed_lines(&t).await;
+        assert!(
+            f.iter()
+                .any(|l| l.contains("no roles claim") && l.contains("Grant admin consent")),
+            "{f:#?}"
+        );
+        assert!(
+            f.iter()
+                .any(|l| l.contains("Graph: FAILED") && l.contains("InvalidAuthenticationToken")),
+            "Graph refuses a token without roles (401): {f:#?}"
+        );
+        for p in needed_permissions(&t.app.tenants.values().next().unwrap().cfg) {
+            assert!(
+                f.iter()
+                    .any(|l| l.contains(&format!("application permission {p}: FAILED"))),
+                "{p}: {f:#?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -79,16 +79,39 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
                 )
             })?;
         bound.receiver = Some(listener.local_addr()?);
+        let tls = match &app.config.receiver.tls {
+            Some(files) => Some(tls_acceptor(files)?),
+            None => None,
+        };
         let router = crate::receiver::router(app.clone());
         let token = app.shutdown.clone();
         tracker.spawn(async move {
-            serve(listener, router, token, header_timeout, "receiver").await;
+            serve_with(listener, router, token, header_timeout, "receiver", tls).await;
         });
     }
     if let Some(addr) = bound.receiver {
         // A receiver bound to port 0 (tests, demo): the public URL follows the real port.
         if app.config.receiver.listen.port() == 0 {
             let _ = app.public_url.set(format!("http://{addr}"));
+        }
+    }
+    if !roles.admin
+        && (roles.worker || roles.receiver)
+        && let Some(admin) = &app.config.admin
+    {
+        // Metrics only: the admin API stays with the scheduler. A port already taken (two roles
+        // of one host) costs this process its /metrics, not its work.
+        match TcpListener::bind(admin.listen).await {
+            Ok(listener) => {
+                bound.admin = Some(listener.local_addr()?);
+                let router = crate::admin::metrics_router(app.clone());
+                let token = app.shutdown.clone();
+                tracker.spawn(async move {
+                    serve(listener, router, token, header_timeout, "metrics").await;
+                });
+            }
+            Err(e) => tracing::warn!(listen = %admin.listen, error = %e,
+                "admin.listen cannot be bound: this process serves no /metrics"),
         }
     }
     if roles.admin {
@@ -139,6 +162,45 @@ pub async fn serve(
     header_timeout: Duration,
     what: &'static str,
 ) {
+    serve_with(listener, router, shutdown, header_timeout, what, None).await
+}
+
+/// The receiver's built-in TLS listener (`[receiver] tls_cert_file`, `tls_key_file`: a PEM
+/// certificate chain and its PEM private key), offering HTTP/2 and HTTP/1.1.
+pub fn tls_acceptor(files: &crate::config::TlsFiles) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_key = format!("receiver.tls_cert_file {}", files.cert.display());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("{cert_key}: cannot be read"))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{cert_key}: not a PEM certificate chain"))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).with_context(|| {
+        format!(
+            "receiver.tls_key_file {}: cannot be read as a PEM private key",
+            files.key.display()
+        )
+    })?;
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!("{cert_key} and receiver.tls_key_file: the key does not fit the certificate")
+        })?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// [`serve`], over TLS when an acceptor is given (a handshake must finish within
+/// `header_timeout`, like the request headers).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+    what: &'static str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -161,13 +223,41 @@ pub async fn serve(
             }
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(server = what, error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(server = what, error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(server = what, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(server = what, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(server = what, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     graceful.shutdown().await;
     tracing::debug!(server = what, "stopped");
@@ -328,3 +418,6 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
 }
+
+#[cfg(test)]
+mod tls_tests;

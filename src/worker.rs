@@ -97,6 +97,8 @@ async fn handle_event(app: &Arc<App>, d: Delivery, ev: EventV1, started: Instant
             outcome: outcome_label(&PlanKind::NoOp),
             writes: 0,
             latency: started.elapsed(),
+            source: source_label(&ev.source),
+            observed_at: ev.observed_at,
         }
         .emit(&app.metrics);
         app.note_outcome(outcome_label(&PlanKind::NoOp), OWN_WRITE);
@@ -144,6 +146,8 @@ async fn handle_event(app: &Arc<App>, d: Delivery, ev: EventV1, started: Instant
                 outcome: outcome_label(&p.kind),
                 writes: p.writes,
                 latency: started.elapsed(),
+                source: source_label(&ev.source),
+                observed_at: ev.observed_at,
             }
             .emit(&app.metrics);
             app.note_outcome(outcome_label(&p.kind), &p.reason);
@@ -196,6 +200,16 @@ async fn handle_event(app: &Arc<App>, d: Delivery, ev: EventV1, started: Instant
                 }
             }
         }
+    }
+}
+
+fn source_label(s: &event::Source) -> &'static str {
+    match s {
+        event::Source::Notification => "notification",
+        event::Source::Delta => "delta",
+        event::Source::CrmPoll => "crm_poll",
+        event::Source::Lifecycle => "lifecycle",
+        event::Source::Admin => "admin",
     }
 }
 

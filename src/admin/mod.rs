@@ -22,6 +22,7 @@ use crate::telemetry::metric;
 
 mod reply;
 mod resolve;
+mod scrape;
 mod undo;
 mod web;
 use reply::error;
@@ -78,37 +79,17 @@ async fn auth(AxState(app): AxState<Arc<App>>, req: Request, next: Next) -> Resp
     next.run(req).await
 }
 
+/// `/metrics` and `/healthz` alone, on `[admin] listen` of a process that runs no admin role (a
+/// worker or receiver of a scaled-out set-up), so Prometheus scrapes every process.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(app)
+}
+
 async fn metrics(AxState(app): AxState<Arc<App>>) -> Response {
-    // Rows and items the clients skipped as malformed (never an error for an unrelated event).
-    for t in app.tenants.values() {
-        let labels = [("tenant", t.cfg.id.as_str())];
-        app.metrics.set_gauge(
-            metric::CRM_MALFORMED_ROWS,
-            &labels,
-            t.crm.malformed_rows() as i64,
-        );
-        app.metrics.set_gauge(
-            metric::GRAPH_MALFORMED_ITEMS,
-            &labels,
-            t.graph.malformed_items() as i64,
-        );
-    }
-    // How long each subscription has left: a mailbox that stopped renewing shows here first.
-    if let Ok(subs) = app.state.subscriptions().await {
-        let now = chrono::Utc::now();
-        for s in subs {
-            let resource = s.resource.rsplit('/').next().unwrap_or("").to_string();
-            app.metrics.set_gauge(
-                metric::SUBSCRIPTION_EXPIRY_SECONDS,
-                &[
-                    ("tenant", s.tenant.as_str()),
-                    ("mailbox", s.mailbox.as_str()),
-                    ("resource", resource.as_str()),
-                ],
-                (s.expiration - now).num_seconds(),
-            );
-        }
-    }
+    scrape::refresh(&app).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

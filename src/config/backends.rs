@@ -31,6 +31,8 @@ pub enum StoreBackend {
 pub(super) struct RawReceiver {
     listen: Option<String>,
     public_url: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +67,16 @@ pub struct ReceiverConfig {
     pub listen: SocketAddr,
     /// Without a trailing slash.
     pub public_url: String,
+    /// The built-in TLS listener (`tls_cert_file` and `tls_key_file`, PEM), for a set-up
+    /// without a TLS-terminating ingress; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its private key (read when the receiver starts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -103,10 +115,20 @@ pub(super) fn receiver(raw: Option<RawReceiver>) -> Result<ReceiverConfig, Confi
                 &required("receiver.public_url", r.public_url)?,
                 true,
             )?,
+            tls: match (r.tls_cert_file, r.tls_key_file) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(err(
+                        "receiver.tls_cert_file and receiver.tls_key_file go together: give both (PEM files) for the built-in TLS listener, or neither",
+                    ));
+                }
+            },
         },
         None => ReceiverConfig {
             listen: parse_addr("receiver.listen", "127.0.0.1:8080")?,
             public_url: "http://127.0.0.1:8080".into(),
+            tls: None,
         },
     })
 }
@@ -341,6 +363,33 @@ mod tests {
         let e = Config::parse(&text, &no_env).unwrap_err().to_string();
         assert!(e.contains("queue.url") && e.contains("http"), "{e}");
         assert!(!e.contains("S3cret"), "{e}");
+    }
+
+    #[test]
+    fn the_tls_files_go_together() {
+        let with = |extra: &str| {
+            FULL.replace(
+                "public_url = \"https://hooks.example.com\"",
+                &format!("public_url = \"https://hooks.example.com\"\n{extra}"),
+            )
+        };
+        let c = Config::parse(
+            &with("tls_cert_file = \"/etc/cgc/tls.crt\"\ntls_key_file = \"/etc/cgc/tls.key\""),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.receiver.tls,
+            Some(TlsFiles {
+                cert: "/etc/cgc/tls.crt".into(),
+                key: "/etc/cgc/tls.key".into()
+            })
+        );
+        assert_eq!(Config::parse(FULL, &no_env).unwrap().receiver.tls, None);
+        let e = Config::parse(&with("tls_cert_file = \"/etc/cgc/tls.crt\""), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("receiver.tls_key_file"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod tenant;
 mod validate;
 
 pub use backends::{
-    AdminConfig, QueueBackend, QueueConfig, ReceiverConfig, StoreBackend, StoreConfig,
+    AdminConfig, QueueBackend, QueueConfig, ReceiverConfig, StoreBackend, StoreConfig, TlsFiles,
 };
 pub use telemetry::TelemetryConfig;
 pub use tenant::{AppointmentsConfig, ContactScope, EmailsConfig, EntityConfig, TenantConfig};

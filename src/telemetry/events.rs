@@ -13,11 +13,29 @@ pub struct EventDone<'a> {
     pub outcome: &'a str,
     pub writes: usize,
     pub latency: Duration,
+    /// How the change was seen (`notification`, `delta`, `crm_poll`, …) and when.
+    pub source: &'a str,
+    pub observed_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl EventDone<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.inc(metric::EVENTS, &[("outcome", self.outcome)]);
+        m.inc(
+            metric::DECISIONS,
+            &[("tenant", self.tenant), ("kind", self.outcome)],
+        );
+        if self.writes > 0 {
+            // Change observed → other side written (a clock skew between processes reads as 0).
+            let ms = (chrono::Utc::now() - self.observed_at)
+                .num_milliseconds()
+                .max(0);
+            m.observe(
+                metric::SYNC_LATENCY,
+                &[("source", self.source)],
+                ms as f64 / 1000.0,
+            );
+        }
         if let Some(mailbox) = self.mailbox {
             m.set_gauge(
                 metric::MAILBOX_LAST_SYNC,
@@ -315,8 +333,24 @@ mod tests {
             outcome: "create",
             writes: 2,
             latency: Duration::from_millis(5),
+            source: "notification",
+            observed_at: chrono::Utc::now() - chrono::Duration::seconds(3),
         }
         .emit(&m);
+        assert_eq!(
+            m.get(metric::DECISIONS, &[("tenant", "t"), ("kind", "create")]),
+            1
+        );
+        assert_eq!(m.observations(metric::SYNC_LATENCY), 1);
+        let text = m.render();
+        assert!(
+            text.contains("cgc_sync_latency_seconds_bucket{source=\"notification\",le=\"2.5\"} 0"),
+            "observed 3 s ago: {text}"
+        );
+        assert!(
+            text.contains("cgc_sync_latency_seconds_bucket{source=\"notification\",le=\"5\"} 1"),
+            "{text}"
+        );
         assert_eq!(m.get(metric::EVENTS, &[("outcome", "retry")]), 1);
         assert_eq!(m.get(metric::EVENTS, &[("outcome", "dead")]), 1);
         assert_eq!(m.get(metric::EVENTS, &[("outcome", "create")]), 1);

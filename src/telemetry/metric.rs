@@ -54,6 +54,33 @@ pub const SUBSCRIPTION_EXPIRY_SECONDS: &str = "subscription_expiry_seconds";
 pub const MAILBOX_LAST_SYNC: &str = "mailbox_last_sync_timestamp_seconds";
 /// Summary: time from an event's receipt by a worker to its acknowledgement.
 pub const EVENT_LATENCY_MS: &str = "event_latency_ms";
+/// Decisions of the sync core for events carried out, by tenant and `kind` (a plan kind:
+/// `noop`, `copy_to_graph`, `copy_to_crm`, `merge`, `conflict`, `create`, `delete`, `unlink`).
+pub const DECISIONS: &str = "decisions_total";
+/// Histogram: seconds from a change being observed (notification, delta or CRM poll) to the
+/// other side written, for events that wrote, by `source` (`notification`, `delta`,
+/// `crm_poll`, `lifecycle`, `admin`).
+pub const SYNC_LATENCY: &str = "sync_latency_seconds";
+/// Histogram: seconds of each Graph HTTP request (token requests aside), by tenant and `status`
+/// (`error` when no answer came); `_count` counts requests.
+pub const GRAPH_REQUESTS: &str = "graph_request_seconds";
+/// Histogram: seconds of each CRM.interface request, by tenant and `status`.
+pub const CRM_REQUESTS: &str = "crm_request_seconds";
+/// Histogram: seconds a Graph request waited for a mailbox's throttling window (429
+/// `Retry-After`), by tenant.
+pub const THROTTLE_WAITS: &str = "graph_throttle_wait_seconds";
+/// Gauge (at scrape time): queue messages by `state` (`ready`, `in_flight`, `delayed`).
+pub const QUEUE_DEPTH: &str = "queue_depth";
+/// Gauge (at scrape time): dead letters waiting for a replay.
+pub const DEAD_LETTERS: &str = "dead_letters";
+/// Gauge (at scrape time): conflicts waiting for an operator, by tenant.
+pub const CONFLICTS_OPEN: &str = "conflicts_open";
+/// Gauge: items a backfill has read so far, by tenant, mailbox and `resource` (`events`,
+/// `contacts`, `tasks`: an initial delta round, i.e. the first sync of a mailbox, a new day's
+/// calendar window or after an expired delta token; `crm`: a mailbox's first CRM poll).
+pub const BACKFILL_ITEMS: &str = "backfill_items";
+/// Gauge: 1 once a backfill of a mailbox's resource is complete, 0 while it runs.
+pub const BACKFILL_DONE: &str = "backfill_done";
 
 /// Every name above.
 pub const ALL: &[&str] = &[
@@ -82,4 +109,36 @@ pub const ALL: &[&str] = &[
     SUBSCRIPTION_EXPIRY_SECONDS,
     MAILBOX_LAST_SYNC,
     EVENT_LATENCY_MS,
+    DECISIONS,
+    SYNC_LATENCY,
+    GRAPH_REQUESTS,
+    CRM_REQUESTS,
+    THROTTLE_WAITS,
+    QUEUE_DEPTH,
+    DEAD_LETTERS,
+    CONFLICTS_OPEN,
+    BACKFILL_ITEMS,
+    BACKFILL_DONE,
 ];
+
+/// The histograms among [`ALL`] (served as `_bucket`, `_sum` and `_count` series).
+pub const HISTOGRAMS: &[&str] = &[SYNC_LATENCY, GRAPH_REQUESTS, CRM_REQUESTS, THROTTLE_WAITS];
+/// The summaries among [`ALL`] (served as `_sum` and `_count` series).
+pub const SUMMARIES: &[&str] = &[EVENT_LATENCY_MS];
+
+/// Every series name `/metrics` can serve, with the `cgc_` prefix: a counter or gauge under its
+/// name, a histogram as `_bucket`, `_sum` and `_count`, a summary as `_sum` and `_count`.
+pub fn series_names() -> Vec<String> {
+    let mut out = Vec::new();
+    for name in ALL {
+        let base = format!("cgc_{name}");
+        if HISTOGRAMS.contains(name) {
+            out.extend(["_bucket", "_sum", "_count"].map(|s| format!("{base}{s}")));
+        } else if SUMMARIES.contains(name) {
+            out.extend(["_sum", "_count"].map(|s| format!("{base}{s}")));
+        } else {
+            out.push(base);
+        }
+    }
+    out
+}

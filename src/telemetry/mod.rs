@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod metric;
+pub mod requests;
 pub mod trace;
 
 use std::collections::BTreeMap;
@@ -13,8 +14,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Installs the tracing subscriber once (`RUST_LOG` filter, default `info`; `CGC_LOG_JSON=1` for
-/// JSON), with spans traced but not exported.
+/// Installs the tracing subscriber once (`RUST_LOG` filter, default `info`; log lines in JSON when
+/// stderr is not a terminal, see [`json_logs`]), with spans traced but not exported.
 pub fn init(default_filter: &str) {
     let _ = init_with(default_filter, None);
 }
@@ -40,8 +41,12 @@ pub fn init_with(
         };
         let filter =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-        let json = std::env::var("CGC_LOG_JSON").is_ok_and(|v| v == "1");
-        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        use std::io::IsTerminal;
+        let terminal = std::io::stderr().is_terminal();
+        let json = json_logs(std::env::var("CGC_LOG_JSON").ok().as_deref(), terminal);
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(terminal && !json);
         let logs: Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync> = if json {
             logs.json().boxed()
         } else {
@@ -66,6 +71,16 @@ pub fn init_with(
     result
 }
 
+/// Whether log lines are JSON: `CGC_LOG_JSON=1` JSON, `=0` readable text; otherwise JSON when
+/// stderr (where logs go) is not a terminal (a container, a file) and text on a terminal.
+pub fn json_logs(setting: Option<&str>, terminal: bool) -> bool {
+    match setting.map(str::trim) {
+        Some("1") => true,
+        Some("0") => false,
+        _ => !terminal,
+    }
+}
+
 /// Prometheus label text, values with `"`, `\` and line breaks replaced (never a forged line).
 fn label_text(labels: &[(&str, &str)]) -> String {
     labels
@@ -82,6 +97,7 @@ pub struct Metrics {
     gauges: Mutex<BTreeMap<(String, String), i64>>,
     /// The last error seen per label set (tenant and mailbox): Unix time and reason.
     errors: Mutex<BTreeMap<String, (i64, String)>>,
+    histograms: Mutex<BTreeMap<(String, String), Histogram>>,
     latency_ms_sum: AtomicU64,
     latency_count: AtomicU64,
 }
@@ -152,6 +168,29 @@ impl Metrics {
             .unwrap_or(0)
     }
 
+    /// Records one observation (in seconds) in a histogram with [`BUCKETS`].
+    pub fn observe(&self, name: &str, labels: &[(&str, &str)], seconds: f64) {
+        let labels = label_text(labels);
+        if let Ok(mut m) = self.histograms.lock() {
+            m.entry((name.to_string(), labels))
+                .or_default()
+                .record(seconds);
+        }
+    }
+
+    /// Observations of a histogram over all label sets.
+    pub fn observations(&self, name: &str) -> u64 {
+        self.histograms
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), _)| n == name)
+                    .map(|(_, h)| h.count)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn observe_event_latency(&self, ms: u64) {
         self.latency_ms_sum.fetch_add(ms, Ordering::Relaxed);
         self.latency_count.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +226,16 @@ impl Metrics {
                 }
             }
         }
+        if let Ok(m) = self.histograms.lock() {
+            let mut last = String::new();
+            for ((name, labels), h) in m.iter() {
+                if *name != last {
+                    out.push_str(&format!("# TYPE cgc_{name} histogram\n"));
+                    last = name.clone();
+                }
+                h.render(&mut out, name, labels);
+            }
+        }
         out.push_str("# TYPE cgc_event_latency_ms summary\n");
         out.push_str(&format!(
             "cgc_event_latency_ms_sum {}\ncgc_event_latency_ms_count {}\n",
@@ -194,6 +243,56 @@ impl Metrics {
             self.latency_count.load(Ordering::Relaxed)
         ));
         out
+    }
+}
+
+/// Upper bounds (seconds) of every histogram's buckets: 5 ms to 10 minutes.
+pub const BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// One histogram series: counts per bucket (not cumulative), sum and count.
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn record(&mut self, seconds: f64) {
+        let v = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
+        if let Some(i) = BUCKETS.iter().position(|b| v <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (b, n) in BUCKETS.iter().zip(self.buckets) {
+            cumulative += n;
+            out.push_str(&format!(
+                "cgc_{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "cgc_{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n",
+            self.count
+        ));
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        out.push_str(&format!("cgc_{name}_sum{braces} {}\n", self.sum));
+        out.push_str(&format!("cgc_{name}_count{braces} {}\n", self.count));
     }
 }
 
@@ -269,6 +368,18 @@ mod log_tests {
     use super::*;
 
     #[test]
+    fn logs_are_json_off_a_terminal_and_text_on_one_unless_cgc_log_json_says() {
+        assert!(json_logs(None, false), "a container: JSON");
+        assert!(!json_logs(None, true), "a terminal: text");
+        assert!(json_logs(Some("1"), true));
+        assert!(!json_logs(Some("0"), false));
+        assert!(
+            json_logs(Some("yes"), false),
+            "an unknown value: the default"
+        );
+    }
+
+    #[test]
     fn ids_in_log_lines_are_truncated_and_cannot_forge_a_line() {
         assert_eq!(loggable_id("abc"), "abc");
         let forged = "sub\n2026-12-03T00:00:00Z ERROR admin token leaked";
@@ -299,6 +410,29 @@ mod tests {
             text.contains("cgc_notifications_total{outcome=\"accepted\"} 3"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let m = Metrics::default();
+        m.observe("graph_request_seconds", &[("status", "200")], 0.003);
+        m.observe("graph_request_seconds", &[("status", "200")], 0.2);
+        m.observe("graph_request_seconds", &[("status", "200")], 9999.0);
+        assert_eq!(m.observations("graph_request_seconds"), 3);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE cgc_graph_request_seconds histogram"),
+            "{text}"
+        );
+        for line in [
+            "cgc_graph_request_seconds_bucket{status=\"200\",le=\"0.005\"} 1",
+            "cgc_graph_request_seconds_bucket{status=\"200\",le=\"0.25\"} 2",
+            "cgc_graph_request_seconds_bucket{status=\"200\",le=\"600\"} 2",
+            "cgc_graph_request_seconds_bucket{status=\"200\",le=\"+Inf\"} 3",
+            "cgc_graph_request_seconds_count{status=\"200\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in {text}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::config::Direction;
 use crate::context::{App, Tenant};
 use crate::event::{EventKind, EventV1, Source};
 use crate::state::MailboxRecord;
+use crate::telemetry::metric;
 
 /// How far the CRM poller looks back before its watermark (clock skew, late commits).
 pub const POLL_OVERLAP: chrono::Duration = chrono::Duration::seconds(120);
@@ -60,8 +61,18 @@ pub(crate) async fn poll_crm_mailbox(
     if crm_writes_to_graph(t.cfg.tasks.direction) {
         tables.push(Entity::Task);
     }
+    let mut read = 0usize;
+    if first_sync {
+        backfill_progress(app, t, m, read, false);
+    }
     for entity in tables {
         let records = changed_records(t, entity, Some(&m.rep_id), since).await?;
+        if first_sync {
+            read += records.len();
+            backfill_progress(app, t, m, read, false);
+            tracing::info!(tenant = %t.cfg.id, mailbox = %m.mailbox, table = entity.crm_table(),
+                records = records.len(), "backfill: first CRM poll read a table");
+        }
         events.extend(table_events(
             t,
             m,
@@ -74,8 +85,10 @@ pub(crate) async fn poll_crm_mailbox(
     }
     // CRM persons (contacts) of this mailbox: linked ones and those in the contact scope.
     let mut persons = None;
+    let mut persons_read = 0;
     if crm_writes_to_graph(t.cfg.contacts.direction) {
         let mut p = super::contact_scope::person_events(app, t, m, since).await?;
+        persons_read = p.events.len();
         events.append(&mut p.events);
         persons = Some(p);
     }
@@ -98,6 +111,9 @@ pub(crate) async fn poll_crm_mailbox(
         app.state
             .put_watermark(&t.cfg.id, &first_key, started)
             .await?;
+        backfill_progress(app, t, m, read + persons_read, true);
+        tracing::info!(tenant = %t.cfg.id, mailbox = %m.mailbox, records = read + persons_read,
+            "backfill: first CRM poll done");
     }
     if let Some(wm) = newest.max(old_watermark) {
         app.state.put_watermark(&t.cfg.id, &wm_key, wm).await?;
@@ -119,6 +135,19 @@ fn version_of(e: &EventV1) -> Option<(String, &str)> {
         )),
         _ => None,
     }
+}
+
+/// The first CRM poll of a mailbox as a backfill (`resource = "crm"`): records read so far.
+fn backfill_progress(app: &App, t: &Tenant, m: &MailboxRecord, read: usize, done: bool) {
+    let labels = [
+        ("tenant", t.cfg.id.as_str()),
+        ("mailbox", m.mailbox.as_str()),
+        ("resource", "crm"),
+    ];
+    app.metrics
+        .set_gauge(metric::BACKFILL_ITEMS, &labels, read as i64);
+    app.metrics
+        .set_gauge(metric::BACKFILL_DONE, &labels, i64::from(done));
 }
 
 /// Marks the events of a mailbox's first poll.

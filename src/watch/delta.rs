@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cgc_backends::Envelope;
 use cgc_core::Entity;
 use cgc_core::series::{self, Member};
-use cgc_graph::{DeltaRound, DeltaStart, GraphError};
+use cgc_graph::{DeltaProgress, DeltaRound, DeltaStart, GraphClient, GraphError};
 use chrono::Utc;
 use serde_json::Value;
 
@@ -32,8 +32,7 @@ async fn catch_up_events(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Resu
     let (start, end) = t.window(Utc::now());
     // The window is frozen in the delta token: a new day starts a new initial round.
     let key = format!("events:{mailbox}:{}", start.date_naive());
-    let round = delta_round(app, t, &key, |link| {
-        let g = t.graph.clone();
+    let round = delta_round(app, t, mailbox, &key, |link, g| {
         let mailbox = mailbox.to_string();
         async move {
             g.calendar_view_delta(
@@ -56,8 +55,7 @@ async fn catch_up_contacts(
     mailbox: &str,
 ) -> Result<(), WatchError> {
     let key = format!("contacts:{mailbox}");
-    let round = delta_round(app, t, &key, |link| {
-        let g = t.graph.clone();
+    let round = delta_round(app, t, mailbox, &key, |link, g| {
         let mailbox = mailbox.to_string();
         async move {
             g.contacts_delta(
@@ -81,8 +79,7 @@ pub async fn poll_tasks(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Resul
     }
     let list = t.graph.default_todo_list(mailbox).await?;
     let key = format!("tasks:{mailbox}:{list}");
-    let round = delta_round(app, t, &key, |link| {
-        let g = t.graph.clone();
+    let round = delta_round(app, t, mailbox, &key, |link, g| {
         let mailbox = mailbox.to_string();
         let list = list.clone();
         async move {
@@ -106,28 +103,85 @@ pub async fn poll_tasks(app: &Arc<App>, t: &Arc<Tenant>, mailbox: &str) -> Resul
 async fn delta_round<F, Fut>(
     app: &Arc<App>,
     t: &Arc<Tenant>,
+    mailbox: &str,
     key: &str,
     call: F,
 ) -> Result<DeltaRound, WatchError>
 where
-    F: Fn(Option<String>) -> Fut,
+    F: Fn(Option<String>, GraphClient) -> Fut,
     Fut: std::future::Future<Output = Result<DeltaRound, GraphError>>,
 {
     let link = app.state.delta_token(&t.cfg.id, key).await?;
-    let round = match call(link.clone()).await {
-        Ok(r) => r,
-        Err(GraphError::SyncReset { .. }) if link.is_some() => {
-            tracing::info!(tenant = %t.cfg.id, key, "delta token expired (syncStateNotFound): starting a new initial round");
-            app.state.remove_delta_token(&t.cfg.id, key).await?;
-            call(None).await?
-        }
-        Err(e) => return Err(e.into()),
+    let resource = key.split(':').next().unwrap_or(key);
+    let round = match link.clone() {
+        Some(l) => match call(Some(l), t.graph.clone()).await {
+            Ok(r) => r,
+            Err(GraphError::SyncReset { .. }) => {
+                tracing::info!(tenant = %t.cfg.id, key, "delta token expired (syncStateNotFound): starting a new initial round");
+                app.state.remove_delta_token(&t.cfg.id, key).await?;
+                backfill(app, t, mailbox, resource, &call).await?
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => backfill(app, t, mailbox, resource, &call).await?,
     };
     app.state
         .put_delta_token(&t.cfg.id, key, &round.delta_link)
         .await?;
     Ok(round)
 }
+
+/// An initial delta round (the first sync of a mailbox's resource, a new day's calendar window,
+/// or after an expired token): it reads everything, so it logs and exposes how far it is
+/// (`backfill_items`, `backfill_done`).
+async fn backfill<F, Fut>(
+    app: &Arc<App>,
+    t: &Arc<Tenant>,
+    mailbox: &str,
+    resource: &str,
+    call: &F,
+) -> Result<DeltaRound, GraphError>
+where
+    F: Fn(Option<String>, GraphClient) -> Fut,
+    Fut: std::future::Future<Output = Result<DeltaRound, GraphError>>,
+{
+    let labels = [
+        ("tenant", t.cfg.id.as_str()),
+        ("mailbox", mailbox),
+        ("resource", resource),
+    ];
+    app.metrics.set_gauge(metric::BACKFILL_DONE, &labels, 0);
+    app.metrics.set_gauge(metric::BACKFILL_ITEMS, &labels, 0);
+    tracing::info!(tenant = %t.cfg.id, mailbox, resource, "backfill: initial delta round started");
+    let (metrics, tenant, mbx, res) = (
+        app.metrics.clone(),
+        t.cfg.id.clone(),
+        mailbox.to_string(),
+        resource.to_string(),
+    );
+    let g = t.graph.with_delta_progress(move |p: DeltaProgress| {
+        let labels = [
+            ("tenant", tenant.as_str()),
+            ("mailbox", mbx.as_str()),
+            ("resource", res.as_str()),
+        ];
+        metrics.set_gauge(metric::BACKFILL_ITEMS, &labels, p.items as i64);
+        if p.pages.is_multiple_of(BACKFILL_LOG_PAGES) {
+            tracing::info!(tenant = %tenant, mailbox = %mbx, resource = %res, pages = p.pages,
+                items = p.items, "backfill: in progress");
+        }
+    });
+    let round = call(None, g).await?;
+    let items = round.changed.len() + round.removed.len();
+    app.metrics
+        .set_gauge(metric::BACKFILL_ITEMS, &labels, items as i64);
+    app.metrics.set_gauge(metric::BACKFILL_DONE, &labels, 1);
+    tracing::info!(tenant = %t.cfg.id, mailbox, resource, items, "backfill: initial delta round done");
+    Ok(round)
+}
+
+/// A backfill logs its progress every this many delta pages.
+const BACKFILL_LOG_PAGES: u32 = 10;
 
 /// Enqueues a round's changed items as updates and its removed items as deletes, unless the
 /// removals trip the mass-delete guard.
@@ -371,5 +425,118 @@ mod tests {
             vec![master["id"].as_str().unwrap().to_string()],
             "five occurrences, one event for their master"
         );
+    }
+
+    /// Log lines (JSON) written while the returned guard lives, on this thread.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let w = self.clone();
+            tracing::subscriber::set_default(
+                tracing_subscriber::fmt()
+                    .json()
+                    .with_writer(move || w.clone())
+                    .finish(),
+            )
+        }
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_delta_round_logs_and_exposes_its_progress() {
+        use crate::demo::TENANT;
+        let t = TestApp::start().await;
+        t.graph.set_delta_page_size(1);
+        for i in 0..12 {
+            t.outlook_event(&format!("backfill {i}"), None);
+        }
+        let logs = Logs::default();
+        let guard = logs.capture();
+        catch_up(&t.app, &t.tenant(), MAILBOX).await.unwrap();
+        drop(guard);
+        let labels = [
+            ("tenant", TENANT),
+            ("mailbox", MAILBOX),
+            ("resource", "events"),
+        ];
+        let items = t.app.metrics.gauge(metric::BACKFILL_ITEMS, &labels);
+        assert!(items >= 12, "every event read: {items}");
+        assert_eq!(t.app.metrics.gauge(metric::BACKFILL_DONE, &labels), 1);
+        let text = logs.text();
+        let progress: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("backfill: in progress"))
+            .collect();
+        assert!(
+            progress
+                .iter()
+                .any(|l| l.contains(r#""pages":10"#) && l.contains(r#""items":10"#)),
+            "one page of one item each, logged at page 10: {text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.contains("backfill: initial delta round done")
+                    && l.contains(&format!(r#""items":{items}"#))),
+            "{text}"
+        );
+        // The next round follows the stored delta link: no backfill, the gauges stay.
+        t.app.metrics.set_gauge(metric::BACKFILL_DONE, &labels, 7);
+        let logs = Logs::default();
+        let guard = logs.capture();
+        catch_up(&t.app, &t.tenant(), MAILBOX).await.unwrap();
+        drop(guard);
+        assert_eq!(t.app.metrics.gauge(metric::BACKFILL_DONE, &labels), 7);
+        assert!(!logs.text().contains("backfill"), "{}", logs.text());
+    }
+
+    #[tokio::test]
+    async fn a_mailboxs_first_crm_poll_logs_and_exposes_its_progress() {
+        use crate::demo::{REP_ID, TENANT};
+        let t = TestApp::start().await;
+        t.sync_rep().await;
+        t.crm_appointment("backfill from CRM", REP_ID);
+        let m = crate::state::MailboxRecord {
+            mailbox: MAILBOX.into(),
+            rep_id: REP_ID.into(),
+        };
+        let labels = [
+            ("tenant", TENANT),
+            ("mailbox", MAILBOX),
+            ("resource", "crm"),
+        ];
+        let logs = Logs::default();
+        let guard = logs.capture();
+        super::super::crm_poll::poll_crm_mailbox(&t.app, &t.tenant(), &m)
+            .await
+            .unwrap();
+        drop(guard);
+        assert!(t.app.metrics.gauge(metric::BACKFILL_ITEMS, &labels) >= 1);
+        assert_eq!(t.app.metrics.gauge(metric::BACKFILL_DONE, &labels), 1);
+        let text = logs.text();
+        assert!(
+            text.contains("backfill: first CRM poll read a table"),
+            "{text}"
+        );
+        assert!(text.contains("backfill: first CRM poll done"), "{text}");
+        // The second poll is no first sync.
+        t.app.metrics.set_gauge(metric::BACKFILL_DONE, &labels, 7);
+        super::super::crm_poll::poll_crm_mailbox(&t.app, &t.tenant(), &m)
+            .await
+            .unwrap();
+        assert_eq!(t.app.metrics.gauge(metric::BACKFILL_DONE, &labels), 7);
     }
 }

@@ -10,6 +10,6 @@ pub mod sim;
 pub mod time;
 
 pub use client::request::ParsedRequest;
-pub use client::{CrmClient, CrmConfig, CrmError, build_request, parse_request};
+pub use client::{CrmClient, CrmConfig, CrmError, RequestObserver, build_request, parse_request};
 pub use model::*;
 pub use time::TimeError;

@@ -9,14 +9,16 @@
 pub mod body;
 pub mod client;
 mod notification;
+pub mod permissions;
 pub mod schema;
 pub mod sim;
 pub mod tz;
 mod util;
 
 pub use client::{
-    DeltaRound, DeltaStart, GraphClient, GraphConfig, GraphError, InMemoryThrottleShare,
-    NewSubscription, RetryPolicy, Subscription, ThrottleShare,
+    DeltaProgress, DeltaRound, DeltaStart, GraphClient, GraphConfig, GraphError,
+    InMemoryThrottleShare, NewSubscription, RequestObserver, RetryPolicy, Subscription,
+    ThrottleShare,
 };
 pub use notification::{ChangeNotification, NotificationCollection, parse_resource};
 pub use sim::{GraphSim, GraphSimConfig};

@@ -47,6 +47,14 @@ struct Inner {
     password: SecretString,
     /// Rows skipped because they could not be read (see [`CrmClient::malformed_rows`]).
     malformed: AtomicU64,
+    observer: std::sync::RwLock<Option<Arc<dyn RequestObserver>>>,
+}
+
+/// Told of each CRM.interface HTTP request (the connector counts them as metrics). Called
+/// inline: keep it cheap and never blocking.
+pub trait RequestObserver: Send + Sync {
+    /// One request: its HTTP status (`None` when no answer came) and how long it took.
+    fn request(&self, status: Option<u16>, elapsed: Duration);
 }
 
 impl std::fmt::Debug for CrmClient {
@@ -92,6 +100,7 @@ impl CrmClient {
                 user: cfg.user,
                 password: cfg.password,
                 malformed: AtomicU64::new(0),
+                observer: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -137,11 +146,38 @@ impl CrmClient {
         self.inner.malformed.load(Ordering::Relaxed)
     }
 
+    /// Tells `observer` of every request from now on (all clones).
+    pub fn with_observer(self, observer: Arc<dyn RequestObserver>) -> Self {
+        match self.inner.observer.write() {
+            Ok(mut g) => *g = Some(observer),
+            Err(poisoned) => *poisoned.into_inner() = Some(observer),
+        }
+        self
+    }
+
+    async fn post(&self, body: String) -> Result<String, CrmError> {
+        let started = std::time::Instant::now();
+        let mut status = None;
+        let r = self.post_once(body, &mut status).await;
+        let observer = match self.inner.observer.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if let Some(o) = observer {
+            o.request(status, started.elapsed());
+        }
+        r
+    }
+
     fn count_malformed(&self, n: u64) {
         self.inner.malformed.fetch_add(n, Ordering::Relaxed);
     }
 
-    async fn post(&self, body: String) -> Result<String, CrmError> {
+    async fn post_once(
+        &self,
+        body: String,
+        answered: &mut Option<u16>,
+    ) -> Result<String, CrmError> {
         tracing::debug!(url = %self.inner.url, bytes = body.len(), "CRM.interface request");
         let result = self
             .inner
@@ -156,6 +192,7 @@ impl CrmClient {
             Err(e) => return Err(transport_error(e)),
         };
         let status = resp.status();
+        *answered = Some(status.as_u16());
         if status.is_redirection() {
             let to = resp
                 .headers()

@@ -35,6 +35,15 @@ pub struct DeltaRound {
     pub delta_link: String,
 }
 
+/// How far a delta round has got: told after each page (a long first sync shows its progress).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaProgress {
+    /// Pages read so far in this round.
+    pub pages: u32,
+    /// Distinct items (changed or removed) seen so far in this round.
+    pub items: usize,
+}
+
 /// Maximum pages in one round before we call it a loop.
 const MAX_PAGES: u32 = 100_000;
 
@@ -49,6 +58,17 @@ fn foreign_delta_link(what: &str, url: &str) -> GraphError {
 }
 
 impl GraphClient {
+    /// A clone whose delta rounds call `progress` after each page (other clones are unchanged).
+    pub fn with_delta_progress(
+        &self,
+        progress: impl Fn(DeltaProgress) + Send + Sync + 'static,
+    ) -> GraphClient {
+        GraphClient {
+            inner: self.inner.clone(),
+            progress: Some(std::sync::Arc::new(progress)),
+        }
+    }
+
     /// One complete round from `first`. Every link followed (and the final deltaLink) must have
     /// `graph_url`'s scheme, host and port; otherwise the round ends with
     /// [`GraphError::SyncReset`] and nothing is requested there.
@@ -100,6 +120,12 @@ impl GraphClient {
                     Some(item.clone())
                 };
                 state.insert(id.to_string(), entry);
+            }
+            if let Some(p) = &self.progress {
+                p(DeltaProgress {
+                    pages,
+                    items: order.len(),
+                });
             }
             if let Some(n) = page["@odata.nextLink"].as_str() {
                 if !self.is_graph_url(n) {

@@ -26,11 +26,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-pub use delta::{DeltaRound, DeltaStart};
+pub use delta::{DeltaProgress, DeltaRound, DeltaStart};
 pub use errors::GraphError;
 pub use resources::{WELL_KNOWN_FOLDERS, event_create_body, task_create_body};
 pub use subscriptions::{NewSubscription, Subscription};
-pub use throttling::{InMemoryThrottleShare, RetryPolicy, ThrottleShare};
+pub use throttling::{InMemoryThrottleShare, RequestObserver, RetryPolicy, ThrottleShare};
 
 use crate::util::{encode_component, encode_segment, excerpt};
 
@@ -71,6 +71,9 @@ impl std::fmt::Debug for GraphConfig {
 #[derive(Clone)]
 pub struct GraphClient {
     inner: Arc<Inner>,
+    /// Told after each page of a delta round (this clone only; see
+    /// [`GraphClient::with_delta_progress`]).
+    progress: Option<Arc<dyn Fn(delta::DeltaProgress) + Send + Sync>>,
 }
 
 struct Inner {
@@ -84,6 +87,7 @@ struct Inner {
     /// Per mailbox (lower case): no request starts before this instant (a 429's Retry-After).
     windows: Mutex<HashMap<String, Instant>>,
     share: RwLock<Option<Arc<dyn ThrottleShare>>>,
+    observer: RwLock<Option<Arc<dyn RequestObserver>>>,
     malformed: AtomicU64,
 }
 
@@ -214,8 +218,10 @@ impl GraphClient {
                 policy,
                 windows: Mutex::new(HashMap::new()),
                 share: RwLock::new(None),
+                observer: RwLock::new(None),
                 malformed: AtomicU64::new(0),
             }),
+            progress: None,
         })
     }
 
@@ -254,6 +260,34 @@ impl GraphClient {
             Err(poisoned) => *poisoned.into_inner() = Some(share),
         }
         self
+    }
+
+    /// The application permissions in the `roles` claim of the current access token (fetched
+    /// if none is cached): see [`crate::permissions::token_roles`]; the signature is not checked.
+    /// `Ok(None)` when the token is not a JWT.
+    pub async fn token_roles(&self) -> Result<Option<Vec<String>>, GraphError> {
+        let token = self
+            .inner
+            .token
+            .get(&self.inner.http, &self.inner.cfg)
+            .await?;
+        Ok(crate::permissions::token_roles(token.expose_secret()))
+    }
+
+    /// Tells `observer` of every request and throttling wait from now on (all clones).
+    pub fn with_observer(self, observer: Arc<dyn RequestObserver>) -> Self {
+        match self.inner.observer.write() {
+            Ok(mut g) => *g = Some(observer),
+            Err(poisoned) => *poisoned.into_inner() = Some(observer),
+        }
+        self
+    }
+
+    fn observer(&self) -> Option<Arc<dyn RequestObserver>> {
+        match self.inner.observer.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Items of list and delta answers skipped because they were malformed (not an object,
@@ -356,6 +390,9 @@ impl GraphClient {
                 "mailbox throttled, waiting"
             );
             tokio::time::sleep(left).await;
+            if let Some(o) = self.observer() {
+                o.throttle_wait(left);
+            }
         }
     }
 
@@ -422,6 +459,7 @@ impl GraphClient {
             if let Some(b) = call.body {
                 rb = rb.json(b);
             }
+            let sent_at = Instant::now();
             let sent = rb.send().await;
             let outcome = match sent {
                 Ok(resp) => {
@@ -434,6 +472,9 @@ impl GraphClient {
                 }
                 Err(e) => Err(transport_error(e)),
             };
+            if let Some(o) = self.observer() {
+                o.request(outcome.as_ref().ok().map(|x| x.0), sent_at.elapsed());
+            }
             drop(permit);
             let (status, headers, body) = match outcome {
                 Ok(x) => x,

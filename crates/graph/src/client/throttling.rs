@@ -63,6 +63,16 @@ pub trait ThrottleShare: Send + Sync {
     async fn set_throttled_until(&self, mailbox: &str, until: SystemTime);
 }
 
+/// Told of each Graph HTTP request and each wait for a throttling window (the connector counts
+/// them as metrics). Called inline: keep it cheap and never blocking.
+pub trait RequestObserver: Send + Sync {
+    /// One HTTP attempt to Graph (token requests aside): its status (`None` when no answer
+    /// came: connect error, timeout) and how long it took.
+    fn request(&self, status: Option<u16>, elapsed: Duration);
+    /// A request waited this long for a mailbox's throttling window before it was sent.
+    fn throttle_wait(&self, waited: Duration);
+}
+
 /// A [`ThrottleShare`] in memory, for several clients of one process (and tests).
 #[derive(Default)]
 pub struct InMemoryThrottleShare {

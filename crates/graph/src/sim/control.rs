@@ -10,6 +10,7 @@
 //!   "duplicate_deliveries": 3, "created_plus_updated": true, "drop_notifications": 1,
 //!   "delay_notifications_ms": 500, "latency_ms": 20, "expire_delta_tokens": true,
 //!   "reset_delta_tokens": true, "fail_token": "AADSTS7000222" | null, "revoke_tokens": true,
+//!   "token_roles": ["Calendars.ReadWrite", …] | null (the `roles` of tokens issued next),
 //!   "throttle_mailbox": {"mailbox": "..", "retry_after_secs": 2},
 //!   "commit_then_fail": {"mailbox": "..", "n": 1, "mode": "500" | "503" | "504" | "close"},
 //!   "empty_listing_once": "<mailbox>", "updates_after_create": 2, "miss_notifications": 1,
@@ -136,6 +137,12 @@ pub(crate) async fn handle(
             }
             if let Some(v) = body.get("fail_token") {
                 sim.fail_token(v.as_str());
+            }
+            if let Some(v) = body.get("token_roles") {
+                let roles: Option<Vec<&str>> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect());
+                sim.set_token_roles(roles.as_deref());
             }
             if body["revoke_tokens"].as_bool() == Some(true) {
                 sim.revoke_tokens();

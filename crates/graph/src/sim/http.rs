@@ -212,7 +212,12 @@ fn token(sh: &Shared, tenant: &str, _headers: &HeaderMap, body: &[u8]) -> Respon
     if get("client_secret") != st.cfg.client_secret {
         return aad_error("AADSTS7000215");
     }
-    let token = format!("sim.{}", uuid::Uuid::new_v4().simple());
+    let token = super::token::issue(
+        &st.cfg.tenant_id,
+        &st.cfg.client_id,
+        st.faults.token_roles.as_deref(),
+        3599,
+    );
     st.tokens
         .insert(token.clone(), Instant::now() + Duration::from_secs(3599));
     json_resp(
@@ -385,6 +390,10 @@ async fn graph(
                 "InvalidAuthenticationToken",
                 "Access token is empty or invalid.",
             ));
+        }
+        if let Err(e) = super::token::check(&bearer, &method, segs) {
+            st.log_status(serial, e.status);
+            return error_resp(e);
         }
         let mut key = None;
         let mut early = None;

@@ -10,6 +10,7 @@ mod meeting_mail;
 mod series;
 mod shape;
 mod state;
+mod token;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -624,6 +625,12 @@ impl GraphSim {
     /// The token endpoint answers that AADSTS error (`None`: normal; `"html"`: an HTML page).
     pub fn fail_token(&self, aadsts_code: Option<&str>) {
         self.lock().faults.fail_token = aadsts_code.map(str::to_string);
+    }
+    /// The app permissions (`roles` claim) of access tokens issued from now on: `None` for every
+    /// permission the connector needs (the default), a list for only those (an empty one: a
+    /// token without admin consent, which has no `roles`). Tokens already issued keep theirs.
+    pub fn set_token_roles(&self, roles: Option<&[&str]>) {
+        self.lock().faults.token_roles = roles.map(|r| r.iter().map(|s| s.to_string()).collect());
     }
     /// Every access token issued so far becomes invalid (Graph answers 401).
     pub fn revoke_tokens(&self) {

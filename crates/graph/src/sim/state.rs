@@ -509,6 +509,8 @@ pub(crate) struct Faults {
     pub drop: u32,
     pub delay: Duration,
     pub fail_token: Option<String>,
+    /// The `roles` of tokens issued from now on (`None`: every permission the connector needs).
+    pub token_roles: Option<Vec<String>>,
     pub latency: Duration,
     pub empty_delta_pages: bool,
     pub reject_todo_subscriptions: bool,
