@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cgc_backends::{
     Claim, DeadLetter, Delivery, Envelope, Queue, QueueDepth, QueueError, Store, StoreError,
 };
 use crm_graph_connector::context::App;
-use crm_graph_connector::demo::HarnessOptions;
+use crm_graph_connector::demo::{Harness, HarnessOptions};
 use crm_graph_connector::run::{Roles, Running};
 use crm_graph_connector::state::State;
 
@@ -236,4 +236,30 @@ pub fn pct(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// Waits until the queue has been empty for half a second (at most 60 s; the harness's
+/// `settle` also waits out a CRM poll period, which never comes with many mailboxes polled).
+pub async fn quiet(h: &Harness) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut calm = 0;
+    while calm < 5 && Instant::now() < deadline {
+        h.graph.quiesce().await;
+        let idle = h
+            .app()
+            .queue
+            .depth()
+            .await
+            .is_ok_and(|d| d.ready + d.in_flight + d.delayed == 0);
+        calm = if idle { calm + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The harness's `settle` (queue empty through a CRM poll period); on a loaded machine that can
+/// time out although the queue is empty: then [`quiet`].
+pub async fn settle(h: &Harness) {
+    if h.settle().await.is_err() {
+        quiet(h).await;
+    }
 }

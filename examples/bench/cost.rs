@@ -16,7 +16,7 @@ use crm_graph_connector::run::Roles;
 use serde_json::json;
 
 use crate::Ctx;
-use crate::common::{Trips, WORKER_ONLY, load, options, with_queue};
+use crate::common::{Trips, WORKER_ONLY, load, options, settle, with_queue};
 use crate::report::Report;
 
 /// Graph app requests since `t0`, To Do excluded.
@@ -68,10 +68,10 @@ async fn measure<F: FnOnce(&Harness)>(
     trips: &Trips,
     change: F,
 ) -> anyhow::Result<Counts> {
-    h.settle().await?;
+    settle(&h).await;
     let (t0, w0, s0) = (Instant::now(), h.crm.write_log().len(), load(&trips.store));
     change(h);
-    h.settle().await?;
+    settle(&h).await;
     Ok(Counts {
         t0,
         graph: graph_requests(h, t0),
@@ -159,7 +159,7 @@ pub async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
     let deliveries: Vec<_> = h.graph.deliveries().into_iter().rev().take(k).collect();
     let client = reqwest::Client::new();
     let dup = {
-        h.settle().await?;
+        settle(&h).await;
         let (t0, w0, s0) = (Instant::now(), h.crm.write_log().len(), load(&trips.store));
         let mut accepted = 0;
         for d in &deliveries {
@@ -172,7 +172,7 @@ pub async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
                 .unwrap_or(false);
             accepted += usize::from(ok);
         }
-        h.settle().await?;
+        settle(&h).await;
         if accepted < deliveries.len() {
             r.note(&format!(
                 "cost: {accepted} of {} duplicates accepted (202)",
@@ -222,7 +222,7 @@ pub async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
     );
 
     // One delta catch-up round of the mailbox (what the scheduler does every safety_delta_seconds).
-    h.settle().await?;
+    settle(&h).await;
     let t0 = Instant::now();
     let tenant = h
         .app()
@@ -260,7 +260,7 @@ pub async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         .count();
     r.set("ours.subscriptions_per_mailbox", subs.len() as f64);
     r.set("ours.event_subscriptions_per_mailbox", event_subs as f64);
-    h.settle().await?;
+    settle(&h).await;
     worker.stop().await;
     h.stop().await;
     Ok(())
