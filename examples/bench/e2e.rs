@@ -260,7 +260,7 @@ pub async fn run(ctx: &Ctx, r: &mut Report, rabbit: bool) -> anyhow::Result<()> 
     let steps: &[usize] = if ctx.quick {
         &[100, 200, 400]
     } else {
-        &[200, 400, 800, 1600]
+        &[50, 100, 200, 400, 800, 1600]
     };
     let step_secs = if ctx.quick { 3 } else { 8 };
     let (mut best, mut saturated) = (None, None);

@@ -17,7 +17,7 @@ pub const CHANGES_PER_DAY: f64 = 20.0;
 
 /// Runs polling rounds against a fresh simulator; sets `polling.*`.
 pub async fn baseline(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
-    let (mailboxes, per_mailbox) = if ctx.quick { (50, 200) } else { (1000, 200) };
+    let (mailboxes, per_mailbox) = if ctx.quick { (50, 200) } else { (200, 200) };
     let cfg = GraphSimConfig {
         mailboxes: (0..mailboxes)
             .map(|i| format!("rep{i}@poll.test"))
