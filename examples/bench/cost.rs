@@ -101,16 +101,21 @@ pub async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
     })
     .await?;
     // Receiver + scheduler in the harness, the worker counted.
-    h.restart(
-        2,
-        Roles {
-            receiver: true,
-            worker: false,
-            scheduler: true,
-            admin: false,
-        },
-    )
-    .await?;
+    // The old app can hold the embedded files a moment after it stopped (loaded machine): retry.
+    let roles = Roles {
+        receiver: true,
+        worker: false,
+        scheduler: true,
+        admin: false,
+    };
+    let mut tries = 0;
+    while let Err(e) = h.restart(2, roles).await {
+        tries += 1;
+        if tries >= 10 {
+            return Err(e);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let trips = Arc::new(Trips::default());
     let worker = with_queue(h.app(), h.app().queue.clone(), &trips, WORKER_ONLY).await;
 
