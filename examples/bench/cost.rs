@@ -1,4 +1,4 @@
-//! 3. Cost per change on one mailbox: Graph requests, CRM writes and store round trips per real
+//! Section 3 of issue 13 — Cost per change on one mailbox: Graph requests, CRM writes and store round trips per real
 //! change (K Outlook edits of K different events), per exact duplicate notification (the very
 //! delivery re-posted to the receiver) and per touch (modified time bumped, same content).
 //!
@@ -68,10 +68,10 @@ async fn measure<F: FnOnce(&Harness)>(
     trips: &Trips,
     change: F,
 ) -> anyhow::Result<Counts> {
-    settle(&h).await;
+    settle(h).await;
     let (t0, w0, s0) = (Instant::now(), h.crm.write_log().len(), load(&trips.store));
     change(h);
-    settle(&h).await;
+    settle(h).await;
     Ok(Counts {
         t0,
         graph: graph_requests(h, t0),

@@ -1,4 +1,4 @@
-//! 2. End to end against the simulators: Outlook edit → CRM write and CRM edit → Outlook write,
+//! Section 2 of issue 13 — End to end against the simulators: Outlook edit → CRM write and CRM edit → Outlook write,
 //! latency at a steady rate (open loop, alternating directions), then the highest sustained rate
 //! of Outlook edits (rate steps; a step is sustained when every change lands within 10 s after
 //! the step, none is overtaken by the next edit of its item, and p99 < 1 s).

@@ -1,4 +1,4 @@
-//! 4. The incumbents' design as a bench-only mode: every 10 minutes, re-read the time window of
+//! Section 4 of issue 13 — The incumbents' design as a bench-only mode: every 10 minutes, re-read the time window of
 //! every mailbox through calendarView (`$top=100`, following nextLinks), against a Graph
 //! simulator holding the same workload; and ours on the same workload from measured parts.
 

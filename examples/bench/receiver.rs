@@ -1,4 +1,4 @@
-//! 1. Receiver: notifications/s and POST latency from a separate load-generator process, for
+//! Section 1 of issue 13 — Receiver: notifications/s and POST latency from a separate load-generator process, for
 //! batches of 1 and 50, with (a) a no-op queue, (b) the embedded queue, (c) RabbitMQ with
 //! confirms; the broker's own confirm ceiling; p99 at a fixed 5,000 notifications/s.
 //!

@@ -1,4 +1,4 @@
-//! 5. Peak RSS (VmHWM) of the `run` process (the release binary, its own process) with 1,000
+//! Section 5 of issue 13 — Peak RSS (VmHWM) of the `run` process (the release binary, its own process) with 1,000
 //! mailboxes over 3 tenants (3 Graph + 3 CRM simulators in this process), embedded queue and
 //! store, default poll periods: once every mailbox has its events subscription, and again after
 //! one new Outlook event per mailbox has been synced to CRM (steady load; the worker role runs
@@ -30,14 +30,17 @@ pub async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
     let (mut header, mut blocks) = (String::new(), String::new());
     for t in 0..3 {
         let n = total / 3 + usize::from(t < total % 3);
-        let mut o = HarnessOptions::default();
-        o.reps = (0..n)
+        let reps = (0..n)
             .map(|i| {
                 let id: &'static str = Box::leak(format!("{}", 100 + i).into_boxed_str());
                 let mail: &'static str = Box::leak(format!("rep{i}@t{t}.test").into_boxed_str());
                 (id, mail)
             })
             .collect();
+        let o = HarnessOptions {
+            reps,
+            ..HarnessOptions::default()
+        };
         let (graph, crm) = Harness::simulators(&o).await?;
         let text = Harness::config_text(&graph, &crm, &dir, &o);
         let (head, tenant) = text
