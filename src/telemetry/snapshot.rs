@@ -1,5 +1,5 @@
 //! A copy of every series of [`Metrics`] at one moment, with its labels as pairs again: what
-//! the OTLP metrics export ([`super::otlp`]) sends, the same series `/metrics` renders.
+//! the OTLP metrics export sends, the same series `/metrics` renders.
 
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
