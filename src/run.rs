@@ -82,7 +82,12 @@ async fn export_metrics(app: Arc<App>, exporter: Arc<MetricsExporter>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => export_metrics_now(&app, &exporter).await,
+            _ = tick.tick() => {}
+            _ = app.shutdown.cancelled() => return,
+        }
+        // An export in progress is left at shutdown (the stop's export follows the drain).
+        tokio::select! {
+            _ = export_metrics_now(&app, &exporter) => {}
             _ = app.shutdown.cancelled() => return,
         }
     }
