@@ -117,6 +117,8 @@ pub struct Tuning {
     pub header_read_timeout: Duration,
     /// Attempts before an event is parked in the dead letters.
     pub max_attempts: u32,
+    /// How often metrics are exported to `[telemetry] otlp_endpoint` (when set).
+    pub otlp_metrics_interval: Duration,
 }
 
 impl Default for Tuning {
@@ -132,6 +134,7 @@ impl Default for Tuning {
             receiver_request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_attempts: 8,
+            otlp_metrics_interval: Duration::from_secs(10),
         }
     }
 }

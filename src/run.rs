@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::context::App;
 use crate::telemetry::Metrics;
 use crate::telemetry::metric;
+use crate::telemetry::otlp::MetricsExporter;
 
 /// Which roles this process runs.
 #[derive(Clone, Copy, Debug)]
@@ -44,11 +45,14 @@ pub struct Running {
     pub app: Arc<App>,
     pub bound: Bound,
     tracker: TaskTracker,
+    /// The OTLP metrics exporter (with `[telemetry] otlp_endpoint`), flushed at stop.
+    metrics_export: Option<Arc<MetricsExporter>>,
 }
 
 impl Running {
     /// Stops intake first (HTTP servers, scheduler), lets workers finish in-flight events within
-    /// the drain deadline, sends the spans not exported yet, then returns.
+    /// the drain deadline, sends the metrics (to an OTLP endpoint) and spans not exported yet,
+    /// then returns.
     pub async fn stop(self) {
         self.app.shutdown.cancel();
         self.tracker.close();
@@ -60,8 +64,40 @@ impl Running {
                 "shutdown: drain deadline passed with work still in flight; it will be redelivered"
             );
         }
+        if let Some(e) = &self.metrics_export {
+            export_metrics_now(&self.app, e).await;
+        }
         crate::telemetry::trace::flush().await;
     }
+}
+
+/// Exports the metrics to the OTLP endpoint every `tuning.otlp_metrics_interval` until
+/// shutdown (the last export is `Running::stop`'s, after the drain).
+async fn export_metrics(app: Arc<App>, exporter: Arc<MetricsExporter>) {
+    let every = app
+        .tuning
+        .otlp_metrics_interval
+        .max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = app.shutdown.cancelled() => return,
+        }
+        // An export in progress is left at shutdown (the stop's export follows the drain).
+        tokio::select! {
+            _ = export_metrics_now(&app, &exporter) => {}
+            _ = app.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One export, with the scrape-time gauges read first (a back end slow to answer leaves them
+/// at their last value); a failure is the exporter's to count and log, never the service's.
+async fn export_metrics_now(app: &App, exporter: &MetricsExporter) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), crate::admin::scrape::refresh(app)).await;
+    let _ = exporter.export(&app.metrics).await;
 }
 
 /// Starts the chosen roles. HTTP listeners are bound before this returns.
@@ -145,10 +181,19 @@ pub async fn start(app: Arc<App>, roles: Roles) -> anyhow::Result<Running> {
             crate::scheduler::run(a.clone())
         }));
     }
+    let metrics_export = match &app.config.telemetry.otlp_endpoint {
+        Some(endpoint) => {
+            let exporter = Arc::new(MetricsExporter::new(endpoint)?);
+            tracker.spawn(export_metrics(app.clone(), exporter.clone()));
+            Some(exporter)
+        }
+        None => None,
+    };
     Ok(Running {
         app,
         bound,
         tracker,
+        metrics_export,
     })
 }
 

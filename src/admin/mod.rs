@@ -22,7 +22,7 @@ use crate::telemetry::metric;
 
 mod reply;
 mod resolve;
-mod scrape;
+pub(crate) mod scrape;
 mod undo;
 mod web;
 use reply::error;

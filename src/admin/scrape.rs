@@ -1,4 +1,4 @@
-//! Gauges read at scrape time (`GET /metrics`): what the clients skipped, each subscription's
+//! Gauges read at scrape time (`GET /metrics`, and before each OTLP metrics export): what the clients skipped, each subscription's
 //! expiry horizon, the queue's depth and dead letters, and the conflicts waiting.
 
 use crate::context::App;
@@ -6,7 +6,7 @@ use crate::telemetry::metric;
 
 /// Sets every scrape-time gauge from the clients, the store and the queue. A back end that
 /// cannot be read leaves its gauges at their last value (the scrape still answers).
-pub(super) async fn refresh(app: &App) {
+pub(crate) async fn refresh(app: &App) {
     // Rows and items the clients skipped as malformed (never an error for an unrelated event).
     for t in app.tenants.values() {
         let labels = [("tenant", t.cfg.id.as_str())];

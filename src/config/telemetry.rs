@@ -1,4 +1,5 @@
-//! The optional `[telemetry]` section: where traces are exported (OTLP over HTTP/protobuf).
+//! The optional `[telemetry]` section: where traces and metrics are exported (OTLP over
+//! HTTP/protobuf).
 
 use serde::Deserialize;
 
@@ -11,11 +12,11 @@ pub(super) struct RawTelemetry {
     otlp_endpoint: Option<String>,
 }
 
-/// Trace export; without `otlp_endpoint` nothing is exported.
+/// Trace and metrics export; without `otlp_endpoint` nothing is exported.
 #[derive(Clone, Debug, Default)]
 pub struct TelemetryConfig {
     /// Base URL of an OTLP/HTTP receiver (e.g. `http://otel-collector:4318`), without a trailing
-    /// slash; spans are POSTed to `<otlp_endpoint>/v1/traces`.
+    /// slash; spans are POSTed to `<otlp_endpoint>/v1/traces`, metrics to `<otlp_endpoint>/v1/metrics`.
     pub otlp_endpoint: Option<String>,
 }
 

@@ -407,6 +407,15 @@ fn compose_wires_collector_tempo_prometheus_and_grafana_to_the_connector() {
         collector["exporters"][exporter]["endpoint"].as_str(),
         Some("tempo:4317")
     );
+    // The metrics' OTLP copy is accepted too (a metrics pipeline on the same receiver), so the
+    // connector's metrics export does not fail against this collector.
+    let metrics = &collector["service"]["pipelines"]["metrics"];
+    assert_eq!(metrics["receivers"][0].as_str(), Some("otlp"));
+    let exporter = metrics["exporters"][0].as_str().unwrap();
+    assert!(
+        collector["exporters"].get(exporter).is_some(),
+        "{exporter} is configured"
+    );
     let tempo = yaml("deploy/tempo.yaml");
     assert_eq!(
         tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].as_str(),

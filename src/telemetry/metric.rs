@@ -82,6 +82,9 @@ pub const BACKFILL_ITEMS: &str = "backfill_items";
 /// Gauge: 1 once a backfill of a mailbox's resource is complete, 0 while it runs.
 pub const BACKFILL_DONE: &str = "backfill_done";
 
+/// Metric exports to `[telemetry] otlp_endpoint` that failed (collector down or refusing).
+pub const OTLP_EXPORT_FAILURES: &str = "otlp_export_failures_total";
+
 /// Every name above.
 pub const ALL: &[&str] = &[
     EVENTS,
@@ -119,6 +122,7 @@ pub const ALL: &[&str] = &[
     CONFLICTS_OPEN,
     BACKFILL_ITEMS,
     BACKFILL_DONE,
+    OTLP_EXPORT_FAILURES,
 ];
 
 /// The histograms among [`ALL`] (served as `_bucket`, `_sum` and `_count` series).

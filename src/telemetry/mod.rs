@@ -6,7 +6,9 @@
 
 pub mod events;
 pub mod metric;
+pub mod otlp;
 pub mod requests;
+pub mod snapshot;
 pub mod trace;
 
 use std::collections::BTreeMap;
@@ -100,6 +102,16 @@ pub struct Metrics {
     histograms: Mutex<BTreeMap<(String, String), Histogram>>,
     latency_ms_sum: AtomicU64,
     latency_count: AtomicU64,
+    started: Started,
+}
+
+/// When a registry was made: the start of its cumulative counts.
+struct Started(std::time::SystemTime);
+
+impl Default for Started {
+    fn default() -> Self {
+        Started(std::time::SystemTime::now())
+    }
 }
 
 impl Metrics {
