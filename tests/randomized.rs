@@ -103,7 +103,12 @@ impl Run {
 
     /// The round's edits: random pairs, random fields, random sides; a field of a pair is
     /// edited on one side only per round (both sides would be a conflict, decided by policy).
-    fn edit(&mut self, round: usize, chosen: &[usize], sides: &mut Vec<(usize, Field, Side)>) {
+    async fn edit(
+        &mut self,
+        round: usize,
+        chosen: &[usize],
+        sides: &mut Vec<(usize, Field, Side)>,
+    ) {
         for &i in chosen {
             for _ in 0..1 + self.rng.below(2) {
                 let field = *self.rng.pick(&model::FIELDS);
@@ -134,6 +139,11 @@ impl Run {
                         revert,
                     };
                     self.log.push(format!("r{round} {e:?}"));
+                    // Some edits land while the connector is busy with the ones before.
+                    if self.rng.chance(35) {
+                        let ms = 50 + self.rng.below(550) as u64;
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
                 }
             }
         }
@@ -220,13 +230,13 @@ impl Run {
                 self.h.crm.write_log().len(),
                 self.h.graph.app_writes(MAILBOX),
             );
-            self.edit(round, &idx, &mut sides);
+            self.edit(round, &idx, &mut sides).await;
             let busy = faults::kill_when_busy(&self.h, child, before).await;
             self.log
                 .push(format!("r{round} child killed (had written: {busy})"));
             // Edits while no connector runs; Graph keeps retrying its deliveries.
             let rest = idx[idx.len() / 2..].to_vec();
-            self.edit(round, &rest, &mut sides);
+            self.edit(round, &rest, &mut sides).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             if let Err(e) = self
                 .h
@@ -241,7 +251,7 @@ impl Run {
             // until then.
             tokio::time::sleep(Duration::from_secs(16)).await;
         } else {
-            self.edit(round, &idx, &mut sides);
+            self.edit(round, &idx, &mut sides).await;
             if fault == Fault::Duplicates {
                 made = self.create_pairs(2, round).await;
             }
@@ -289,6 +299,11 @@ async fn run_seed(b: Backend, seed: u64) {
         pairs: Vec::new(),
         log: Vec::new(),
     };
+    // CRM.interface may keep `UpdTime` as HH:MM (expected-behaviour.md 21): two versions of a
+    // record in one minute then carry the same change time.
+    let minutes = run.rng.chance(50);
+    run.h.crm.set_upd_time_minutes(minutes);
+    run.log.push(format!("UpdTime in minutes: {minutes}"));
     let made = run.create_pairs(PAIRS, 0).await;
     run.link_pairs(made, 0).await;
     if let Err(e) = run.check().await {
@@ -313,7 +328,7 @@ async fn run_seed(b: Backend, seed: u64) {
         );
     }
     eprintln!(
-        "P12 {b:?} seed {seed:#x}: {} pairs, {} rounds, {} edits, {:?}",
+        "P12 {b:?} seed {seed:#x}: {} pairs, {} rounds, {} edits, UpdTime in minutes: {minutes}, {:?}",
         run.pairs.len(),
         faults::ALL.len(),
         run.log.iter().filter(|l| l.contains("Edit {")).count(),

@@ -61,7 +61,7 @@ pub fn arm(h: &Harness, f: Fault, pick: u64) {
             h.graph.commit_then_fail(MAILBOX, 2, how);
         }
         Fault::CrmCommitThenFail => {
-            let how = if pick % 2 == 0 {
+            let how = if pick.is_multiple_of(2) {
                 cgc_crm::sim::AfterCommit::Status500
             } else {
                 cgc_crm::sim::AfterCommit::Close
