@@ -343,4 +343,97 @@ async fn p12_randomized_edits_under_faults_converge_to_the_last_edit(b: Backend)
     }
 }
 
-each_backend!(p12_randomized_edits_under_faults_converge_to_the_last_edit);
+// ---------------------------------------------------------------------------------------------
+// What P12 found, each as its smallest scenario.
+
+/// Polls (every 5 ms, up to 20 s) until `cond` holds: a window narrower than the retry ladder's
+/// first step (100 ms in the harness).
+async fn as_soon_as(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Found by P12 (seed 0x6, RabbitMQ + Redis, the committed-then-failed CRM round): an Outlook
+/// edit is copied to CRM, the CRM write is committed but answered 500; before the retry the user
+/// edits the same field in Outlook again. The retry found CRM = our own lost-answer write, Outlook
+/// = the new edit, the shadow = the value before both, and opened a conflict (manual policy) in
+/// place of carrying the user's last edit (expected-behaviour.md 27, 34: re-read, an applied
+/// write is done and never a conflict).
+async fn p12_outlook_edit_after_a_crm_write_whose_answer_was_lost_is_not_a_conflict(b: Backend) {
+    let h = start_with(HarnessOptions {
+        conflict: "manual",
+        ..b.options()
+    })
+    .await;
+    let (crm_id, ev_id) = support::crm_appointment(&h, "P12 lost answer", 3).await;
+    h.crm
+        .fail_after_commit(Some("Contact"), 1, cgc_crm::sim::AfterCommit::Status500);
+    h.graph.user_update_event(
+        MAILBOX,
+        &ev_id,
+        serde_json::json!({"subject": "P12 lost answer – Größe B"}),
+    );
+    as_soon_as("the committed CRM write", || {
+        support::crm_field(&h, crm_id, "Subject") == "P12 lost answer – Größe B"
+    })
+    .await;
+    h.graph.user_update_event(
+        MAILBOX,
+        &ev_id,
+        serde_json::json!({"subject": "P12 lost answer – Größe C"}),
+    );
+    h.settle().await.unwrap();
+    let conflicts = admin_get(&h, "/admin/conflicts").await["conflicts"].clone();
+    assert_eq!(conflicts, serde_json::json!([]), "no conflict");
+    assert_eq!(
+        support::crm_field(&h, crm_id, "Subject"),
+        "P12 lost answer – Größe C",
+        "the last Outlook edit reached CRM"
+    );
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "P12 lost answer – Größe C"
+    );
+    assert_eq!(dead_letter_count(&h).await, 0);
+    h.stop().await;
+}
+
+/// The same in the other direction: a CRM edit is copied to Outlook, the Graph PATCH is applied
+/// but answered 500; before the retry the CRM user edits the same field again.
+async fn p12_crm_edit_after_a_graph_write_whose_answer_was_lost_is_not_a_conflict(b: Backend) {
+    let h = start_with(HarnessOptions {
+        conflict: "manual",
+        ..b.options()
+    })
+    .await;
+    let (crm_id, ev_id) = support::crm_appointment(&h, "P12 lost patch", 3).await;
+    h.graph
+        .commit_then_fail(MAILBOX, 1, cgc_graph::sim::CommitFail::Status500);
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "P12 lost patch – Maß B")]);
+    as_soon_as("the applied Graph PATCH", || {
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"] == "P12 lost patch – Maß B"
+    })
+    .await;
+    h.crm
+        .user_update("Contact", crm_id, &[("Subject", "P12 lost patch – Maß C")]);
+    h.settle().await.unwrap();
+    let conflicts = admin_get(&h, "/admin/conflicts").await["conflicts"].clone();
+    assert_eq!(conflicts, serde_json::json!([]), "no conflict");
+    assert_eq!(
+        h.graph.event(MAILBOX, &ev_id).unwrap()["subject"],
+        "P12 lost patch – Maß C",
+        "the last CRM edit reached Outlook"
+    );
+    assert_eq!(dead_letter_count(&h).await, 0);
+    h.stop().await;
+}
+
+each_backend!(
+    p12_randomized_edits_under_faults_converge_to_the_last_edit,
+    p12_outlook_edit_after_a_crm_write_whose_answer_was_lost_is_not_a_conflict,
+    p12_crm_edit_after_a_graph_write_whose_answer_was_lost_is_not_a_conflict,
+);
