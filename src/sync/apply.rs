@@ -60,6 +60,22 @@ fn fingerprint_to_write(entity: Entity, plan: &Plan, item: Option<&Value>) -> Op
     })
 }
 
+/// A write whose answer was an error or never came, that may have been carried out all the
+/// same (expected-behaviour.md 27, 34; a retried PATCH then meets its own change as 412). Read
+/// back at once: one that was carried out is done, and the pass agrees on it. Deciding later, on
+/// the retry, would meet the user's next edit of the other side as a conflict with our own write.
+fn maybe_applied(e: &SyncError) -> bool {
+    use cgc_graph::GraphError as G;
+    match e {
+        SyncError::Graph(
+            G::Unavailable { .. } | G::Transport(_) | G::Timeout | G::PreconditionFailed,
+        ) => true,
+        SyncError::Graph(G::Http { status, .. }) => *status >= 500,
+        SyncError::Crm(cgc_crm::CrmError::Transport { .. } | cgc_crm::CrmError::Timeout) => true,
+        _ => false,
+    }
+}
+
 impl Pass<'_> {
     /// Writes a plan: the operations in order, then link, shadow, conflict and audit.
     pub async fn apply(&self, plan: Plan, obs: Observation) -> Result<Processed, SyncError> {
@@ -215,7 +231,11 @@ impl Pass<'_> {
             Some(fp) => with_property(patch, SYNC_STATE_PROPERTY, &fp),
             None => patch.clone(),
         };
-        self.graph_update(l, &patch, p.etag.as_deref()).await?;
+        if let Err(e) = self.graph_update(l, &patch, p.etag.as_deref()).await
+            && !(maybe_applied(&e) && self.graph_holds(l, &patch).await)
+        {
+            return Err(e);
+        }
         p.writes += 1;
         Ok(())
     }
@@ -238,9 +258,46 @@ impl Pass<'_> {
             .link
             .as_ref()
             .ok_or(SyncError::Invariant("plan updates CRM without a link"))?;
-        self.crm_update(l.crm_id, fields).await?;
+        if let Err(e) = self.crm_update(l.crm_id, fields).await
+            && !(maybe_applied(&e) && self.crm_holds(l.crm_id, fields).await)
+        {
+            return Err(e);
+        }
         p.writes += 1;
         Ok(())
+    }
+
+    /// Whether the linked record holds every one of `fields` (a failed read says no).
+    async fn crm_holds(&self, id: u64, fields: &BTreeMap<String, String>) -> bool {
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let table = self.entity.crm_table();
+        match self
+            .tenant
+            .crm
+            .get(table, id, &names, Some(self.mailbox))
+            .await
+        {
+            Ok(Some(r)) => fields
+                .iter()
+                .all(|(k, v)| r.fields.get(k).map(String::as_str) == Some(v.as_str())),
+            _ => false,
+        }
+    }
+
+    /// Whether the linked Graph item carries the agreed-state fingerprint `patch` wrote: a PATCH
+    /// is applied whole or not at all, so the item then holds the whole patch. A patch without a
+    /// fingerprint cannot be told apart (says no).
+    async fn graph_holds(&self, l: &Link, patch: &Value) -> bool {
+        let Some(fp) = cgc_graph::extended_property(patch, SYNC_STATE_PROPERTY) else {
+            return false;
+        };
+        match self.graph_get(&l.graph_id, l.list_id.as_deref()).await {
+            Ok(Some(item)) => {
+                cgc_graph::extended_property(&item, SYNC_STATE_PROPERTY).as_deref()
+                    == Some(fp.as_str())
+            }
+            _ => false,
+        }
     }
 
     /// An appointment is marked (`ConnectorDeleted`), never hard-deleted; other entities are
